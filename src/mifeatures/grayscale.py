@@ -1,0 +1,66 @@
+"""Grayscale stage: STL-10 uint8 RGB → float grayscale in [0, 1], at every map size needed.
+
+As the article did: divide by 255, average R, G and B, then one min–max over the whole
+dataset; the copies at 88×88 and 104×104 (for cases a and b) come from scikit-image's
+``resize`` with its defaults (bilinear, anti-aliased when shrinking), computed once here.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from skimage.transform import resize
+
+from mifeatures.data import IMAGE_SIZE, read_stl10_images
+from mifeatures.io import atomic_write
+
+
+def to_grayscale(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, 96, 96, 3) → float32 (N, 96, 96) in [0, 1], min–max over the whole set.
+
+    >>> to_grayscale(np.array([[[[0, 0, 0]], [[255, 255, 0]]]], dtype=np.uint8)).ravel().tolist()
+    [0.0, 1.0]
+    """
+    gray = (images.astype(np.float64) / 255.0).mean(axis=-1)
+    low, high = gray.min(), gray.max()
+    if high == low:
+        raise ValueError("every pixel of the dataset has the same value; cannot min–max scale it")
+    return ((gray - low) / (high - low)).astype(np.float32)
+
+
+def resize_images(gray: np.ndarray, size: int) -> np.ndarray:
+    """Resize each (H, W) image of ``gray`` to (size, size) with skimage's defaults, as float32."""
+    if size == gray.shape[-1]:
+        return gray.astype(np.float32, copy=True)
+    return np.stack([resize(image, (size, size)) for image in gray]).astype(np.float32)
+
+
+def load_images(path: str, size: int | None = None) -> np.ndarray:
+    """Load a grayscale array written by this stage, checking dtype, rank and (optionally) size."""
+    images = np.load(path)
+    if images.dtype != np.float32 or images.ndim != 3 or images.shape[1] != images.shape[2]:
+        raise ValueError(f"{path}: expected float32 (N, S, S) grayscale images, got {images.dtype} {images.shape}")
+    if size is not None and images.shape[1] != size:
+        raise ValueError(f"{path}: expected {size}×{size} images, got {images.shape[1]}×{images.shape[2]}")
+    return images
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: write the grayscale images at each requested size."""
+    parser = argparse.ArgumentParser(prog="mifeatures grayscale", description=__doc__.splitlines()[0])
+    parser.add_argument("source", help="STL-10 train_X.bin")
+    parser.add_argument("--sizes", type=int, nargs="+", required=True, help="side lengths, e.g. 96 88 104")
+    parser.add_argument("--outputs", nargs="+", required=True, help="one .npy path per size, same order")
+    args = parser.parse_args(argv)
+    if len(args.sizes) != len(args.outputs):
+        parser.error(f"--sizes has {len(args.sizes)} values but --outputs has {len(args.outputs)}")
+    gray = to_grayscale(read_stl10_images(args.source))
+    for size, out in zip(args.sizes, args.outputs):
+        with atomic_write(out) as handle:
+            np.save(handle, resize_images(gray, size) if size != IMAGE_SIZE else gray)
+        print(f"wrote {out} ({len(gray)} images, {size}×{size})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Atomic output: every file is written to a temporary sibling and renamed into place."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A crash or exception leaves any previous ``path`` untouched and no partial file behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def parse_case_paths(pairs: list[str]) -> dict[str, Path]:
+    """Parse CLI arguments ``CASE=PATH`` into {case: path}, keeping their order.
+
+    >>> parse_case_paths(["a=results/a.csv", "c=results/c.csv"])
+    {'a': PosixPath('results/a.csv'), 'c': PosixPath('results/c.csv')}
+    """
+    parsed = {}
+    for pair in pairs:
+        case, sep, path = pair.partition("=")
+        if not sep or not case or not path:
+            raise ValueError(f"expected CASE=PATH, got {pair!r}")
+        if case in parsed:
+            raise ValueError(f"case {case!r} given twice")
+        parsed[case] = Path(path)
+    return parsed

@@ -1,0 +1,64 @@
+"""The DeepInfoMax objective as the article's code had it (Hjelm et al. 2018, JSD form).
+
+Both critics compare the feature maps M with the image itself (resized to M's size);
+the negative for sample i is M of sample i+1 in the batch paired with image i. The
+prior term is written in softplus form: −log σ(x) = softplus(−x), −log(1 − σ(x)) = softplus(x).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mifeatures.models import GlobalCritic, LocalCritic, PriorCritic
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the three terms: α global, β local, γ prior (the article: 0.1, 0.1, 0.8)."""
+
+    alpha: float = 0.1
+    beta: float = 0.1
+    gamma: float = 0.8
+
+
+def _jsd_term(scores: torch.Tensor, batch: int) -> torch.Tensor:
+    """JSD lower-bound loss from critic scores stacked as [positives; negatives]."""
+    positive, negative = scores[:batch], scores[batch:]
+    return F.softplus(negative).mean() + F.softplus(-positive).mean()
+
+
+class DeepInfoMaxLoss(nn.Module):
+    """Holds the three critics and returns the loss and its terms for one batch."""
+
+    def __init__(self, map_size: int, weights: LossWeights = LossWeights()):
+        super().__init__()
+        self.weights = weights
+        self.local_critic = LocalCritic()
+        self.global_critic = GlobalCritic(map_size)
+        self.prior_critic = PriorCritic()
+
+    def forward(
+        self, maps: torch.Tensor, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Loss terms for maps (B, 32, S, S) and images (B, 1, S, S).
+
+        ``generator`` draws the uniform prior samples, so a seeded run is repeatable.
+        """
+        if maps.shape[0] < 2:
+            raise ValueError("DeepInfoMax needs a batch of at least 2: negatives pair each image with the next one's maps")
+        if images.shape[-2:] != maps.shape[-2:]:
+            raise ValueError(f"image size {tuple(images.shape[-2:])} differs from map size {tuple(maps.shape[-2:])}")
+        batch = maps.shape[0]
+        rolled = torch.cat([maps[1:], maps[:1]])
+        pairs = torch.cat([torch.cat([maps, images], dim=1), torch.cat([rolled, images], dim=1)])
+        local = self.weights.beta * _jsd_term(self.local_critic(pairs), batch)
+        global_ = self.weights.alpha * _jsd_term(self.global_critic(pairs), batch)
+        prior_sample = torch.rand(maps.shape, generator=generator, device=maps.device, dtype=maps.dtype)
+        prior = self.weights.gamma * (
+            F.softplus(-self.prior_critic(prior_sample)).mean() + F.softplus(self.prior_critic(maps)).mean()
+        )
+        return {"loss": local + global_ + prior, "local": local, "global": global_, "prior": prior}

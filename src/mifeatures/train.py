@@ -1,0 +1,174 @@
+"""Train stage: fit one encoder and its critics with the DeepInfoMax objective.
+
+The training loop knows nothing of the case: it gets an encoder, the objective holding
+the critics, a loader and optimisers. Every random draw comes from seeded generators.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm import tqdm
+
+from mifeatures.grayscale import load_images
+from mifeatures.io import atomic_write
+from mifeatures.models import INPUT_SIZE, build_encoder, map_size
+from mifeatures.objective import DeepInfoMaxLoss, LossWeights
+
+LOSS_COLUMNS = ["epoch", "step", "loss", "local", "global", "prior"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one training run (params.yaml: train, plus the case's overrides)."""
+
+    epochs: int = 50
+    batch_size: int = 10
+    lr: float = 1e-4
+    seed: int = 78
+    alpha: float = 0.1
+    beta: float = 0.1
+    gamma: float = 0.8
+    device: str = "cpu"
+
+    def __post_init__(self):
+        for key in ("epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"train.{key} must be ≥ 1, got {getattr(self, key)}")
+        if self.batch_size < 2:
+            raise ValueError(f"train.batch_size must be ≥ 2 (negatives pair images within a batch), got {self.batch_size}")
+        if self.lr <= 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch and numpy and ask for deterministic kernels, so a config always gives the same run."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' → CUDA when present, else CPU; 'cuda' without a GPU is an error, not a silent fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown train.device {name!r}; expected auto, cpu or cuda")
+    return torch.device(name)
+
+
+def make_loader(
+    encoder_images: np.ndarray, critic_images: np.ndarray, batch_size: int, seed: int
+) -> DataLoader:
+    """Reshuffled batches of (96×96 encoder input, image at map size); a last short batch is dropped."""
+    if len(encoder_images) != len(critic_images):
+        raise ValueError(f"{len(encoder_images)} encoder images but {len(critic_images)} critic images")
+    if len(encoder_images) < batch_size:
+        raise ValueError(f"train.batch_size {batch_size} exceeds the {len(encoder_images)} images available")
+    dataset = TensorDataset(
+        torch.from_numpy(encoder_images).unsqueeze(1), torch.from_numpy(critic_images).unsqueeze(1)
+    )
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator)
+
+
+def train(
+    encoder: torch.nn.Module,
+    objective: DeepInfoMaxLoss,
+    loader: DataLoader,
+    optimizers: list[torch.optim.Optimizer],
+    epochs: int,
+    device: torch.device,
+    prior_generator: torch.Generator,
+    description: str = "train",
+) -> pd.DataFrame:
+    """Run ``epochs`` passes; return one row per step with the loss and its three terms.
+
+    Every optimiser steps on the same loss, as in the article's code (encoder and critics
+    both minimise it; the prior term is not played adversarially).
+    """
+    encoder.to(device).train()
+    objective.to(device).train()
+    rows = []
+    with tqdm(total=epochs * len(loader), desc=description, mininterval=5, unit="step") as bar:
+        for epoch in range(epochs):
+            for step, (inputs, images) in enumerate(loader):
+                for optimizer in optimizers:
+                    optimizer.zero_grad()
+                terms = objective(encoder(inputs.to(device)), images.to(device), prior_generator)
+                terms["loss"].backward()
+                for optimizer in optimizers:
+                    optimizer.step()
+                rows.append([epoch, step] + [terms[key].item() for key in LOSS_COLUMNS[2:]])
+                bar.update()
+                bar.set_postfix(epoch=epoch, loss=f"{rows[-1][2]:.4f}")
+    return pd.DataFrame(rows, columns=LOSS_COLUMNS)
+
+
+def run(case: str, encoder_images_path: str, critic_images_path: str, config: TrainConfig,
+        encoder_out: str, loss_out: str) -> pd.DataFrame:
+    """Train case ``case`` from the grayscale arrays and write the encoder checkpoint and loss log."""
+    size = map_size(case)
+    encoder_images = load_images(encoder_images_path, INPUT_SIZE)
+    critic_images = load_images(critic_images_path, size)
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    encoder = build_encoder(case)
+    objective = DeepInfoMaxLoss(size, LossWeights(config.alpha, config.beta, config.gamma))
+    optimizers = [
+        torch.optim.Adam(encoder.parameters(), lr=config.lr),
+        torch.optim.Adam(objective.parameters(), lr=config.lr),
+    ]
+    loader = make_loader(encoder_images, critic_images, config.batch_size, config.seed)
+    prior_generator = torch.Generator(device=device).manual_seed(config.seed)
+    losses = train(encoder, objective, loader, optimizers, config.epochs, device, prior_generator,
+                   description=f"train case {case}")
+    checkpoint = {"case": case, "config": asdict(config), "state_dict": encoder.cpu().state_dict()}
+    with atomic_write(encoder_out) as handle:
+        torch.save(checkpoint, handle)
+    with atomic_write(loss_out, "w") as handle:
+        losses.to_csv(handle, index=False)
+    return losses
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: train one case."""
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(prog="mifeatures train", description=__doc__.splitlines()[0])
+    parser.add_argument("--case", required=True, help="encoder case: a, b, c or d")
+    parser.add_argument("--encoder-images", required=True, help="96×96 grayscale .npy (encoder input)")
+    parser.add_argument("--critic-images", required=True, help="grayscale .npy at the case's map size")
+    parser.add_argument("--encoder-out", required=True, help="checkpoint to write (.pt)")
+    parser.add_argument("--loss-out", required=True, help="per-step loss log to write (.csv)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="default: %(default)s")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="default: %(default)s")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate; default: %(default)s")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="default: %(default)s")
+    parser.add_argument("--alpha", type=float, default=defaults.alpha, help="global weight; default: %(default)s")
+    parser.add_argument("--beta", type=float, default=defaults.beta, help="local weight; default: %(default)s")
+    parser.add_argument("--gamma", type=float, default=defaults.gamma, help="prior weight; default: %(default)s")
+    parser.add_argument("--device", default=defaults.device, help="auto, cpu or cuda; default: %(default)s")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch; default: %(default)s")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = TrainConfig(args.epochs, args.batch_size, args.lr, args.seed, args.alpha, args.beta,
+                         args.gamma, args.device)
+    losses = run(args.case, args.encoder_images, args.critic_images, config, args.encoder_out, args.loss_out)
+    final = losses[losses.epoch == losses.epoch.max()].loss.mean()
+    print(f"case {args.case}: {len(losses)} steps, last-epoch mean loss {final:.4f}; wrote "
+          f"{Path(args.encoder_out)} and {Path(args.loss_out)}")
+
+
+if __name__ == "__main__":
+    main()

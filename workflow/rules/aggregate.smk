@@ -1,0 +1,19 @@
+rule aggregate:
+    input:
+        summaries=per_case(SUMMARY),
+        code=code("aggregate", "io"),
+    output:
+        cases="results/aggregate/cases.csv",
+        images="results/aggregate/images.csv",
+        metrics="results/aggregate/metrics.json",
+    log:
+        "results/logs/aggregate.log",
+    conda:
+        CONDA_ENV
+    params:
+        summaries=case_pairs(SUMMARY),
+        win_by=config["aggregate"]["win_by"],
+    shell:
+        "python -m mifeatures.aggregate {params.summaries} --win-by {params.win_by}"
+        " --cases-out {output.cases} --images-out {output.images}"
+        " --metrics-out {output.metrics} > {log} 2>&1"

@@ -1,0 +1,15 @@
+rule grayscale:
+    input:
+        images=RAW_IMAGES,
+        code=code("grayscale", "data", "io"),
+    output:
+        expand(GRAY, size=GRAY_SIZES),
+    log:
+        "results/logs/grayscale.log",
+    conda:
+        CONDA_ENV
+    params:
+        sizes=GRAY_SIZES,
+    shell:
+        "python -m mifeatures.grayscale {input.images} --sizes {params.sizes}"
+        " --outputs {output} > {log} 2>&1"

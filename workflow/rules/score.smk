@@ -1,0 +1,22 @@
+rule score:
+    input:
+        encoder=ENCODER,
+        encoder_images=encoder_images(),
+        sized_images=sized_images,
+        code=code("score", "mi", "models", "grayscale", "io"),
+    output:
+        mi=MI_TABLE,
+        summary=SUMMARY,
+    log:
+        "results/logs/score/{case}.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    params:
+        bins=config["score"]["bins"],
+        noise_seed=config["score"]["noise_seed"],
+    shell:
+        "python -m mifeatures.score --encoder {input.encoder}"
+        " --encoder-images {input.encoder_images} --sized-images {input.sized_images}"
+        " --bins {params.bins} --noise-seed {params.noise_seed} --threads {threads}"
+        " --mi-out {output.mi} --summary-out {output.summary} > {log} 2>&1"

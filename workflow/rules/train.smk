@@ -1,0 +1,24 @@
+# One job per case. threads stays 1: torch's CPU results change in the last bits with the
+# thread count, and a fixed count keeps reruns byte-identical.
+rule train:
+    input:
+        encoder_images=encoder_images(),
+        critic_images=sized_images,
+        code=code("train", "models", "objective", "grayscale", "io"),
+    output:
+        encoder=ENCODER,
+        loss=LOSS,
+    log:
+        "results/logs/train/{case}.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    params:
+        hp=train_params,
+    shell:
+        "python -m mifeatures.train --case {wildcards.case}"
+        " --encoder-images {input.encoder_images} --critic-images {input.critic_images}"
+        " --epochs {params.hp[epochs]} --batch-size {params.hp[batch_size]} --lr {params.hp[lr]}"
+        " --seed {params.hp[seed]} --alpha {params.hp[alpha]} --beta {params.hp[beta]}"
+        " --gamma {params.hp[gamma]} --device {params.hp[device]} --threads {threads}"
+        " --encoder-out {output.encoder} --loss-out {output.loss} > {log} 2>&1"
