@@ -107,7 +107,10 @@ def download_stl10(url: str, md5: str, out: str | Path, progress: bool = True) -
         archive = pooch.retrieve(
             url, known_hash=f"md5:{md5}", fname=ARCHIVE_NAME, path=root, progressbar=progress
         )
-    except ValueError as error:  # pooch's hash mismatch; it has already removed the bad file
+    except ValueError as error:
+        if "does not match the known hash" not in str(error):  # e.g. an unsupported URL scheme
+            raise ValueError(f"cannot download {url}: {error} (data.stl10.url in params.yaml)") from error
+        # pooch has already removed the file that failed the check
         raise ValueError(
             f"{url}: checksum failed ({error}). Check data.stl10.url/md5 in params.yaml, "
             f"or place a verified {ARCHIVE_NAME} in {root} by hand"
@@ -130,6 +133,8 @@ def _extract_train_split(archive: Path, root: Path) -> None:
                 raise ValueError(f"{archive}: not an STL-10 archive, it lacks {', '.join(missing)}")
             for member in TRAIN_MEMBERS:
                 source = tar.extractfile(member)
+                if source is None:
+                    raise ValueError(f"{archive}: {member} is not a regular file; not an STL-10 archive")
                 with source, atomic_write(root / member) as target:
                     while chunk := source.read(1 << 20):
                         target.write(chunk)

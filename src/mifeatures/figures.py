@@ -28,9 +28,8 @@ def loss_figure(losses: dict[str, pd.DataFrame]) -> plt.Figure:
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for index, (case, frame) in enumerate(losses.items()):
         color = f"C{index}"
-        steps_per_epoch = frame["step"].max() + 1
-        axis.plot((frame["epoch"] * steps_per_epoch + frame["step"] + 1) / steps_per_epoch, frame["loss"],
-                  color=color, alpha=0.25, linewidth=0.8)
+        steps_per_epoch = len(frame) / frame["epoch"].nunique()
+        axis.plot((frame["step"] + 1) / steps_per_epoch, frame["loss"], color=color, alpha=0.25, linewidth=0.8)
         per_epoch = frame.groupby("epoch")["loss"].mean()
         axis.plot(per_epoch.index + 1, per_epoch.to_numpy(), "o-", color=color, label=f"case {case}")
     axis.set(xlabel="epoch", ylabel="DeepInfoMax loss", title="Training loss (dots: epoch mean; faint: per step)")

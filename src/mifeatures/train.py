@@ -39,9 +39,8 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self):
-        for key in ("epochs", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"train.{key} must be ≥ 1, got {getattr(self, key)}")
+        if self.epochs < 1:
+            raise ValueError(f"train.epochs must be ≥ 1, got {self.epochs}")
         if self.batch_size < 2:
             raise ValueError(f"train.batch_size must be ≥ 2 (negatives pair images within a batch), got {self.batch_size}")
         if self.lr <= 0:
@@ -93,7 +92,7 @@ def train(
     prior_generator: torch.Generator,
     description: str = "train",
 ) -> pd.DataFrame:
-    """Run ``epochs`` passes; return one row per step with the loss and its three terms.
+    """Run ``epochs`` passes; return one row per step (counted over all epochs) with the loss and its terms.
 
     Every optimiser steps on the same loss, as in the article's code (encoder and critics
     both minimise it; the prior term is not played adversarially).
@@ -103,14 +102,14 @@ def train(
     rows = []
     with tqdm(total=epochs * len(loader), desc=description, mininterval=5, unit="step") as bar:
         for epoch in range(epochs):
-            for step, (inputs, images) in enumerate(loader):
+            for inputs, images in loader:
                 for optimizer in optimizers:
                     optimizer.zero_grad()
                 terms = objective(encoder(inputs.to(device)), images.to(device), prior_generator)
                 terms["loss"].backward()
                 for optimizer in optimizers:
                     optimizer.step()
-                rows.append([epoch, step] + [terms[key].item() for key in LOSS_COLUMNS[2:]])
+                rows.append([epoch, len(rows)] + [terms[key].item() for key in LOSS_COLUMNS[2:]])
                 bar.update()
                 bar.set_postfix(epoch=epoch, loss=f"{rows[-1][2]:.4f}")
     return pd.DataFrame(rows, columns=LOSS_COLUMNS)

@@ -1,0 +1,528 @@
+"""Tests of the data stage: STL-10 layout, embedded sample, download against a local server, CLI."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import io
+import re
+import socket
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mifeatures.data import (
+    IMAGE_BYTES,
+    download_stl10,
+    main,
+    make_sample,
+    read_stl10_images,
+    write_stl10_images,
+)
+
+SIDE = 96
+CHANNEL_BYTES = SIDE * SIDE  # 9216
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _random_images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, SIDE, SIDE, 3), dtype=np.uint8)
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def _stl10_bytes(images: np.ndarray, tmp: Path, name: str) -> bytes:
+    path = tmp / name
+    write_stl10_images(images, path)
+    return path.read_bytes()
+
+
+def _make_tar_gz(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def stl10_members(tmp_path_factory) -> dict[str, bytes]:
+    """The members of a tiny archive in the genuine STL-10 layout."""
+    tmp = tmp_path_factory.mktemp("members")
+    class_names = "airplane bird car cat deer dog horse monkey ship truck".split()
+    return {
+        "stl10_binary/train_X.bin": _stl10_bytes(make_sample(3, 0), tmp, "train_X.bin"),
+        "stl10_binary/train_y.bin": np.array([1, 5, 10], dtype=np.uint8).tobytes(),
+        "stl10_binary/test_X.bin": _stl10_bytes(_random_images(2, 1), tmp, "test_X.bin"),
+        "stl10_binary/test_y.bin": np.array([3, 7], dtype=np.uint8).tobytes(),
+        "stl10_binary/unlabeled_X.bin": _stl10_bytes(_random_images(1, 2), tmp, "unlabeled_X.bin"),
+        "stl10_binary/class_names.txt": ("\n".join(class_names) + "\n").encode(),
+        "stl10_binary/fold_indices.txt": b"0 1\n2\n",
+    }
+
+
+class _CountingHandler(http.server.SimpleHTTPRequestHandler):
+    """Static file handler that records every request path in ``self.requests``."""
+
+    def __init__(self, *args, requests: list[str], **kwargs):
+        self.requests = requests
+        super().__init__(*args, **kwargs)
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.requests.append(self.path)
+        super().do_GET()
+
+    def do_HEAD(self):  # noqa: N802
+        self.requests.append(self.path)
+        super().do_HEAD()
+
+    def log_message(self, format, *args):  # noqa: A002 - keep test output quiet
+        pass
+
+
+class LocalServer:
+    """A static HTTP server on 127.0.0.1 serving ``root``; ``requests`` lists the paths asked for."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.requests: list[str] = []
+        handler = functools.partial(_CountingHandler, requests=self.requests, directory=str(root))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def publish(self, name: str, data: bytes) -> tuple[str, str]:
+        """Serve ``data`` as ``/name``; return its URL and md5."""
+        (self.root / name).write_bytes(data)
+        return f"http://127.0.0.1:{self.port}/{name}", hashlib.md5(data).hexdigest()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    """A real HTTP server on 127.0.0.1 serving a temp folder, shut down after the test."""
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    served = tmp_path / "served"
+    served.mkdir()
+    local = LocalServer(served)
+    yield local
+    local.close()
+
+
+@pytest.fixture
+def download_root(tmp_path) -> Path:
+    """The folder the download stage writes into (archive plus stl10_binary/)."""
+    return tmp_path / "raw" / "stl10"
+
+
+# --------------------------------------------------------------------------- STL-10 layout
+
+
+def test_write_stl10_images_uses_channel_by_channel_column_major_layout(tmp_path):
+    """Byte i*27648 + c*9216 + x*96 + y of the written file is images[i, y, x, c]."""
+    images = _random_images(2, seed=42)
+    path = tmp_path / "train_X.bin"
+    write_stl10_images(images, path)
+    raw = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    assert raw.size == 2 * IMAGE_BYTES == 2 * 27648
+    i, y, x, c = np.meshgrid(np.arange(2), np.arange(SIDE), np.arange(SIDE), np.arange(3), indexing="ij")
+    offsets = i * 27648 + c * CHANNEL_BYTES + x * SIDE + y
+    np.testing.assert_array_equal(raw[offsets], images)
+    # A few hand-picked positions, spelled out, so the formula above is not the only witness.
+    assert raw[0] == images[0, 0, 0, 0]
+    assert raw[1] == images[0, 1, 0, 0]  # next byte walks down the column (y), not along the row
+    assert raw[SIDE] == images[0, 0, 1, 0]
+    assert raw[CHANNEL_BYTES] == images[0, 0, 0, 1]
+    assert raw[27648 + 2 * CHANNEL_BYTES + 5 * SIDE + 7] == images[1, 7, 5, 2]
+
+
+def test_stl10_round_trip_is_exact(tmp_path):
+    """read_stl10_images(write_stl10_images(x)) returns x exactly, as a contiguous uint8 array."""
+    images = _random_images(2, seed=7)
+    path = tmp_path / "sub" / "train_X.bin"  # the parent folder is created on the fly
+    write_stl10_images(images, path)
+    back = read_stl10_images(path)
+    assert back.dtype == np.uint8
+    assert back.shape == (2, SIDE, SIDE, 3)
+    assert back.flags.c_contiguous
+    np.testing.assert_array_equal(back, images)
+    assert read_stl10_images(str(path)).tobytes() == images.tobytes()  # str paths work too
+
+
+def test_read_stl10_images_reads_a_file_written_by_hand_in_stl10_order(tmp_path):
+    """A file built directly as (N, C, W, H) bytes reads back as (N, H, W, C) images."""
+    images = _random_images(3, seed=3)
+    path = tmp_path / "hand.bin"
+    path.write_bytes(images.transpose(0, 3, 2, 1).tobytes())
+    np.testing.assert_array_equal(read_stl10_images(path), images)
+
+
+# --------------------------------------------------------------------------- read/write errors
+
+
+def test_read_stl10_images_rejects_size_not_multiple_of_image_bytes(tmp_path):
+    """A file whose size is not a multiple of 27648 raises ValueError naming the path and 27648."""
+    path = tmp_path / "short.bin"
+    path.write_bytes(bytes(27648 + 100))
+    with pytest.raises(ValueError, match=re.escape(str(path)) + r".*27748 bytes.*27648"):
+        read_stl10_images(path)
+
+
+def test_read_stl10_images_rejects_empty_file(tmp_path):
+    """An empty file raises ValueError (0 bytes is not a positive multiple of 27648)."""
+    path = tmp_path / "empty.bin"
+    path.touch()
+    with pytest.raises(ValueError, match=re.escape(str(path)) + r": 0 bytes is not a positive multiple of 27648"):
+        read_stl10_images(path)
+
+
+def test_read_stl10_images_missing_file_raises_file_not_found(tmp_path):
+    """A missing file raises FileNotFoundError naming the path."""
+    path = tmp_path / "nope" / "train_X.bin"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(path))):
+        read_stl10_images(path)
+
+
+def test_read_stl10_images_rejects_a_directory(tmp_path):
+    """A directory in place of the file raises FileNotFoundError, not IsADirectoryError."""
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path))):
+        read_stl10_images(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        pytest.param(np.zeros((2, SIDE, SIDE, 3), dtype=np.float32), id="float32"),
+        pytest.param(np.zeros((2, SIDE, SIDE, 3), dtype=np.int64), id="int64"),
+        pytest.param(np.zeros((2, SIDE, SIDE), dtype=np.uint8), id="no-channels"),
+        pytest.param(np.zeros((2, 3, SIDE, SIDE), dtype=np.uint8), id="channels-first"),
+        pytest.param(np.zeros((2, SIDE, SIDE, 4), dtype=np.uint8), id="rgba"),
+        pytest.param(np.zeros((2, 32, 32, 3), dtype=np.uint8), id="32px"),
+        pytest.param(np.zeros((SIDE, SIDE, 3), dtype=np.uint8), id="single-image-3d"),
+    ],
+)
+def test_write_stl10_images_rejects_wrong_dtype_or_shape(tmp_path, images):
+    """Anything but uint8 (N, 96, 96, 3) raises ValueError and writes nothing."""
+    path = tmp_path / "out" / "train_X.bin"
+    with pytest.raises(ValueError, match=r"expected uint8 images of shape \(N, 96, 96, 3\), got " + str(images.dtype)):
+        write_stl10_images(images, path)
+    assert not path.exists()
+    assert _files_under(tmp_path) == []
+
+
+def test_failed_write_keeps_previous_file_and_leaves_no_temporary(tmp_path):
+    """A rejected write leaves an existing file byte-identical and no temporary file beside it."""
+    path = tmp_path / "train_X.bin"
+    original = _random_images(1, seed=5)
+    write_stl10_images(original, path)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="expected uint8"):
+        write_stl10_images(np.zeros((1, SIDE, SIDE, 3), dtype=np.float64), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["train_X.bin"]
+
+
+def test_write_failing_after_the_temporary_is_written_leaves_no_temporary(tmp_path):
+    """When the final rename fails (target is a folder), the error propagates and no .tmp file remains."""
+    target = tmp_path / "train_X.bin"
+    target.mkdir()
+    (target / "keep").write_text("x")
+    with pytest.raises(OSError):
+        write_stl10_images(_random_images(1), target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train_X.bin"]
+    assert [p.name for p in target.iterdir()] == ["keep"]
+
+
+# --------------------------------------------------------------------------- embedded sample
+
+
+@pytest.fixture(scope="module")
+def sample15() -> np.ndarray:
+    """make_sample(15, 0): one crop of each of the 15 photos."""
+    return make_sample(15, 0)
+
+
+def test_make_sample_shape_and_dtype():
+    """make_sample(n, seed) returns uint8 (n, 96, 96, 3)."""
+    images = make_sample(4, 0)
+    assert images.shape == (4, SIDE, SIDE, 3)
+    assert images.dtype == np.uint8
+
+
+def test_make_sample_is_deterministic(sample15):
+    """Two calls with the same arguments are byte-identical."""
+    assert make_sample(15, 0).tobytes() == sample15.tobytes()
+
+
+def test_make_sample_prefix_is_stable_in_n(sample15):
+    """The first k images do not depend on how many images are asked for."""
+    assert make_sample(5, 0).tobytes() == sample15[:5].tobytes()
+
+
+def test_make_sample_depends_on_seed(sample15):
+    """A different seed gives different crops for every image."""
+    other = make_sample(15, 1)
+    assert other.shape == sample15.shape
+    assert all(not np.array_equal(a, b) for a, b in zip(sample15, other))
+
+
+def test_make_sample_images_come_from_varied_real_photos(sample15):
+    """Images are not constant and their statistics vary as across different photos."""
+    flat = sample15.reshape(15, -1).astype(np.float64)
+    assert (flat.std(axis=1) > 5).all()  # every crop has texture, none is flat
+    means = flat.mean(axis=1)
+    assert means.max() - means.min() > 80  # e.g. the dark Hubble field vs the bright coffee photo
+    assert len(np.unique(means.round())) >= 12  # not a handful of repeats
+    # No two images are the same crop.
+    assert len({image.tobytes() for image in sample15}) == 15
+
+
+def test_make_sample_cycles_through_grayscale_and_colour_photos(sample15):
+    """Grayscale photos (brick, camera, coins...) give R == G == B; colour ones (astronaut) do not."""
+
+    def is_gray(image):
+        return bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
+
+    gray = [is_gray(image) for image in sample15]
+    # Order of SAMPLE_PHOTOS: astronaut, brick, camera, chelsea, coffee, coins, grass, gravel,
+    # hubble_deep_field, immunohistochemistry, moon, retina, rocket, then the two motorcycle views.
+    assert [i for i, g in enumerate(gray) if g] == [1, 2, 5, 6, 7, 10]
+    # Image 15 comes from photo 0 again (astronaut, colour); image 16 from brick (grayscale).
+    more = make_sample(17, 0)
+    assert not is_gray(more[15]) and is_gray(more[16])
+
+
+@pytest.mark.parametrize("n_images", [0, -1])
+def test_make_sample_rejects_non_positive_count(n_images):
+    """n_images < 1 raises ValueError naming the value."""
+    with pytest.raises(ValueError, match=rf"n_images must be ≥ 1, got {n_images}"):
+        make_sample(n_images, 0)
+
+
+# --------------------------------------------------------------------------- download
+
+
+@pytest.mark.network
+def test_download_extracts_only_the_train_split_and_keeps_the_archive(server, download_root, stl10_members):
+    """download_stl10 fetches, verifies and extracts train_X/train_y/class_names only; the archive stays."""
+    archive_bytes = _make_tar_gz(stl10_members)
+    url, md5 = server.publish("stl10_binary.tar.gz", archive_bytes)
+    out = download_root / "stl10_binary" / "train_X.bin"
+
+    result = download_stl10(url, md5, out, progress=False)
+
+    assert Path(result) == out
+    assert out.read_bytes() == stl10_members["stl10_binary/train_X.bin"]
+    np.testing.assert_array_equal(read_stl10_images(out), make_sample(3, 0))
+    folder = download_root / "stl10_binary"
+    assert sorted(p.name for p in folder.iterdir()) == ["class_names.txt", "train_X.bin", "train_y.bin"]
+    assert (folder / "train_y.bin").read_bytes() == stl10_members["stl10_binary/train_y.bin"]
+    assert (folder / "class_names.txt").read_bytes() == stl10_members["stl10_binary/class_names.txt"]
+    assert not (folder / "unlabeled_X.bin").exists()
+    assert not (folder / "test_X.bin").exists()
+    # The archive is kept beside the stl10_binary folder, byte-identical, and nothing else lies there.
+    archive = download_root / "stl10_binary.tar.gz"
+    assert archive.read_bytes() == archive_bytes
+    assert sorted(p.name for p in download_root.iterdir()) == ["stl10_binary", "stl10_binary.tar.gz"]
+    assert server.requests == ["/stl10_binary.tar.gz"]
+
+
+@pytest.mark.network
+def test_download_second_call_does_not_hit_the_server(server, download_root, stl10_members):
+    """A rerun reuses the verified archive: no new request, even after train_X.bin was deleted."""
+    url, md5 = server.publish("stl10_binary.tar.gz", _make_tar_gz(stl10_members))
+    out = download_root / "stl10_binary" / "train_X.bin"
+    download_stl10(url, md5, out, progress=False)
+    assert len(server.requests) == 1
+
+    assert download_stl10(url, md5, out, progress=False) == out
+    out.unlink()
+    assert download_stl10(url, md5, out, progress=False) == out
+
+    assert len(server.requests) == 1
+    assert out.read_bytes() == stl10_members["stl10_binary/train_X.bin"]
+
+
+@pytest.mark.network
+def test_download_redownloads_a_tampered_archive(server, download_root, stl10_members):
+    """An archive on disk whose md5 no longer matches is fetched again and replaced."""
+    archive_bytes = _make_tar_gz(stl10_members)
+    url, md5 = server.publish("stl10_binary.tar.gz", archive_bytes)
+    download_root.mkdir(parents=True)
+    (download_root / "stl10_binary.tar.gz").write_bytes(b"not the archive")
+    out = download_root / "stl10_binary" / "train_X.bin"
+
+    download_stl10(url, md5, out, progress=False)
+
+    assert len(server.requests) == 1
+    assert (download_root / "stl10_binary.tar.gz").read_bytes() == archive_bytes
+    assert out.read_bytes() == stl10_members["stl10_binary/train_X.bin"]
+
+
+@pytest.mark.network
+def test_download_wrong_md5_raises_and_leaves_nothing(server, download_root, stl10_members):
+    """A checksum mismatch raises ValueError naming the URL and md5; no archive nor train_X.bin remain."""
+    url, md5 = server.publish("stl10_binary.tar.gz", _make_tar_gz(stl10_members))
+    wrong = "0" * 32
+    assert wrong != md5
+    out = download_root / "stl10_binary" / "train_X.bin"
+    with pytest.raises(ValueError, match=re.escape(url) + r": checksum failed \(.*md5.*\)") as info:
+        download_stl10(url, wrong, out, progress=False)
+    message = str(info.value)
+    assert wrong in message and md5 in message  # pooch's expected vs actual hash
+    assert "params.yaml" in message
+    assert len(server.requests) == 1
+    assert not out.exists()
+    assert _files_under(download_root) == []  # neither archive nor pooch's temporary file
+
+
+@pytest.mark.network
+def test_download_http_404_raises_connection_error(server, download_root):
+    """A 404 raises ConnectionError naming the URL, and leaves no file behind."""
+    url = f"http://127.0.0.1:{server.port}/missing/stl10_binary.tar.gz"
+    out = download_root / "stl10_binary" / "train_X.bin"
+    with pytest.raises(ConnectionError, match=r"could not download " + re.escape(url) + r": .*404"):
+        download_stl10(url, "0" * 32, out, progress=False)
+    assert server.requests == ["/missing/stl10_binary.tar.gz"]
+    assert not out.exists()
+    assert _files_under(download_root) == []
+
+
+@pytest.mark.network
+def test_download_nothing_listening_raises_connection_error(download_root, monkeypatch):
+    """A refused connection raises the builtin ConnectionError naming the URL; nothing is left behind."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/stl10_binary.tar.gz"
+    out = download_root / "stl10_binary" / "train_X.bin"
+    with pytest.raises(ConnectionError, match=r"could not download " + re.escape(url)) as info:
+        download_stl10(url, "0" * 32, out, progress=False)
+    assert type(info.value) is ConnectionError  # the wrapper, not requests' own exception
+    assert "data.dataset: sample" in str(info.value)
+    assert not out.exists()
+    assert _files_under(download_root) == []
+
+
+@pytest.mark.network
+def test_download_corrupt_archive_raises_value_error(server, download_root):
+    """Garbage bytes with the right md5 raise ValueError 'corrupt or truncated'; no train_X.bin."""
+    garbage = np.random.default_rng(0).integers(0, 256, size=5000, dtype=np.uint8).tobytes()
+    url, md5 = server.publish("garbage.tar.gz", garbage)
+    out = download_root / "stl10_binary" / "train_X.bin"
+    archive = download_root / "stl10_binary.tar.gz"
+    with pytest.raises(ValueError, match=re.escape(str(archive)) + r": corrupt or truncated archive"):
+        download_stl10(url, md5, out, progress=False)
+    assert not out.exists()
+    assert not (download_root / "stl10_binary").exists()
+
+
+@pytest.mark.network
+def test_download_truncated_archive_raises_value_error(server, download_root, stl10_members):
+    """A real archive cut in half (with the md5 of the cut bytes) is reported as corrupt or truncated."""
+    whole = _make_tar_gz(stl10_members)
+    url, md5 = server.publish("stl10_binary.tar.gz", whole[: len(whole) // 2])
+    out = download_root / "stl10_binary" / "train_X.bin"
+    with pytest.raises(ValueError, match="corrupt or truncated archive"):
+        download_stl10(url, md5, out, progress=False)
+    assert not out.exists()
+    assert not list((download_root).rglob("*.tmp"))
+
+
+@pytest.mark.network
+def test_download_archive_without_train_images_names_the_missing_member(server, download_root, stl10_members):
+    """An archive lacking stl10_binary/train_X.bin raises ValueError naming that member; nothing extracted."""
+    members = {k: v for k, v in stl10_members.items() if k != "stl10_binary/train_X.bin"}
+    url, md5 = server.publish("stl10_binary.tar.gz", _make_tar_gz(members))
+    out = download_root / "stl10_binary" / "train_X.bin"
+    with pytest.raises(ValueError, match=r"not an STL-10 archive, it lacks stl10_binary/train_X\.bin$"):
+        download_stl10(url, md5, out, progress=False)
+    assert not (download_root / "stl10_binary").exists()
+
+
+@pytest.mark.network
+def test_download_archive_without_any_train_member_lists_them_all(server, download_root):
+    """An unrelated tar.gz names every missing train member in the error."""
+    url, md5 = server.publish("other.tar.gz", _make_tar_gz({"readme.txt": b"hello"}))
+    out = download_root / "stl10_binary" / "train_X.bin"
+    expected = "stl10_binary/train_X.bin, stl10_binary/train_y.bin, stl10_binary/class_names.txt"
+    with pytest.raises(ValueError, match=re.escape(f"it lacks {expected}")):
+        download_stl10(url, md5, out, progress=False)
+    assert not out.exists()
+
+
+@pytest.mark.network
+@pytest.mark.parametrize(
+    "relative",
+    ["stl10/train_X.bin", "stl10_binary/test_X.bin", "train_X.bin", "stl10_binary/train_X.bin/extra"],
+)
+def test_download_rejects_out_not_ending_in_stl10_binary_train_x(server, tmp_path, stl10_members, relative):
+    """An out path not ending in stl10_binary/train_X.bin raises ValueError before any request."""
+    url, md5 = server.publish("stl10_binary.tar.gz", _make_tar_gz(stl10_members))
+    out = tmp_path / "dl" / relative
+    with pytest.raises(ValueError, match=r"out must end in stl10_binary/train_X\.bin, got " + re.escape(str(out))):
+        download_stl10(url, md5, out, progress=False)
+    assert server.requests == []
+    assert not (tmp_path / "dl").exists()
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_sample_writes_the_sample(tmp_path, capsys):
+    """`data sample --n-images 3 --seed 1 --out P` writes make_sample(3, 1) in STL-10 layout at P."""
+    path = tmp_path / "data" / "train_X.bin"
+    main(["sample", "--n-images", "3", "--seed", "1", "--out", str(path)])
+    images = read_stl10_images(path)
+    assert images.shape == (3, SIDE, SIDE, 3)
+    np.testing.assert_array_equal(images, make_sample(3, 1))
+    assert f"wrote {path}" in capsys.readouterr().out
+
+
+def test_cli_sample_rejects_zero_images(tmp_path):
+    """`data sample --n-images 0` raises ValueError and writes nothing."""
+    path = tmp_path / "train_X.bin"
+    with pytest.raises(ValueError, match="n_images must be ≥ 1, got 0"):
+        main(["sample", "--n-images", "0", "--seed", "1", "--out", str(path)])
+    assert not path.exists()
+
+
+def test_cli_requires_a_subcommand(capsys):
+    """Running without a subcommand exits with argparse's usage error (status 2)."""
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+    assert "required: command" in capsys.readouterr().err
+
+
+@pytest.mark.network
+def test_cli_download_produces_train_images(server, download_root, stl10_members, capsys):
+    """`data download --url U --md5 M --out P` downloads and extracts train_X.bin at P."""
+    url, md5 = server.publish("stl10_binary.tar.gz", _make_tar_gz(stl10_members))
+    out = download_root / "stl10_binary" / "train_X.bin"
+    main(["download", "--url", url, "--md5", md5, "--out", str(out)])
+    assert out.read_bytes() == stl10_members["stl10_binary/train_X.bin"]
+    assert f"wrote {out}" in capsys.readouterr().out

@@ -1,0 +1,93 @@
+"""Tests of the score stage on a really trained encoder and real images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mifeatures.mi import mutual_information
+from mifeatures.models import N_MAPS
+from mifeatures.score import SUMMARY_COLUMNS, feature_maps, load_encoder, main, noise_bound, score
+
+
+@pytest.fixture(scope="module")
+def scored(trained_case):
+    """Tables of the score stage for the trained case-a encoder over the 8 images."""
+    _, encoder = load_encoder(trained_case["encoder"])
+    encoder_images = np.load(trained_case["encoder_images"])
+    sized_images = np.load(trained_case["sized_images"])
+    return score(encoder, encoder_images, sized_images, bins=30, noise_seed=0)
+
+
+def test_feature_maps_use_each_images_own_batchnorm_statistics(trained_case, gray_images):
+    """As the article scored, BatchNorm runs in training mode: running averages do not matter."""
+    _, encoder = load_encoder(trained_case["encoder"])
+    before = feature_maps(encoder, gray_images[0])
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.fill_(5.0)
+            module.running_var.fill_(9.0)
+    np.testing.assert_array_equal(feature_maps(encoder, gray_images[0]), before)
+    assert before.shape == (N_MAPS, 88, 88) and before.min() >= 0
+
+
+def test_tables_cover_every_image_and_map(scored, gray_images):
+    """One MI row per (image, map) and one summary row per image, in order."""
+    table, summary = scored
+    assert len(table) == len(gray_images) * N_MAPS
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert summary["image"].tolist() == list(range(len(gray_images)))
+
+
+def test_summary_agrees_with_the_per_map_table(scored):
+    """max, min, mean and std of each image are those of its 32 per-map MI values."""
+    table, summary = scored
+    grouped = table.groupby("image")["mi"]
+    np.testing.assert_allclose(summary["mean"], grouped.mean(), rtol=1e-12)
+    np.testing.assert_allclose(summary["max"], grouped.max(), rtol=1e-12)
+    np.testing.assert_allclose(summary["min"], grouped.min(), rtol=1e-12)
+    np.testing.assert_allclose(summary["std"], grouped.std(ddof=0), rtol=1e-9)
+
+
+def test_bounds_bracket_the_maps(scored, trained_case):
+    """The upper bound is the image's own MI; no map beats it and noise stays far below."""
+    _, summary = scored
+    sized = np.load(trained_case["sized_images"])
+    upper = [mutual_information(image, image[None], 30)[0] for image in sized]
+    np.testing.assert_allclose(summary["upper"], upper)
+    assert (summary["max"] <= summary["upper"]).all()
+    assert (summary["noise"] < 0.2 * summary["upper"]).all()
+
+
+def test_noise_bound_is_seeded_per_image(gray_images):
+    """The same (seed, image) gives the same noise bound; another seed another one."""
+    image = gray_images[0]
+    assert noise_bound(image, 3, seed=0, bins=30) == noise_bound(image, 3, seed=0, bins=30)
+    assert noise_bound(image, 3, seed=0, bins=30) != noise_bound(image, 3, seed=1, bins=30)
+
+
+def test_cli_writes_both_tables(tmp_path, trained_case, scored):
+    """The CLI writes the same tables as the library function, as CSV."""
+    mi_out, summary_out = tmp_path / "mi.csv", tmp_path / "summary.csv"
+    main(["--encoder", str(trained_case["encoder"]), "--encoder-images", str(trained_case["encoder_images"]),
+          "--sized-images", str(trained_case["sized_images"]), "--mi-out", str(mi_out),
+          "--summary-out", str(summary_out)])
+    pd.testing.assert_frame_equal(pd.read_csv(summary_out), scored[1], check_exact=False, rtol=1e-15)
+    assert len(pd.read_csv(mi_out)) == len(scored[0])
+
+
+def test_cli_rejects_bins_below_two(tmp_path, trained_case):
+    """--bins 1 is a usage error."""
+    with pytest.raises(SystemExit):
+        main(["--encoder", str(trained_case["encoder"]), "--encoder-images", "x", "--sized-images", "y",
+              "--bins", "1", "--mi-out", str(tmp_path / "m"), "--summary-out", str(tmp_path / "s")])
+
+
+def test_load_encoder_names_a_file_that_is_not_a_checkpoint(tmp_path):
+    """A .pt without the train stage's keys is refused with its path."""
+    path = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(1)}, path)
+    with pytest.raises(ValueError, match="other.pt: not an encoder checkpoint"):
+        load_encoder(path)
