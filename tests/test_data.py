@@ -8,12 +8,15 @@ import http.server
 import io
 import re
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from mifeatures.data import (
     IMAGE_BYTES,
@@ -23,6 +26,7 @@ from mifeatures.data import (
     read_stl10_images,
     write_stl10_images,
 )
+from mifeatures.params import load_params
 
 SIDE = 96
 CHANNEL_BYTES = SIDE * SIDE  # 9216
@@ -526,3 +530,17 @@ def test_cli_download_produces_train_images(server, download_root, stl10_members
     main(["download", "--url", url, "--md5", md5, "--out", str(out)])
     assert out.read_bytes() == stl10_members["stl10_binary/train_X.bin"]
     assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_committed_data_dvc_pins_a_fresh_generation_of_the_sample(tmp_path):
+    """data.dvc's hash is the hash DVC gives the sample that params.yaml generates, byte for byte."""
+    repo = Path(__file__).resolve().parents[1]
+    dvc = Path(sys.executable).parent / "dvc"
+    sample = load_params([repo / "params.yaml"])["data"]["sample"]
+    main(["sample", "--n-images", str(sample["n_images"]), "--seed", str(sample["seed"]),
+          "--out", str(tmp_path / "data/sample/stl10_binary/train_X.bin")])
+    for command in (["git", "init", "-q"], [dvc, "init", "-q"], [dvc, "config", "core.analytics", "false"],
+                    [dvc, "add", "-q", "data"]):
+        subprocess.run(command, cwd=tmp_path, check=True)
+    fresh, committed = (yaml.safe_load((root / "data.dvc").read_text())["outs"][0] for root in (tmp_path, repo))
+    assert (fresh["md5"], fresh["size"]) == (committed["md5"], committed["size"])

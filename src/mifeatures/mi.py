@@ -38,8 +38,8 @@ def mutual_information(image: np.ndarray, maps: np.ndarray, bins: int = 30) -> n
     """
     if bins < 2:
         raise ValueError(f"bins must be ≥ 2, got {bins}")
-    if maps.ndim != 3 or maps.shape[1:] != image.shape:
-        raise ValueError(f"maps must be (K, {image.shape[0]}, {image.shape[1]}), got {maps.shape}")
+    if maps.ndim != 3 or maps.shape[1:] != image.shape or maps.shape[0] == 0:
+        raise ValueError(f"maps must be (K ≥ 1, {image.shape[0]}, {image.shape[1]}), got {maps.shape}")
     n_maps, n_pixels = maps.shape[0], image.size
     image_bins = bin_indices(image, bins)
     joint_index = np.concatenate(

@@ -4,8 +4,13 @@ from pathlib import Path
 from mifeatures.models import INPUT_SIZE, map_size
 from mifeatures.params import validate_params
 
-# Fails before any job runs, naming the key (e.g. "params.yaml: train.lr: 0 is less than …").
-validate_params(config, Path(workflow.basedir) / "schemas/params.schema.yaml")
+# Fails before any job runs, naming the key (e.g. "params.yaml: train.lr: 0 is less than …")
+# and every file the config was merged from.
+validate_params(
+    config,
+    Path(workflow.basedir) / "schemas/params.schema.yaml",
+    source=" + ".join(["params.yaml", *map(str, workflow.overwrite_configfiles or [])]),
+)
 
 CASES = config["cases"]
 CONDA_ENV = "../../environment.yml"
