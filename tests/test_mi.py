@@ -161,12 +161,12 @@ def test_too_few_bins_raise(image, bins):
 
 @pytest.mark.parametrize(
     "shape",
-    [(96, 96), (1, 88, 88), (2, 96, 95), (1, 1, 96, 96)],
+    [(96, 96), (1, 88, 88), (2, 96, 95), (1, 1, 96, 96), (0, 96, 96)],
 )
 def test_wrong_map_shape_raises(image, shape):
-    """Maps that are not (K, 96, 96) for a 96×96 image raise ValueError with the expected shape."""
+    """Maps that are not (K ≥ 1, 96, 96) for a 96×96 image raise ValueError with the expected shape."""
     maps = np.zeros(shape, dtype=np.float32)
-    with pytest.raises(ValueError, match=r"maps must be \(K, 96, 96\), got " + re_shape(shape)):
+    with pytest.raises(ValueError, match=r"maps must be \(K ≥ 1, 96, 96\), got " + re_shape(shape)):
         mutual_information(image, maps)
 
 

@@ -116,8 +116,13 @@ def train(
 
 
 def run(case: str, encoder_images_path: str, critic_images_path: str, config: TrainConfig,
-        encoder_out: str, loss_out: str) -> pd.DataFrame:
-    """Train case ``case`` from the grayscale arrays and write the encoder checkpoint and loss log."""
+        encoder_out: str, loss_out: str, threads: int = 1) -> pd.DataFrame:
+    """Train case ``case`` from the grayscale arrays and write the encoder checkpoint and loss log.
+
+    ``threads`` is set here, not left to the caller: torch's CPU results change in the last
+    digits with the thread count, so a fixed count is part of a reproducible run.
+    """
+    torch.set_num_threads(threads)
     size = map_size(case)
     encoder_images = load_images(encoder_images_path, INPUT_SIZE)
     critic_images = load_images(critic_images_path, size)
@@ -160,10 +165,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=defaults.device, help="auto, cpu or cuda; default: %(default)s")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch; default: %(default)s")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
     config = TrainConfig(args.epochs, args.batch_size, args.lr, args.seed, args.alpha, args.beta,
                          args.gamma, args.device)
-    losses = run(args.case, args.encoder_images, args.critic_images, config, args.encoder_out, args.loss_out)
+    losses = run(args.case, args.encoder_images, args.critic_images, config, args.encoder_out, args.loss_out,
+                 args.threads)
     final = losses[losses.epoch == losses.epoch.max()].loss.mean()
     print(f"case {args.case}: {len(losses)} steps, last-epoch mean loss {final:.4f}; wrote "
           f"{Path(args.encoder_out)} and {Path(args.loss_out)}")
