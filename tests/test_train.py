@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +14,16 @@ import torch
 
 from mifeatures.models import build_encoder, map_size
 from mifeatures.score import load_encoder
-from mifeatures.train import LOSS_COLUMNS, TrainConfig, main, make_loader, resolve_device, run
+from mifeatures.train import (
+    LOSS_COLUMNS,
+    NonFiniteLossError,
+    ResumeState,
+    TrainConfig,
+    main,
+    make_loader,
+    resolve_device,
+    run,
+)
 
 
 def test_loss_log_has_one_finite_row_per_step(trained_case):
@@ -96,3 +110,60 @@ def test_cli_rejects_images_of_the_wrong_size(tmp_path, trained_case):
               "--critic-images", str(trained_case["sized_images"]), "--encoder-out", str(out),
               "--loss-out", str(tmp_path / "loss.csv")])
     assert list(tmp_path.iterdir()) == []
+
+
+def train_command(paths, out, epochs):
+    """The train CLI as the workflow runs it, for case a in batches of 4."""
+    return [sys.executable, "-m", "mifeatures.train", "--case", "a", "--epochs", str(epochs), "--batch-size", "4",
+            "--encoder-images", str(paths["encoder_images"]), "--critic-images", str(paths["sized_images"]),
+            "--encoder-out", str(out / "encoder.pt"), "--loss-out", str(out / "loss.csv"),
+            "--resume-state", str(out / "resume.pt")]
+
+
+def test_killed_run_resumes_to_the_same_bytes(tmp_path, trained_case):
+    """SIGKILL after an epoch, then a rerun, gives the weights and loss log of an uninterrupted run."""
+    epochs = 3
+    killed = subprocess.Popen(train_command(trained_case, tmp_path, epochs), stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (tmp_path / "resume.pt").exists() and killed.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert killed.poll() is None, "training ended before it could be killed"
+        killed.send_signal(signal.SIGKILL)
+    finally:
+        killed.wait(timeout=60)
+    assert not (tmp_path / "encoder.pt").exists() and not (tmp_path / "loss.csv").exists()
+
+    subprocess.run(train_command(trained_case, tmp_path, epochs), check=True, capture_output=True, timeout=600)
+    assert not (tmp_path / "resume.pt").exists()
+    reference = tmp_path / "uninterrupted"
+    run("a", trained_case["encoder_images"], trained_case["sized_images"],
+        TrainConfig(epochs=epochs, batch_size=4), reference / "encoder.pt", reference / "loss.csv")
+    assert (tmp_path / "loss.csv").read_bytes() == (reference / "loss.csv").read_bytes()
+    _, resumed = load_encoder(tmp_path / "encoder.pt")
+    _, uninterrupted = load_encoder(reference / "encoder.pt")
+    for name, tensor in uninterrupted.state_dict().items():
+        assert torch.equal(tensor, resumed.state_dict()[name]), name
+
+
+def test_state_of_another_run_is_not_resumed(tmp_path, trained_case):
+    """A resume file from a different config is ignored: the run equals a fresh one."""
+    resume = tmp_path / "resume.pt"
+    ResumeState(resume, "another run").save(
+        {"encoder": build_encoder("a"), "objective": torch.nn.Linear(1, 1), "optimizers": [],
+         "loader": torch.Generator(), "prior": torch.Generator()}, epochs_done=1, rows=[[0, 0, 9.0, 3.0, 3.0, 3.0]])
+    run("a", trained_case["encoder_images"], trained_case["sized_images"], TrainConfig(epochs=1, batch_size=4),
+        tmp_path / "encoder.pt", tmp_path / "loss.csv", resume_path=resume)
+    assert (tmp_path / "loss.csv").read_bytes() == trained_case["loss"].read_bytes()
+    assert not resume.exists()
+
+
+def test_non_finite_loss_stops_with_epoch_and_step_and_writes_nothing(tmp_path, trained_case):
+    """A NaN pixel makes the loss NaN: the run stops naming case, epoch and step; no output appears."""
+    images = np.load(trained_case["encoder_images"])
+    images[:, 40, 40] = np.nan
+    np.save(tmp_path / "nan96.npy", images)
+    with pytest.raises(NonFiniteLossError, match=r"train case a: non-finite loss .* at epoch 0, step 0"):
+        run("a", tmp_path / "nan96.npy", trained_case["sized_images"], TrainConfig(epochs=1, batch_size=4),
+            tmp_path / "encoder.pt", tmp_path / "loss.csv", resume_path=tmp_path / "resume.pt")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["nan96.npy"]

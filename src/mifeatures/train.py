@@ -1,12 +1,18 @@
 """Train stage: fit one encoder and its critics with the DeepInfoMax objective.
 
 The training loop knows nothing of the case: it gets an encoder, the objective holding
-the critics, a loader and optimisers. Every random draw comes from seeded generators.
+the critics, a loader and optimisers. Every random draw comes from seeded generators, and
+their states are saved with the weights after each epoch, so a killed run resumes to the
+same bytes as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import logging
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +28,13 @@ from mifeatures.io import atomic_write
 from mifeatures.models import INPUT_SIZE, build_encoder, map_size
 from mifeatures.objective import DeepInfoMaxLoss, LossWeights
 
+log = logging.getLogger(__name__)
+
 LOSS_COLUMNS = ["epoch", "step", "loss", "local", "global", "prior"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; training stops and writes no output."""
 
 
 @dataclass(frozen=True)
@@ -91,36 +103,105 @@ def train(
     device: torch.device,
     prior_generator: torch.Generator,
     description: str = "train",
+    resume: ResumeState | None = None,
 ) -> pd.DataFrame:
     """Run ``epochs`` passes; return one row per step (counted over all epochs) with the loss and its terms.
 
     Every optimiser steps on the same loss, as in the article's code (encoder and critics
-    both minimise it; the prior term is not played adversarially).
+    both minimise it; the prior term is not played adversarially). With ``resume``, training
+    continues from its last saved epoch and saves a new state after every epoch but the last.
     """
     encoder.to(device).train()
     objective.to(device).train()
-    rows = []
-    with tqdm(total=epochs * len(loader), desc=description, mininterval=5, unit="step") as bar:
-        for epoch in range(epochs):
+    state = {"encoder": encoder, "objective": objective, "optimizers": optimizers,
+             "loader": loader.generator, "prior": prior_generator}
+    first_epoch, rows = resume.load(state) if resume else (0, [])
+    with tqdm(total=epochs * len(loader), initial=len(rows), desc=description, mininterval=5, unit="step") as bar:
+        for epoch in range(first_epoch, epochs):
             for inputs, images in loader:
                 for optimizer in optimizers:
                     optimizer.zero_grad()
                 terms = objective(encoder(inputs.to(device)), images.to(device), prior_generator)
+                values = [terms[key].item() for key in LOSS_COLUMNS[2:]]
+                if not all(map(math.isfinite, values)):
+                    raise NonFiniteLossError(
+                        f"{description}: non-finite loss terms {dict(zip(LOSS_COLUMNS[2:], values))} at epoch "
+                        f"{epoch}, step {len(rows)}; no output written (check the input images and train.lr)"
+                    )
                 terms["loss"].backward()
                 for optimizer in optimizers:
                     optimizer.step()
-                rows.append([epoch, len(rows)] + [terms[key].item() for key in LOSS_COLUMNS[2:]])
+                rows.append([epoch, len(rows)] + values)
                 bar.update()
-                bar.set_postfix(epoch=epoch, loss=f"{rows[-1][2]:.4f}")
+                bar.set_postfix(epoch=epoch, loss=f"{values[0]:.4f}")
+            if resume and epoch + 1 < epochs:
+                resume.save(state, epoch + 1, rows)
     return pd.DataFrame(rows, columns=LOSS_COLUMNS)
 
 
+class ResumeState:
+    """Everything a run needs to continue bit-identically, saved atomically after each epoch.
+
+    The file carries a fingerprint of the case, config and input images; a state from another
+    run is ignored (and overwritten) rather than mixed into this one.
+    """
+
+    def __init__(self, path: str | os.PathLike, fingerprint: str):
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+
+    def save(self, state: dict, epochs_done: int, rows: list) -> None:
+        """Write weights, optimiser moments, RNG states and the loss rows so far."""
+        payload = {
+            "fingerprint": self.fingerprint,
+            "epochs_done": epochs_done,
+            "rows": rows,
+            "encoder": state["encoder"].state_dict(),
+            "objective": state["objective"].state_dict(),
+            "optimizers": [optimizer.state_dict() for optimizer in state["optimizers"]],
+            "loader_rng": state["loader"].get_state(),
+            "prior_rng": state["prior"].get_state(),
+        }
+        with atomic_write(self.path) as handle:
+            torch.save(payload, handle)
+
+    def load(self, state: dict) -> tuple[int, list]:
+        """Restore ``state`` in place from the file; return (first epoch to run, loss rows so far)."""
+        if not self.path.exists():
+            return 0, []
+        payload = torch.load(self.path, map_location="cpu", weights_only=True)
+        if payload.get("fingerprint") != self.fingerprint:
+            log.warning("%s belongs to another run (config or inputs differ); starting afresh", self.path)
+            return 0, []
+        state["encoder"].load_state_dict(payload["encoder"])
+        state["objective"].load_state_dict(payload["objective"])
+        for optimizer, saved in zip(state["optimizers"], payload["optimizers"]):
+            optimizer.load_state_dict(saved)
+        state["loader"].set_state(payload["loader_rng"])
+        state["prior"].set_state(payload["prior_rng"])
+        log.info("resuming from %s after epoch %d", self.path, payload["epochs_done"])
+        return payload["epochs_done"], payload["rows"]
+
+    def discard(self) -> None:
+        """Remove the state once the run's outputs are written."""
+        self.path.unlink(missing_ok=True)
+
+
+def fingerprint(case: str, config: TrainConfig, *arrays: np.ndarray) -> str:
+    """Identity of a run: case, hyperparameters and the bytes of its input images."""
+    digest = hashlib.sha256(json.dumps({"case": case, **asdict(config)}, sort_keys=True).encode())
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
 def run(case: str, encoder_images_path: str, critic_images_path: str, config: TrainConfig,
-        encoder_out: str, loss_out: str, threads: int = 1) -> pd.DataFrame:
+        encoder_out: str, loss_out: str, threads: int = 1, resume_path: str | None = None) -> pd.DataFrame:
     """Train case ``case`` from the grayscale arrays and write the encoder checkpoint and loss log.
 
     ``threads`` is set here, not left to the caller: torch's CPU results change in the last
-    digits with the thread count, so a fixed count is part of a reproducible run.
+    digits with the thread count, so a fixed count is part of a reproducible run. With
+    ``resume_path``, a run killed after an epoch continues from there when started again.
     """
     torch.set_num_threads(threads)
     size = map_size(case)
@@ -136,13 +217,16 @@ def run(case: str, encoder_images_path: str, critic_images_path: str, config: Tr
     ]
     loader = make_loader(encoder_images, critic_images, config.batch_size, config.seed)
     prior_generator = torch.Generator(device=device).manual_seed(config.seed)
+    resume = ResumeState(resume_path, fingerprint(case, config, encoder_images, critic_images)) if resume_path else None
     losses = train(encoder, objective, loader, optimizers, config.epochs, device, prior_generator,
-                   description=f"train case {case}")
+                   description=f"train case {case}", resume=resume)
     checkpoint = {"case": case, "config": asdict(config), "state_dict": encoder.cpu().state_dict()}
     with atomic_write(encoder_out) as handle:
         torch.save(checkpoint, handle)
     with atomic_write(loss_out, "w") as handle:
         losses.to_csv(handle, index=False)
+    if resume:
+        resume.discard()
     return losses
 
 
@@ -164,11 +248,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gamma", type=float, default=defaults.gamma, help="prior weight; default: %(default)s")
     parser.add_argument("--device", default=defaults.device, help="auto, cpu or cuda; default: %(default)s")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch; default: %(default)s")
+    parser.add_argument("--resume-state", help="per-epoch state to resume from and save to; default: none")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = TrainConfig(args.epochs, args.batch_size, args.lr, args.seed, args.alpha, args.beta,
                          args.gamma, args.device)
     losses = run(args.case, args.encoder_images, args.critic_images, config, args.encoder_out, args.loss_out,
-                 args.threads)
+                 args.threads, args.resume_state)
     final = losses[losses.epoch == losses.epoch.max()].loss.mean()
     print(f"case {args.case}: {len(losses)} steps, last-epoch mean loss {final:.4f}; wrote "
           f"{Path(args.encoder_out)} and {Path(args.loss_out)}")

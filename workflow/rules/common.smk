@@ -20,6 +20,9 @@ GRAY = "results/grayscale/size{size}.npy"
 GRAY_SIZES = sorted({INPUT_SIZE} | {map_size(case) for case in CASES})
 ENCODER = "results/train/{case}/encoder.pt"
 LOSS = "results/train/{case}/loss.csv"
+RESUME = (
+    "results/train/{case}/resume.pt"  # exists only while a training job is unfinished
+)
 MI_TABLE = "results/score/{case}/mi.csv"
 SUMMARY = "results/score/{case}/summary.csv"
 FIGURES = "results/figures"

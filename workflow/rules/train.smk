@@ -1,4 +1,5 @@
-# One job per case. threads stays 1: torch's CPU results change in the last bits with the
+# One job per case; a job killed after an epoch resumes from RESUME when rerun.
+# threads stays 1: torch's CPU results change in the last bits with the
 # thread count, and a fixed count keeps reruns byte-identical.
 rule train:
     input:
@@ -15,10 +16,12 @@ rule train:
     threads: 1
     params:
         hp=train_params,
+        resume=RESUME,
     shell:
         "python -m mifeatures.train --case {wildcards.case}"
         " --encoder-images {input.encoder_images} --critic-images {input.critic_images}"
         " --epochs {params.hp[epochs]} --batch-size {params.hp[batch_size]} --lr {params.hp[lr]}"
         " --seed {params.hp[seed]} --alpha {params.hp[alpha]} --beta {params.hp[beta]}"
         " --gamma {params.hp[gamma]} --device {params.hp[device]} --threads {threads}"
-        " --encoder-out {output.encoder} --loss-out {output.loss} > {log} 2>&1"
+        " --resume-state {params.resume} --encoder-out {output.encoder}"
+        " --loss-out {output.loss} > {log} 2>&1"
