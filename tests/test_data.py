@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -79,15 +80,34 @@ def stl10_members(tmp_path_factory) -> dict[str, bytes]:
 
 
 class _CountingHandler(http.server.SimpleHTTPRequestHandler):
-    """Static file handler that records every request path in ``self.requests``."""
+    """Static file handler that records every request path in ``self.requests``.
 
-    def __init__(self, *args, requests: list[str], **kwargs):
+    Each GET first takes the next entry of ``self.faults``, if any: ``"drop"`` announces the
+    file's full Content-Length, sends only its first half and closes the socket; an int answers
+    with that HTTP status instead of the file.
+    """
+
+    def __init__(self, *args, requests: list[str], faults: list, **kwargs):
         self.requests = requests
+        self.faults = faults
         super().__init__(*args, **kwargs)
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
         self.requests.append(self.path)
-        super().do_GET()
+        fault = self.faults.pop(0) if self.faults else None
+        if fault == "drop":
+            data = Path(self.translate_path(self.path)).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/gzip")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True  # the server then closes the socket mid-file
+        elif isinstance(fault, int):
+            self.send_error(fault)
+        else:
+            super().do_GET()
 
     def do_HEAD(self):  # noqa: N802
         self.requests.append(self.path)
@@ -103,7 +123,10 @@ class LocalServer:
     def __init__(self, root: Path):
         self.root = root
         self.requests: list[str] = []
-        handler = functools.partial(_CountingHandler, requests=self.requests, directory=str(root))
+        self.faults: list = []
+        handler = functools.partial(
+            _CountingHandler, requests=self.requests, faults=self.faults, directory=str(root)
+        )
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
@@ -113,6 +136,10 @@ class LocalServer:
         """Serve ``data`` as ``/name``; return its URL and md5."""
         (self.root / name).write_bytes(data)
         return f"http://127.0.0.1:{self.port}/{name}", hashlib.md5(data).hexdigest()
+
+    def fail_next(self, *faults) -> None:
+        """Answer the next GET requests with these faults ("drop" or an HTTP status), in order."""
+        self.faults.extend(faults)
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -386,36 +413,41 @@ def test_download_redownloads_a_tampered_archive(server, download_root, stl10_me
 
 @pytest.mark.network
 def test_download_wrong_md5_raises_and_leaves_nothing(server, download_root, stl10_members):
-    """A checksum mismatch raises ValueError naming the URL and md5; no archive nor train_X.bin remain."""
+    """A checksum mismatch raises ValueError naming the URL and both md5s; no retry, nothing left."""
     url, md5 = server.publish("stl10_binary.tar.gz", _make_tar_gz(stl10_members))
     wrong = "0" * 32
     assert wrong != md5
     out = download_root / "stl10_binary" / "train_X.bin"
     with pytest.raises(ValueError, match=re.escape(url) + r": checksum failed \(.*md5.*\)") as info:
-        download_stl10(url, wrong, out, progress=False)
+        download_stl10(url, wrong, out, progress=False, attempts=3, backoff=0)
     message = str(info.value)
     assert wrong in message and md5 in message  # pooch's expected vs actual hash
     assert "params.yaml" in message
-    assert len(server.requests) == 1
+    assert len(server.requests) == 1  # a file received in full with the wrong md5 is not fetched again
     assert not out.exists()
     assert _files_under(download_root) == []  # neither archive nor pooch's temporary file
 
 
 @pytest.mark.network
-def test_download_http_404_raises_connection_error(server, download_root):
-    """A 404 raises ConnectionError naming the URL, and leaves no file behind."""
+def test_download_http_404_raises_connection_error_without_retrying(server, download_root):
+    """A 404 raises ConnectionError naming URL, status and remedies after one request; nothing left."""
     url = f"http://127.0.0.1:{server.port}/missing/stl10_binary.tar.gz"
     out = download_root / "stl10_binary" / "train_X.bin"
-    with pytest.raises(ConnectionError, match=r"could not download " + re.escape(url) + r": .*404"):
-        download_stl10(url, "0" * 32, out, progress=False)
-    assert server.requests == ["/missing/stl10_binary.tar.gz"]
+    expected = (
+        r"could not download " + re.escape(url) + r": HTTP 404 [^;]*; retrying will not help\. "
+        r"Use a mirror \(data\.stl10\.url in params\.yaml\), place stl10_binary\.tar\.gz in "
+        + re.escape(str(download_root)) + r" by hand, or use data\.dataset: sample$"
+    )
+    with pytest.raises(ConnectionError, match=expected):
+        download_stl10(url, "0" * 32, out, progress=False, attempts=3, backoff=0)
+    assert server.requests == ["/missing/stl10_binary.tar.gz"]  # a 404 will not heal: no retry
     assert not out.exists()
     assert _files_under(download_root) == []
 
 
 @pytest.mark.network
 def test_download_nothing_listening_raises_connection_error(download_root, monkeypatch):
-    """A refused connection raises the builtin ConnectionError naming the URL; nothing is left behind."""
+    """A refused connection is retried, then raises ConnectionError naming the URL and the three remedies."""
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -423,48 +455,176 @@ def test_download_nothing_listening_raises_connection_error(download_root, monke
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/stl10_binary.tar.gz"
     out = download_root / "stl10_binary" / "train_X.bin"
-    with pytest.raises(ConnectionError, match=r"could not download " + re.escape(url)) as info:
-        download_stl10(url, "0" * 32, out, progress=False)
+    expected = r"could not download " + re.escape(url) + " after 3 attempts: "
+    with pytest.raises(ConnectionError, match=expected) as info:
+        download_stl10(url, "0" * 32, out, progress=False, attempts=3, backoff=0)
     assert type(info.value) is ConnectionError  # the wrapper, not requests' own exception
-    assert "data.dataset: sample" in str(info.value)
+    message = str(info.value)
+    assert "Use a mirror (data.stl10.url in params.yaml)" in message
+    assert f"place stl10_binary.tar.gz in {download_root} by hand" in message
+    assert message.endswith("or use data.dataset: sample")
     assert not out.exists()
     assert _files_under(download_root) == []
 
 
 @pytest.mark.network
-def test_download_corrupt_archive_raises_value_error(server, download_root):
-    """Garbage bytes with the right md5 raise ValueError 'corrupt or truncated'; no train_X.bin."""
+def test_download_corrupt_archive_raises_value_error_and_deletes_it(server, download_root):
+    """Garbage with the right md5 raises 'corrupt or truncated archive'; deleted, nothing extracted."""
     garbage = np.random.default_rng(0).integers(0, 256, size=5000, dtype=np.uint8).tobytes()
     url, md5 = server.publish("garbage.tar.gz", garbage)
     out = download_root / "stl10_binary" / "train_X.bin"
     archive = download_root / "stl10_binary.tar.gz"
-    with pytest.raises(ValueError, match=re.escape(str(archive)) + r": corrupt or truncated archive"):
+    expected = (
+        re.escape(str(archive)) + r": corrupt or truncated archive \(.*\)\. It matched data\.stl10\.md5, so "
+        r"fetching it again from " + re.escape(url) + r" would give the same bytes; "
+        r"the archive has been deleted\. Point data\.stl10\.url at a good copy and set data\.stl10\.md5 "
+        r"to its md5, place a good stl10_binary\.tar\.gz in " + re.escape(str(download_root))
+        + r" by hand, or use data\.dataset: sample$"
+    )
+    with pytest.raises(ValueError, match=expected):
         download_stl10(url, md5, out, progress=False)
     assert not out.exists()
     assert not (download_root / "stl10_binary").exists()
+    assert _files_under(download_root) == []  # the bad archive is gone: a rerun will not reuse it
 
 
 @pytest.mark.network
 def test_download_truncated_archive_raises_value_error(server, download_root, stl10_members):
-    """A real archive cut in half (with the md5 of the cut bytes) is reported as corrupt or truncated."""
+    """A real archive cut in half (with the md5 of the cut bytes) is reported as truncated and deleted."""
     whole = _make_tar_gz(stl10_members)
     url, md5 = server.publish("stl10_binary.tar.gz", whole[: len(whole) // 2])
     out = download_root / "stl10_binary" / "train_X.bin"
-    with pytest.raises(ValueError, match="corrupt or truncated archive"):
+    archive = download_root / "stl10_binary.tar.gz"
+    expected = re.escape(str(archive)) + r": corrupt or truncated archive .*has been deleted"
+    with pytest.raises(ValueError, match=expected):
         download_stl10(url, md5, out, progress=False)
     assert not out.exists()
-    assert not list((download_root).rglob("*.tmp"))
+    assert not (download_root / "stl10_binary").exists()
+    assert _files_under(download_root) == []  # neither the archive nor any temporary
+
+
+@pytest.mark.network
+def test_download_retries_a_dropped_connection_and_succeeds(server, download_root, stl10_members):
+    """Two drops mid-file are retried; the third, full attempt is verified and extracted; no temporary."""
+    archive_bytes = _make_tar_gz(stl10_members)
+    url, md5 = server.publish("stl10_binary.tar.gz", archive_bytes)
+    server.fail_next("drop", "drop")
+    out = download_root / "stl10_binary" / "train_X.bin"
+
+    assert download_stl10(url, md5, out, progress=False, attempts=3, backoff=0) == out
+
+    assert server.requests == ["/stl10_binary.tar.gz"] * 3
+    assert out.read_bytes() == stl10_members["stl10_binary/train_X.bin"]
+    assert (download_root / "stl10_binary.tar.gz").read_bytes() == archive_bytes
+    assert sorted(p.name for p in download_root.iterdir()) == ["stl10_binary", "stl10_binary.tar.gz"]
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("attempts", [1, 3])
+def test_download_dropped_on_every_attempt_raises_and_leaves_nothing(
+    server, download_root, stl10_members, attempts
+):
+    """Every attempt dropped mid-file: ConnectionError naming URL, attempts, remedies; nothing left."""
+    url, md5 = server.publish("stl10_binary.tar.gz", _make_tar_gz(stl10_members))
+    server.fail_next(*["drop"] * attempts)
+    out = download_root / "stl10_binary" / "train_X.bin"
+    plural = "s" if attempts > 1 else ""
+    expected = (
+        r"could not download " + re.escape(url) + rf" after {attempts} attempt{plural}: "
+        r"the connection dropped mid-file \(.*IncompleteRead.*\)\. "
+        r"Use a mirror \(data\.stl10\.url in params\.yaml\)"
+    )
+    with pytest.raises(ConnectionError, match=expected):
+        download_stl10(url, md5, out, progress=False, attempts=attempts, backoff=0)
+    assert server.requests == ["/stl10_binary.tar.gz"] * attempts
+    assert _files_under(download_root) == []
+
+
+@pytest.mark.network
+def test_download_restarted_after_dropped_attempts_completes(server, download_root, stl10_members):
+    """A rerun after every attempt dropped fetches the whole archive again, md5-checked, byte-identical."""
+    archive_bytes = _make_tar_gz(stl10_members)
+    url, md5 = server.publish("stl10_binary.tar.gz", archive_bytes)
+    out = download_root / "stl10_binary" / "train_X.bin"
+    server.fail_next("drop", "drop")
+    with pytest.raises(ConnectionError, match=re.escape(url) + " after 2 attempts"):
+        download_stl10(url, md5, out, progress=False, attempts=2, backoff=0)
+    assert _files_under(download_root) == []
+
+    assert download_stl10(url, md5, out, progress=False, attempts=2, backoff=0) == out
+
+    assert len(server.requests) == 3
+    archive = download_root / "stl10_binary.tar.gz"
+    assert hashlib.md5(archive.read_bytes()).hexdigest() == md5
+    assert out.read_bytes() == stl10_members["stl10_binary/train_X.bin"]
+    train_y = download_root / "stl10_binary" / "train_y.bin"
+    assert train_y.read_bytes() == stl10_members["stl10_binary/train_y.bin"]
+
+
+@pytest.mark.network
+def test_download_retries_http_503_then_succeeds(server, download_root, stl10_members):
+    """A 503 (server busy) may heal: it is retried, and the next full answer is used."""
+    url, md5 = server.publish("stl10_binary.tar.gz", _make_tar_gz(stl10_members))
+    server.fail_next(503)
+    out = download_root / "stl10_binary" / "train_X.bin"
+    assert download_stl10(url, md5, out, progress=False, attempts=3, backoff=0) == out
+    assert server.requests == ["/stl10_binary.tar.gz"] * 2
+    assert out.read_bytes() == stl10_members["stl10_binary/train_X.bin"]
+
+
+@pytest.mark.network
+def test_download_waits_backoff_times_attempt_between_attempts(server, download_root, stl10_members):
+    """With backoff b, two failed attempts cost at least b + 2b seconds of waiting before the third."""
+    url, md5 = server.publish("stl10_binary.tar.gz", _make_tar_gz(stl10_members))
+    server.fail_next("drop", "drop")
+    out = download_root / "stl10_binary" / "train_X.bin"
+    start = time.monotonic()
+    download_stl10(url, md5, out, progress=False, attempts=3, backoff=0.1)
+    assert time.monotonic() - start >= 0.3
+    assert len(server.requests) == 3
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("attempts", [0, -1])
+def test_download_rejects_fewer_than_one_attempt(server, download_root, stl10_members, attempts):
+    """attempts < 1 raises ValueError naming the value, before any request."""
+    url, md5 = server.publish("stl10_binary.tar.gz", _make_tar_gz(stl10_members))
+    with pytest.raises(ValueError, match=rf"attempts must be ≥ 1, got {attempts}"):
+        download_stl10(url, md5, download_root / "stl10_binary" / "train_X.bin", attempts=attempts)
+    assert server.requests == []
+    assert not download_root.exists()
+
+
+@pytest.mark.network
+def test_download_rerun_after_a_corrupt_archive_downloads_again(server, download_root, stl10_members):
+    """After a corrupt archive was deleted, a rerun with a fixed md5 fetches the good one and extracts it."""
+    good = _make_tar_gz(stl10_members)
+    url, bad_md5 = server.publish("stl10_binary.tar.gz", good[: len(good) // 2])
+    out = download_root / "stl10_binary" / "train_X.bin"
+    with pytest.raises(ValueError, match="corrupt or truncated archive"):
+        download_stl10(url, bad_md5, out, progress=False)
+    _, md5 = server.publish("stl10_binary.tar.gz", good)  # the mirror now serves the whole file
+
+    assert download_stl10(url, md5, out, progress=False) == out
+
+    assert len(server.requests) == 2
+    assert (download_root / "stl10_binary.tar.gz").read_bytes() == good
+    assert out.read_bytes() == stl10_members["stl10_binary/train_X.bin"]
 
 
 @pytest.mark.network
 def test_download_archive_without_train_images_names_the_missing_member(server, download_root, stl10_members):
-    """An archive lacking stl10_binary/train_X.bin raises ValueError naming that member; nothing extracted."""
+    """An archive lacking stl10_binary/train_X.bin raises ValueError naming it; deleted, nothing extracted."""
     members = {k: v for k, v in stl10_members.items() if k != "stl10_binary/train_X.bin"}
     url, md5 = server.publish("stl10_binary.tar.gz", _make_tar_gz(members))
     out = download_root / "stl10_binary" / "train_X.bin"
-    with pytest.raises(ValueError, match=r"not an STL-10 archive, it lacks stl10_binary/train_X\.bin$"):
+    archive = download_root / "stl10_binary.tar.gz"
+    lacks = r": not an STL-10 archive, it lacks stl10_binary/train_X\.bin\. .*deleted"
+    expected = re.escape(str(archive)) + lacks
+    with pytest.raises(ValueError, match=expected):
         download_stl10(url, md5, out, progress=False)
     assert not (download_root / "stl10_binary").exists()
+    assert not archive.exists()
 
 
 @pytest.mark.network
@@ -530,6 +690,20 @@ def test_cli_download_produces_train_images(server, download_root, stl10_members
     main(["download", "--url", url, "--md5", md5, "--out", str(out)])
     assert out.read_bytes() == stl10_members["stl10_binary/train_X.bin"]
     assert f"wrote {out}" in capsys.readouterr().out
+
+
+@pytest.mark.network
+def test_cli_download_retries_a_drop_with_the_progress_bar_on(server, download_root, stl10_members, caplog):
+    """The CLI (progress bar on, default 3 attempts) logs a warning for a dropped attempt, then succeeds."""
+    url, md5 = server.publish("stl10_binary.tar.gz", _make_tar_gz(stl10_members))
+    server.fail_next("drop")
+    out = download_root / "stl10_binary" / "train_X.bin"
+    with caplog.at_level("WARNING", logger="mifeatures.data"):
+        main(["download", "--url", url, "--md5", md5, "--out", str(out)])
+    assert out.read_bytes() == stl10_members["stl10_binary/train_X.bin"]
+    assert len(server.requests) == 2
+    warning = re.escape(url) + r" failed \(attempt 1 of 3\): the connection dropped mid-file"
+    assert re.search(warning, caplog.text)
 
 
 def test_committed_data_dvc_pins_a_fresh_generation_of_the_sample(tmp_path):

@@ -8,8 +8,12 @@ serves both datasets.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gzip
 import logging
 import tarfile
+import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,7 @@ import pooch
 import requests
 import skimage.data
 from skimage.transform import resize
+from tqdm.auto import tqdm
 
 from mifeatures.io import atomic_write
 
@@ -27,6 +32,8 @@ IMAGE_BYTES = 3 * IMAGE_SIZE * IMAGE_SIZE  # 27 648
 ARCHIVE_NAME = "stl10_binary.tar.gz"
 TRAIN_IMAGES = "stl10_binary/train_X.bin"
 TRAIN_MEMBERS = (TRAIN_IMAGES, "stl10_binary/train_y.bin", "stl10_binary/class_names.txt")
+DOWNLOAD_ATTEMPTS = 3  # attempts in all for faults that may heal (dropped connection, timeout, 5xx)
+RETRY_BACKOFF_S = 1.0  # wait before retry k: k × this many seconds
 
 # Real photographs shipped inside scikit-image's wheel (no download); grayscale ones are
 # replicated to three channels, which the grayscale stage averages back anyway.
@@ -93,54 +100,150 @@ def make_sample(n_images: int, seed: int) -> np.ndarray:
     return images
 
 
-def download_stl10(url: str, md5: str, out: str | Path, progress: bool = True) -> Path:
+def download_stl10(
+    url: str,
+    md5: str,
+    out: str | Path,
+    progress: bool = True,
+    attempts: int = DOWNLOAD_ATTEMPTS,
+    backoff: float = RETRY_BACKOFF_S,
+) -> Path:
     """Download the STL-10 archive beside ``out``'s folder, verify its md5 and extract the train split.
 
     ``out`` is the path of ``stl10_binary/train_X.bin``; the archive is kept in the folder above
     ``stl10_binary`` so a rerun does not download again. Extracted files appear atomically.
+
+    Faults that may heal (connection dropped mid-file or refused, timeout, HTTP 5xx/408/429) are
+    retried up to ``attempts`` times in all, waiting ``backoff`` × attempt seconds in between.
+    Faults that will not heal are not retried: another HTTP 4xx, or an md5 mismatch on a file
+    received in full (a dropped connection is caught by its Content-Length before the md5 check,
+    so a mismatch means a wrong URL or md5, and fetching 2.6 GB again would give the same bytes).
+    pooch streams each attempt into a temporary file and moves it onto the archive's name only
+    after the md5 matched, so a failed attempt leaves nothing behind. An archive that passes the
+    md5 but cannot be extracted is deleted (see ``_extract_train_split``).
     """
     out = Path(out)
     if out.name != Path(TRAIN_IMAGES).name or out.parent.name != Path(TRAIN_IMAGES).parent.name:
         raise ValueError(f"out must end in {TRAIN_IMAGES}, got {out}")
+    if attempts < 1:
+        raise ValueError(f"attempts must be ≥ 1, got {attempts}")
     root = out.parent.parent
-    try:
-        archive = pooch.retrieve(
-            url, known_hash=f"md5:{md5}", fname=ARCHIVE_NAME, path=root, progressbar=progress
-        )
-    except ValueError as error:
-        if "does not match the known hash" not in str(error):  # e.g. an unsupported URL scheme
-            raise ValueError(f"cannot download {url}: {error} (data.stl10.url in params.yaml)") from error
-        # pooch has already removed the file that failed the check
-        raise ValueError(
-            f"{url}: checksum failed ({error}). Check data.stl10.url/md5 in params.yaml, "
-            f"or place a verified {ARCHIVE_NAME} in {root} by hand"
-        ) from error
-    except requests.RequestException as error:
-        raise ConnectionError(
-            f"could not download {url}: {error}. Use a mirror (data.stl10.url in params.yaml), "
-            f"place {ARCHIVE_NAME} in {root} by hand, or use data.dataset: sample"
-        ) from error
-    _extract_train_split(Path(archive), root)
+    remedies = (
+        f"Use a mirror (data.stl10.url in params.yaml), place {ARCHIVE_NAME} in {root} by hand, "
+        "or use data.dataset: sample"
+    )
+    for attempt in range(1, attempts + 1):
+        try:
+            archive = _retrieve(url, md5, root, progress)
+            break
+        except ValueError as error:
+            if "does not match the known hash" not in str(error):  # e.g. an unsupported URL scheme
+                raise ValueError(f"cannot download {url}: {error} (data.stl10.url in params.yaml)") from error
+            # pooch has already removed the file that failed the check
+            raise ValueError(
+                f"{url}: checksum failed ({error}). Check data.stl10.url/md5 in params.yaml, "
+                f"or place a verified {ARCHIVE_NAME} in {root} by hand"
+            ) from error
+        except requests.RequestException as error:
+            if not _may_heal(error):
+                raise ConnectionError(
+                    f"could not download {url}: {_describe(error)}; retrying will not help. {remedies}"
+                ) from error
+            if attempt == attempts:
+                raise ConnectionError(
+                    f"could not download {url} after {attempts} attempt{'s' if attempts > 1 else ''}: "
+                    f"{_describe(error)}. {remedies}"
+                ) from error
+            wait = backoff * attempt
+            log.warning(
+                "download of %s failed (attempt %d of %d): %s; retrying in %.3g s",
+                url, attempt, attempts, _describe(error), wait,
+            )  # fmt: skip
+            time.sleep(wait)
+    _extract_train_split(Path(archive), root, url)
     return out
 
 
-def _extract_train_split(archive: Path, root: Path) -> None:
+def _retrieve(url: str, md5: str, root: Path, progress: bool) -> str:
+    """One ``pooch.retrieve`` attempt; its progress bar is erased if the attempt fails, not left dangling."""
+    http = url.startswith(("http://", "https://"))
+    # pooch sets total to the Content-Length; it treats the bar as on only while total > 0.
+    bar = tqdm(total=1, ncols=79, unit="B", unit_scale=True) if progress and http else None
     try:
-        with tarfile.open(archive, "r:gz") as tar:
+        downloader = pooch.HTTPDownloader(progressbar=bar) if bar is not None else None
+        return pooch.retrieve(
+            url, known_hash=f"md5:{md5}", fname=ARCHIVE_NAME, path=root, downloader=downloader,
+            progressbar=progress,
+        )  # fmt: skip
+    except BaseException:
+        if bar is not None:
+            bar.leave = False  # the warning or error that follows says what happened
+        raise
+    finally:
+        if bar is not None:
+            bar.close()  # a no-op when pooch closed it after a complete download
+
+
+def _may_heal(error: requests.RequestException) -> bool:
+    """Whether retrying might succeed: dropped or refused connections, timeouts, HTTP 5xx/408/429."""
+    if isinstance(error, requests.HTTPError):
+        status = error.response.status_code if error.response is not None else 0
+        return status >= 500 or status in (408, 429)
+    transient = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+    return isinstance(error, transient)
+
+
+def _describe(error: requests.RequestException) -> str:
+    if isinstance(error, requests.HTTPError) and error.response is not None:
+        return f"HTTP {error.response.status_code} {error.response.reason}"
+    if isinstance(error, requests.exceptions.ChunkedEncodingError):
+        return f"the connection dropped mid-file ({error})"
+    return str(error)
+
+
+def _extract_train_split(archive: Path, root: Path, url: str) -> None:
+    """Extract the train members into ``root/stl10_binary``: all of them, or none.
+
+    Every member is written to a temporary file first; they are renamed into place only after
+    all were read without error. An archive that cannot be read is deleted, and the message says
+    so: it passed the md5 check, so a later run would otherwise reuse it and fail the same way.
+    A failure to write (e.g. a full disk) keeps the archive.
+    """
+    folder = root / Path(TRAIN_IMAGES).parent
+    folder_existed = folder.exists()
+    try:
+        with tarfile.open(archive, "r:gz") as tar, contextlib.ExitStack() as targets:
             names = set(tar.getnames())
             missing = [member for member in TRAIN_MEMBERS if member not in names]
             if missing:
-                raise ValueError(f"{archive}: not an STL-10 archive, it lacks {', '.join(missing)}")
+                raise _BadArchive(f"not an STL-10 archive, it lacks {', '.join(missing)}")
             for member in TRAIN_MEMBERS:
                 source = tar.extractfile(member)
                 if source is None:
-                    raise ValueError(f"{archive}: {member} is not a regular file; not an STL-10 archive")
-                with source, atomic_write(root / member) as target:
+                    raise _BadArchive(f"{member} is not a regular file; not an STL-10 archive")
+                target = targets.enter_context(atomic_write(root / member))
+                with source:
                     while chunk := source.read(1 << 20):
                         target.write(chunk)
-    except (tarfile.TarError, EOFError, OSError) as error:
-        raise ValueError(f"{archive}: corrupt or truncated archive ({error}); delete it and rerun") from error
+    except BaseException as error:
+        if not folder_existed:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: atomic_write has removed its temporaries already
+        if not isinstance(error, (_BadArchive, tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)):
+            raise
+        archive.unlink(missing_ok=True)
+        reason = str(error) if isinstance(error, _BadArchive) else f"corrupt or truncated archive ({error})"
+        raise ValueError(
+            f"{archive}: {reason}. It matched data.stl10.md5, so fetching it again from {url} would give "
+            f"the same bytes; the archive has been deleted. Point data.stl10.url at a good copy and set "
+            f"data.stl10.md5 to its md5, place a good {ARCHIVE_NAME} in {root} by hand, "
+            "or use data.dataset: sample"
+        ) from error
     log.info("extracted %s into %s", ", ".join(TRAIN_MEMBERS), root)
+
+
+class _BadArchive(Exception):
+    """A readable tar.gz that is not an STL-10 archive."""
 
 
 def main(argv: list[str] | None = None) -> None:
