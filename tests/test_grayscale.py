@@ -145,9 +145,10 @@ def test_cli_writes_all_sizes(tmp_path, rgb, capsys):
     printed = capsys.readouterr().out
     for size, path in zip((96, 88, 104), outputs):
         assert f"wrote {path} (12 images, {size}×{size})" in printed
+    arrays = ["gray96.npy", "gray88.npy", "gray104.npy"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["train_X.bin", "gray96.npy", "gray88.npy", "gray104.npy"]
-    )  # nothing else (no leftover temporary files)
+        ["train_X.bin", *arrays, *(f"{name}.prov.json" for name in arrays)]
+    )  # each array and its provenance record, nothing else (no leftover temporary files)
 
 
 def test_cli_mismatched_lengths_exit(tmp_path, rgb, capsys):

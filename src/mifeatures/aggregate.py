@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 
+from mifeatures import provenance
 from mifeatures.io import atomic_write, parse_case_paths
 
 WIN_STATISTICS = ("mean", "max")
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images-out", required=True, help="per-image table with winners (.csv)")
     parser.add_argument("--metrics-out", required=True, help="metrics for DVC (.json)")
     args = parser.parse_args(argv)
-    summaries = {case: pd.read_csv(path) for case, path in parse_case_paths(args.summaries).items()}
+    summary_paths = parse_case_paths(args.summaries)
+    summaries = {case: pd.read_csv(path) for case, path in summary_paths.items()}
     images = per_image(summaries, args.win_by)
     cases = per_case(summaries, images)
     with atomic_write(args.images_out, "w") as handle:
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_write(args.metrics_out, "w") as handle:
         json.dump(metrics(cases, args.win_by), handle, indent=2, sort_keys=True)
         handle.write("\n")
+    job = provenance.record("aggregate", {f"summary[{case}]": path for case, path in summary_paths.items()},
+                            {"aggregate.win_by": args.win_by})
+    provenance.write([args.images_out, args.cases_out, args.metrics_out], job)
     print(cases.to_string(index=False))
 
 

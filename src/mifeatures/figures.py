@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from mifeatures import provenance  # noqa: E402
 from mifeatures.grayscale import load_images  # noqa: E402
 from mifeatures.io import atomic_write, parse_case_paths  # noqa: E402
 from mifeatures.models import INPUT_SIZE, N_MAPS, map_size  # noqa: E402
@@ -104,15 +105,12 @@ def wins_figure(cases: pd.DataFrame, win_by: str) -> plt.Figure:
     return figure
 
 
-def save(figure: plt.Figure, out: str) -> None:
-    """Write ``figure`` as a PNG atomically and free it."""
+def save(figure: plt.Figure, out: str, job: dict) -> None:
+    """Write ``figure`` as a PNG with the essentials of its provenance inside, then its full record."""
     with atomic_write(out) as handle:
-        figure.savefig(handle, format="png", dpi=100)
+        figure.savefig(handle, format="png", dpi=100, metadata=provenance.png_metadata(job))
     plt.close(figure)
-
-
-def _read_cases(pairs: list[str]) -> dict[str, pd.DataFrame]:
-    return {case: pd.read_csv(path) for case, path in parse_case_paths(pairs).items()}
+    provenance.write([out], job)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,8 +138,12 @@ def main(argv: list[str] | None = None) -> None:
         command.add_argument("--out", required=True, help="PNG to write")
     args = parser.parse_args(argv)
 
+    params: dict = {}
+    context: dict = {}
     if args.figure == "loss":
-        figure = loss_figure(_read_cases(args.losses))
+        paths = parse_case_paths(args.losses)
+        inputs = {f"loss[{case}]": path for case, path in paths.items()}
+        figure = loss_figure({case: pd.read_csv(path) for case, path in paths.items()})
     elif args.figure == "maps":
         case, encoder = load_encoder(args.encoder)
         encoder_images = load_images(args.encoder_images, INPUT_SIZE)
@@ -153,13 +155,21 @@ def main(argv: list[str] | None = None) -> None:
         figure = maps_figure(load_images(args.sized_images, map_size(case))[args.image],
                              feature_maps(encoder, encoder_images[args.image]), mi,
                              summary["upper"], summary["noise"], case, args.image)
-    elif args.figure == "chosen":
-        figure = chosen_figure(_read_cases(args.summaries), args.images)
-    elif args.figure == "distribution":
-        figure = distribution_figure(_read_cases(args.summaries))
+        inputs = {role: getattr(args, role) for role in ("encoder", "encoder_images", "sized_images", "mi", "summary")}
+        context = {"case": case, "image": args.image}
+    elif args.figure in ("chosen", "distribution"):
+        paths = parse_case_paths(args.summaries)
+        inputs = {f"summary[{case}]": path for case, path in paths.items()}
+        summaries = {case: pd.read_csv(path) for case, path in paths.items()}
+        if args.figure == "chosen":
+            figure = chosen_figure(summaries, args.images)
+            params = {"figures.images": args.images}
+        else:
+            figure = distribution_figure(summaries)
     else:
         figure = wins_figure(pd.read_csv(args.cases), args.win_by)
-    save(figure, args.out)
+        inputs, params = {"cases": args.cases}, {"aggregate.win_by": args.win_by}
+    save(figure, args.out, provenance.record("figures", inputs, params, context))
     print(f"wrote {args.out}")
 
 

@@ -13,7 +13,8 @@ import numpy as np
 from skimage.transform import resize
 
 from mifeatures.data import IMAGE_SIZE, read_stl10_images
-from mifeatures.io import atomic_write
+from mifeatures import provenance
+from mifeatures.io import atomic_write, parse_key_values
 
 
 def to_grayscale(images: np.ndarray) -> np.ndarray:
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("source", help="STL-10 train_X.bin")
     parser.add_argument("--sizes", type=int, nargs="+", required=True, help="side lengths, e.g. 96 88 104")
     parser.add_argument("--outputs", nargs="+", required=True, help="one .npy path per size, same order")
+    parser.add_argument("--dataset-params", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="params.yaml values that produced the source (recorded in provenance)")
     args = parser.parse_args(argv)
     if len(args.sizes) != len(args.outputs):
         parser.error(f"--sizes has {len(args.sizes)} values but --outputs has {len(args.outputs)}")
@@ -60,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
         with atomic_write(out) as handle:
             np.save(handle, resize_images(gray, size) if size != IMAGE_SIZE else gray)
         print(f"wrote {out} ({len(gray)} images, {size}×{size})")
+    job = provenance.record("grayscale", {"images": args.source}, parse_key_values(args.dataset_params))
+    provenance.write(args.outputs, job)
 
 
 if __name__ == "__main__":

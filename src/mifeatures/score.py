@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from mifeatures import provenance
 from mifeatures.grayscale import load_images
 from mifeatures.io import atomic_write
 from mifeatures.mi import mutual_information
@@ -82,6 +83,10 @@ def main(argv: list[str] | None = None) -> None:
     for frame, out in ((table, args.mi_out), (summary, args.summary_out)):
         with atomic_write(out, "w") as handle:
             frame.to_csv(handle, index=False)
+    job = provenance.record(
+        "score", {"encoder": args.encoder, "encoder_images": args.encoder_images, "sized_images": args.sized_images},
+        {"score.bins": args.bins, "score.noise_seed": args.noise_seed}, {"case": case})
+    provenance.write([args.mi_out, args.summary_out], job)
     print(f"case {case}: mean MI {summary['mean'].mean():.4f} nats over {len(summary)} images; "
           f"wrote {args.mi_out} and {args.summary_out}")
 

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
+from mifeatures import provenance
 from mifeatures.grayscale import load_images
 from mifeatures.io import atomic_write
 from mifeatures.models import INPUT_SIZE, build_encoder, map_size
@@ -255,6 +256,10 @@ def main(argv: list[str] | None = None) -> None:
                          args.gamma, args.device)
     losses = run(args.case, args.encoder_images, args.critic_images, config, args.encoder_out, args.loss_out,
                  args.threads, args.resume_state)
+    job = provenance.record(
+        "train", {"encoder_images": args.encoder_images, "critic_images": args.critic_images},
+        {f"train.{key}": value for key, value in asdict(config).items()}, {"case": args.case})
+    provenance.write([args.encoder_out, args.loss_out], job)
     final = losses[losses.epoch == losses.epoch.max()].loss.mean()
     print(f"case {args.case}: {len(losses)} steps, last-epoch mean loss {final:.4f}; wrote "
           f"{Path(args.encoder_out)} and {Path(args.loss_out)}")

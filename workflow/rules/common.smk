@@ -33,6 +33,15 @@ def code(*modules):
     return [f"src/mifeatures/{module}.py" for module in modules]
 
 
+def dataset_params():
+    """KEY=VALUE of the params.yaml keys that identify the active dataset, for provenance."""
+    dataset = config["data"]["dataset"]
+    return [f"data.dataset={dataset}"] + [
+        f"data.{dataset}.{key}={value}"
+        for key, value in config["data"][dataset].items()
+    ]
+
+
 def encoder_images():
     return GRAY.format(size=INPUT_SIZE)
 

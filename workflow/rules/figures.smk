@@ -6,12 +6,13 @@ rule figure_loss:
         losses=per_case(LOSS),
         code=FIGURE_CODE,
     output:
-        report(
+        figure=report(
             f"{FIGURES}/loss.png",
             caption="../report/loss.rst",
             category="1. Training",
             labels={"figure": "loss per epoch"},
         ),
+        record=f"{FIGURES}/loss.png.prov.json",
     log:
         "results/logs/figures/loss.log",
     conda:
@@ -19,7 +20,7 @@ rule figure_loss:
     params:
         losses=case_pairs(LOSS),
     shell:
-        "python -m mifeatures.figures loss {params.losses} --out {output} > {log} 2>&1"
+        "python -m mifeatures.figures loss {params.losses} --out {output.figure} > {log} 2>&1"
 
 
 rule figure_maps:
@@ -31,13 +32,14 @@ rule figure_maps:
         summary=SUMMARY,
         code=FIGURE_CODE,
     output:
-        report(
+        figure=report(
             f"{FIGURES}/maps_{{case}}_image{{image}}.png",
             caption="../report/maps.rst",
             category="2. Feature maps",
             subcategory="image {image}",
             labels={"case": "{case}", "image": "{image}"},
         ),
+        record=f"{FIGURES}/maps_{{case}}_image{{image}}.png.prov.json",
     log:
         "results/logs/figures/maps_{case}_image{image}.log",
     conda:
@@ -46,7 +48,7 @@ rule figure_maps:
         "python -m mifeatures.figures maps --encoder {input.encoder}"
         " --encoder-images {input.encoder_images} --sized-images {input.sized_images}"
         " --mi {input.mi} --summary {input.summary} --image {wildcards.image}"
-        " --out {output} > {log} 2>&1"
+        " --out {output.figure} > {log} 2>&1"
 
 
 rule figure_chosen:
@@ -54,12 +56,13 @@ rule figure_chosen:
         summaries=per_case(SUMMARY),
         code=FIGURE_CODE,
     output:
-        report(
+        figure=report(
             f"{FIGURES}/chosen_mean_mi.png",
             caption="../report/chosen_mean_mi.rst",
             category="3. Mean MI per case",
             labels={"figure": "chosen images"},
         ),
+        record=f"{FIGURES}/chosen_mean_mi.png.prov.json",
     log:
         "results/logs/figures/chosen_mean_mi.log",
     conda:
@@ -69,7 +72,7 @@ rule figure_chosen:
         images=config["figures"]["images"],
     shell:
         "python -m mifeatures.figures chosen {params.summaries} --images {params.images}"
-        " --out {output} > {log} 2>&1"
+        " --out {output.figure} > {log} 2>&1"
 
 
 rule figure_distribution:
@@ -77,12 +80,13 @@ rule figure_distribution:
         summaries=per_case(SUMMARY),
         code=FIGURE_CODE,
     output:
-        report(
+        figure=report(
             f"{FIGURES}/mi_distribution.png",
             caption="../report/mi_distribution.rst",
             category="4. All images",
             labels={"figure": "MI distribution"},
         ),
+        record=f"{FIGURES}/mi_distribution.png.prov.json",
     log:
         "results/logs/figures/mi_distribution.log",
     conda:
@@ -91,7 +95,7 @@ rule figure_distribution:
         summaries=case_pairs(SUMMARY),
     shell:
         "python -m mifeatures.figures distribution {params.summaries}"
-        " --out {output} > {log} 2>&1"
+        " --out {output.figure} > {log} 2>&1"
 
 
 rule figure_wins:
@@ -99,12 +103,13 @@ rule figure_wins:
         cases="results/aggregate/cases.csv",
         code=FIGURE_CODE,
     output:
-        report(
+        figure=report(
             f"{FIGURES}/wins.png",
             caption="../report/wins.rst",
             category="4. All images",
             labels={"figure": "wins per case"},
         ),
+        record=f"{FIGURES}/wins.png.prov.json",
     log:
         "results/logs/figures/wins.log",
     conda:
@@ -113,4 +118,4 @@ rule figure_wins:
         win_by=config["aggregate"]["win_by"],
     shell:
         "python -m mifeatures.figures wins --cases {input.cases} --win-by {params.win_by}"
-        " --out {output} > {log} 2>&1"
+        " --out {output.figure} > {log} 2>&1"

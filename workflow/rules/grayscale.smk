@@ -10,6 +10,7 @@ rule grayscale:
         CONDA_ENV
     params:
         sizes=GRAY_SIZES,
+        dataset=dataset_params(),
     shell:
         "python -m mifeatures.grayscale {input.images} --sizes {params.sizes}"
-        " --outputs {output} > {log} 2>&1"
+        " --outputs {output} --dataset-params {params.dataset} > {log} 2>&1"
