@@ -5,12 +5,20 @@ SYSTEM_PYTHON := $(shell command -v python3)
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all test
+.PHONY: all test browser
 all: $(VENV)/.installed
 	snakemake --cores 4 all
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	python -m pytest
+
+# The report test drives Debian's headless Chromium; install it when missing and we may (root, as on CI).
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+		else echo "chromium/chromedriver missing and not root: the report test will be skipped"; fi; \
+	fi
 
 # torch==2.13.0 (pinned in pyproject.toml) resolves to the local CPU wheel; nothing else may pull torch.
 $(VENV)/.installed: pyproject.toml

@@ -192,6 +192,29 @@ def render(job: dict[str, Any], indent: str = "", shown: set[str] | None = None)
             yield f"{indent}  <- {role}: {entry['path']}  sha256:{entry['sha256'][:12]} (source data)"
 
 
+def summary(job: dict[str, Any]) -> Iterator[str]:
+    """A few lines per figure: its hash, code, source data and every param in its chain (per case)."""
+    records = list(chain(job))
+    code = job["code"]
+    dirty = {True: ", with local changes", False: "", None: ""}[code["git_dirty"]]
+    yield f"{job['output']['path']}  sha256:{job['output']['sha256'][:12]}  made {job['created']}"
+    yield f"  code: mifeatures {code['mifeatures']}, commit {(code['git_commit'] or 'unknown')[:12]}{dirty}"
+    sources = {entry["path"]: entry["sha256"] for record in records for entry in record["inputs"].values()
+               if "record" not in entry and record["stage"] == "grayscale"}
+    for path, digest in sorted(sources.items()):
+        yield f"  data: {path}  sha256:{digest[:12]}"
+    values: dict[str, dict[str, list[str]]] = {}
+    for record in records:
+        for key, value in record["params"].items():
+            cases = values.setdefault(key, {}).setdefault(json.dumps(value), [])
+            if "case" in record["context"] and record["context"]["case"] not in cases:
+                cases.append(record["context"]["case"])
+    for key in sorted(values):
+        variants = [value + (f" (case {', '.join(sorted(cases))})" if cases else "")
+                    for value, cases in values[key].items()]
+        yield f"  {key} = {'; '.join(variants)}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI: show or verify where figures came from."""
     parser = argparse.ArgumentParser(prog="mifeatures provenance", description=__doc__.splitlines()[0])
@@ -201,12 +224,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--verify", action="store_true", help="re-hash inputs, compare params; exit 1 on drift")
     parser.add_argument("--params", nargs="+", default=["params.yaml"],
                         help="params files to compare with, later override earlier; default: params.yaml")
+    parser.add_argument("--summary", metavar="OUT", help="write a short summary of every figure's record to OUT")
     args = parser.parse_args(argv)
     figures = [Path(f) for f in args.figures]
     if args.all:
         figures += sorted(p.with_name(p.name[: -len(SUFFIX)]) for p in Path(args.figures_dir).glob(f"*.png{SUFFIX}"))
     if not figures:
         parser.error("name figures or use --all")
+    if args.summary:
+        with atomic_write(args.summary, "w") as handle:
+            for figure in figures:
+                handle.write("\n".join(summary(json.loads(sidecar(figure).read_text()))) + "\n\n")
+        return
     if not args.verify:
         for figure in figures:
             if not sidecar(figure).exists():
