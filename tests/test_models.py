@@ -177,20 +177,12 @@ def test_global_critic_rejects_other_map_size():
 
 
 @pytest.mark.parametrize("size", [88, 96, 104])
-def test_local_critic_shape(size):
-    """LocalCritic scores every pixel of a (B, 33, S, S) input: output (B, 1, S, S)."""
+@pytest.mark.parametrize(("critic", "channels"), [(LocalCritic, 33), (PriorCritic, 32)])
+def test_pixelwise_critic_shape(critic, channels, size):
+    """Local (maps + image) and prior (maps) critics score every pixel: (B, C, S, S) → (B, 1, S, S)."""
     torch.manual_seed(4)
     with torch.no_grad():
-        scores = LocalCritic()(torch.rand(2, 33, size, size))
-    assert scores.shape == (2, 1, size, size)
-
-
-@pytest.mark.parametrize("size", [88, 96, 104])
-def test_prior_critic_shape(size):
-    """PriorCritic scores every 32-vector of a (B, 32, S, S) input: output (B, 1, S, S)."""
-    torch.manual_seed(5)
-    with torch.no_grad():
-        scores = PriorCritic()(torch.rand(2, 32, size, size))
+        scores = critic()(torch.rand(2, channels, size, size))
     assert scores.shape == (2, 1, size, size)
 
 
