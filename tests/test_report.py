@@ -102,7 +102,7 @@ def test_report_groups_figures_by_article_section(report, browser):
     for section in SECTIONS:
         assert section in text
     names = browser.execute_script("return Object.values(results).map(r => r.filename)")
-    assert "provenance.txt" in names
+    assert {"provenance.txt", "cases.csv"} <= set(names)
 
 
 def test_readme_rule_graph_is_the_generated_one():

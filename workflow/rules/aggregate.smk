@@ -3,7 +3,12 @@ rule aggregate:
         summaries=per_case(SUMMARY),
         code=code("aggregate", "io"),
     output:
-        cases="results/aggregate/cases.csv",
+        cases=report(
+            "results/aggregate/cases.csv",
+            caption="../report/cases.rst",
+            category="4. All images",
+            labels={"figure": "this run's numbers per case"},
+        ),
         images="results/aggregate/images.csv",
         metrics="results/aggregate/metrics.json",
     log:
