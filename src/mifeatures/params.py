@@ -84,3 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         print(error, file=sys.stderr)
         sys.exit(1)
     print(f"{' + '.join(args.files)}: valid")
+
+
+if __name__ == "__main__":
+    main()

@@ -95,51 +95,6 @@ def make_loader(
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator)
 
 
-def train(
-    encoder: torch.nn.Module,
-    objective: DeepInfoMaxLoss,
-    loader: DataLoader,
-    optimizers: list[torch.optim.Optimizer],
-    epochs: int,
-    device: torch.device,
-    prior_generator: torch.Generator,
-    description: str = "train",
-    resume: ResumeState | None = None,
-) -> pd.DataFrame:
-    """Run ``epochs`` passes; return one row per step (counted over all epochs) with the loss and its terms.
-
-    Every optimiser steps on the same loss, as in the article's code (encoder and critics
-    both minimise it; the prior term is not played adversarially). With ``resume``, training
-    continues from its last saved epoch and saves a new state after every epoch but the last.
-    """
-    encoder.to(device).train()
-    objective.to(device).train()
-    state = {"encoder": encoder, "objective": objective, "optimizers": optimizers,
-             "loader": loader.generator, "prior": prior_generator}
-    first_epoch, rows = resume.load(state) if resume else (0, [])
-    with tqdm(total=epochs * len(loader), initial=len(rows), desc=description, mininterval=5, unit="step") as bar:
-        for epoch in range(first_epoch, epochs):
-            for inputs, images in loader:
-                for optimizer in optimizers:
-                    optimizer.zero_grad()
-                terms = objective(encoder(inputs.to(device)), images.to(device), prior_generator)
-                values = [terms[key].item() for key in LOSS_COLUMNS[2:]]
-                if not all(map(math.isfinite, values)):
-                    raise NonFiniteLossError(
-                        f"{description}: non-finite loss terms {dict(zip(LOSS_COLUMNS[2:], values))} at epoch "
-                        f"{epoch}, step {len(rows)}; no output written (check the input images and train.lr)"
-                    )
-                terms["loss"].backward()
-                for optimizer in optimizers:
-                    optimizer.step()
-                rows.append([epoch, len(rows)] + values)
-                bar.update()
-                bar.set_postfix(epoch=epoch, loss=f"{values[0]:.4f}")
-            if resume and epoch + 1 < epochs:
-                resume.save(state, epoch + 1, rows)
-    return pd.DataFrame(rows, columns=LOSS_COLUMNS)
-
-
 class ResumeState:
     """Everything a run needs to continue bit-identically, saved atomically after each epoch.
 
@@ -194,6 +149,51 @@ def fingerprint(case: str, config: TrainConfig, *arrays: np.ndarray) -> str:
     for array in arrays:
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
+
+
+def train(
+    encoder: torch.nn.Module,
+    objective: DeepInfoMaxLoss,
+    loader: DataLoader,
+    optimizers: list[torch.optim.Optimizer],
+    epochs: int,
+    device: torch.device,
+    prior_generator: torch.Generator,
+    description: str = "train",
+    resume: ResumeState | None = None,
+) -> pd.DataFrame:
+    """Run ``epochs`` passes; return one row per step (counted over all epochs) with the loss and its terms.
+
+    Every optimiser steps on the same loss, as in the article's code (encoder and critics
+    both minimise it; the prior term is not played adversarially). With ``resume``, training
+    continues from its last saved epoch and saves a new state after every epoch but the last.
+    """
+    encoder.to(device).train()
+    objective.to(device).train()
+    state = {"encoder": encoder, "objective": objective, "optimizers": optimizers,
+             "loader": loader.generator, "prior": prior_generator}
+    first_epoch, rows = resume.load(state) if resume else (0, [])
+    with tqdm(total=epochs * len(loader), initial=len(rows), desc=description, mininterval=5, unit="step") as bar:
+        for epoch in range(first_epoch, epochs):
+            for inputs, images in loader:
+                for optimizer in optimizers:
+                    optimizer.zero_grad()
+                terms = objective(encoder(inputs.to(device)), images.to(device), prior_generator)
+                values = [terms[key].item() for key in LOSS_COLUMNS[2:]]
+                if not all(map(math.isfinite, values)):
+                    raise NonFiniteLossError(
+                        f"{description}: non-finite loss terms {dict(zip(LOSS_COLUMNS[2:], values))} at epoch "
+                        f"{epoch}, step {len(rows)}; no output written (check the input images and train.lr)"
+                    )
+                terms["loss"].backward()
+                for optimizer in optimizers:
+                    optimizer.step()
+                rows.append([epoch, len(rows)] + values)
+                bar.update()
+                bar.set_postfix(epoch=epoch, loss=f"{values[0]:.4f}")
+            if resume and epoch + 1 < epochs:
+                resume.save(state, epoch + 1, rows)
+    return pd.DataFrame(rows, columns=LOSS_COLUMNS)
 
 
 def run(case: str, encoder_images_path: str, critic_images_path: str, config: TrainConfig,
