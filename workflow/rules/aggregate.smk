@@ -1,7 +1,7 @@
 rule aggregate:
     input:
         summaries=per_case(SUMMARY),
-        code=code("aggregate", "io"),
+        code=code("aggregate", "io", "provenance"),
     output:
         cases=report(
             "results/aggregate/cases.csv",

@@ -1,4 +1,4 @@
-FIGURE_CODE = code("figures", "score", "grayscale", "models", "io")
+FIGURE_CODE = code("figures", "score", "grayscale", "models", "io", "provenance")
 
 
 rule figure_loss:

@@ -1,7 +1,7 @@
 rule grayscale:
     input:
         images=RAW_IMAGES,
-        code=code("grayscale", "data", "io"),
+        code=code("grayscale", "data", "io", "provenance"),
     output:
         expand(GRAY, size=GRAY_SIZES),
     log:

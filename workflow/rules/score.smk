@@ -3,7 +3,7 @@ rule score:
         encoder=ENCODER,
         encoder_images=encoder_images(),
         sized_images=sized_images,
-        code=code("score", "mi", "models", "grayscale", "io"),
+        code=code("score", "mi", "models", "grayscale", "io", "provenance"),
     output:
         mi=MI_TABLE,
         summary=SUMMARY,

@@ -5,7 +5,7 @@ rule train:
     input:
         encoder_images=encoder_images(),
         critic_images=sized_images,
-        code=code("train", "models", "objective", "grayscale", "io"),
+        code=code("train", "models", "objective", "grayscale", "io", "provenance"),
     output:
         encoder=ENCODER,
         loss=LOSS,
