@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from mifeatures import provenance  # noqa: E402
+from mifeatures.aggregate import WIN_STATISTICS  # noqa: E402
 from mifeatures.grayscale import load_images  # noqa: E402
 from mifeatures.io import atomic_write, parse_case_paths  # noqa: E402
 from mifeatures.models import INPUT_SIZE, N_MAPS, map_size  # noqa: E402
@@ -85,7 +86,7 @@ def distribution_figure(summaries: dict[str, pd.DataFrame]) -> plt.Figure:
     """Distribution over all images of per-image mean and max MI, one violin per case."""
     figure, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     cases = list(summaries)
-    for axis, statistic in zip(axes, ("mean", "max")):
+    for axis, statistic in zip(axes, WIN_STATISTICS):
         values = [summaries[case][statistic].to_numpy() for case in cases]
         axis.violinplot(values, showmedians=True)
         axis.set_xticks(np.arange(1, len(cases) + 1), [f"case {c}" for c in cases])
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     distribution.add_argument("summaries", nargs="+", metavar="CASE=PATH", help="per-image summary of each case")
     wins = commands.add_parser("wins", help="images won per case")
     wins.add_argument("--cases", required=True, help="per-case table of the aggregate stage")
-    wins.add_argument("--win-by", required=True, choices=("mean", "max"), help="statistic the winner was picked by")
+    wins.add_argument("--win-by", required=True, choices=WIN_STATISTICS, help="statistic the winner was picked by")
     for command in (loss, maps, chosen, distribution, wins):
         command.add_argument("--out", required=True, help="PNG to write")
     args = parser.parse_args(argv)

@@ -12,7 +12,7 @@ import argparse
 import numpy as np
 from skimage.transform import resize
 
-from mifeatures.data import IMAGE_SIZE, read_stl10_images
+from mifeatures.data import read_stl10_images
 from mifeatures import provenance
 from mifeatures.io import atomic_write, parse_key_values
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     gray = to_grayscale(read_stl10_images(args.source))
     for size, out in zip(args.sizes, args.outputs):
         with atomic_write(out) as handle:
-            np.save(handle, resize_images(gray, size) if size != IMAGE_SIZE else gray)
+            np.save(handle, resize_images(gray, size))
         print(f"wrote {out} ({len(gray)} images, {size}×{size})")
     job = provenance.record("grayscale", {"images": args.source}, parse_key_values(args.dataset_params))
     provenance.write(args.outputs, job)

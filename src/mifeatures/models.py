@@ -92,18 +92,20 @@ ENCODERS: dict[str, type[_FourLayerEncoder]] = {
 }
 
 
-def build_encoder(case: str) -> _FourLayerEncoder:
-    """Return a freshly initialised encoder for ``case`` (one of ``ENCODERS``)."""
+def _encoder_class(case: str) -> type[_FourLayerEncoder]:
     if case not in ENCODERS:
         raise ValueError(f"unknown case {case!r}; expected one of {', '.join(ENCODERS)}")
-    return ENCODERS[case]()
+    return ENCODERS[case]
+
+
+def build_encoder(case: str) -> _FourLayerEncoder:
+    """Return a freshly initialised encoder for ``case`` (one of ``ENCODERS``)."""
+    return _encoder_class(case)()
 
 
 def map_size(case: str) -> int:
     """Side length of the feature maps of ``case``; the image is resized to it for critics and MI."""
-    if case not in ENCODERS:
-        raise ValueError(f"unknown case {case!r}; expected one of {', '.join(ENCODERS)}")
-    return ENCODERS[case].output_size
+    return _encoder_class(case).output_size
 
 
 class LocalCritic(nn.Module):
