@@ -12,11 +12,10 @@ all: $(VENV)/.installed
 test: $(VENV)/.installed browser
 	python -m pytest
 
-# Results built elsewhere: fetch them from the DVC remote, then mark them up to date for Snakemake
-# (DVC restores files in no set order, so their mtimes alone would make Snakemake rebuild).
+# Results built elsewhere: dvc pull, then only if they match this checkout's code and params
+# (dvc status clean, provenance verified) mark them up to date for Snakemake; see mifeatures.pull.
 pull: $(VENV)/.installed
-	dvc pull
-	snakemake --cores 1 --touch all
+	mifeatures pull
 
 # The report test drives Debian's headless Chromium; install it when missing and we may (root, as on CI).
 browser:

@@ -8,8 +8,6 @@ import http.server
 import io
 import re
 import socket
-import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -17,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from mifeatures.data import (
     IMAGE_BYTES,
@@ -706,15 +703,15 @@ def test_cli_download_retries_a_drop_with_the_progress_bar_on(server, download_r
     assert re.search(warning, caplog.text)
 
 
-def test_committed_data_dvc_pins_a_fresh_generation_of_the_sample(tmp_path):
-    """data.dvc's hash is the hash DVC gives the sample that params.yaml generates, byte for byte."""
+# md5 of the default sample (200 images, seed 78) as first generated, which data.dvc pinned until
+# data/ became an output of the DVC stage: a change of scikit-image's photos or resize would move it.
+DEFAULT_SAMPLE_MD5 = "add6c6efa5da7b62f4e793613d98f544"
+
+
+def test_default_sample_is_the_one_this_repository_was_built_on(tmp_path):
+    """A fresh generation of params.yaml's sample is byte for byte the pinned one."""
     repo = Path(__file__).resolve().parents[1]
-    dvc = Path(sys.executable).parent / "dvc"
     sample = load_params([repo / "params.yaml"])["data"]["sample"]
-    main(["sample", "--n-images", str(sample["n_images"]), "--seed", str(sample["seed"]),
-          "--out", str(tmp_path / "data/sample/stl10_binary/train_X.bin")])
-    for command in (["git", "init", "-q"], [dvc, "init", "-q"], [dvc, "config", "core.analytics", "false"],
-                    [dvc, "add", "-q", "data"]):
-        subprocess.run(command, cwd=tmp_path, check=True)
-    fresh, committed = (yaml.safe_load((root / "data.dvc").read_text())["outs"][0] for root in (tmp_path, repo))
-    assert (fresh["md5"], fresh["size"]) == (committed["md5"], committed["size"])
+    out = tmp_path / "data/sample/stl10_binary/train_X.bin"
+    main(["sample", "--n-images", str(sample["n_images"]), "--seed", str(sample["seed"]), "--out", str(out)])
+    assert hashlib.md5(out.read_bytes()).hexdigest() == DEFAULT_SAMPLE_MD5

@@ -131,33 +131,30 @@ def test_load_images_rejects_wrong_size(tmp_path, gray):
         load_images(str(path), size=88)
 
 
-def test_cli_writes_all_sizes(tmp_path, rgb, capsys):
-    """main() reads a train_X.bin and writes the 96, 88 and 104 arrays matching the references."""
+def test_cli_writes_one_size_per_call(tmp_path, rgb, capsys):
+    """main() reads a train_X.bin and writes the one size asked for, matching the references."""
     source = tmp_path / "train_X.bin"
     write_stl10_images(rgb, source)
-    outputs = [tmp_path / f"gray{size}.npy" for size in (96, 88, 104)]
-    main([str(source), "--sizes", "96", "88", "104", "--outputs", *map(str, outputs)])
-    expected = reference_gray(rgb)
-    got96 = load_images(str(outputs[0]), size=96)
-    np.testing.assert_allclose(got96, expected, rtol=0, atol=1e-6)
-    for size, path in zip((88, 104), outputs[1:]):
-        np.testing.assert_array_equal(load_images(str(path), size=size), skimage_resized(got96, size))
-    printed = capsys.readouterr().out
-    for size, path in zip((96, 88, 104), outputs):
-        assert f"wrote {path} (12 images, {size}×{size})" in printed
-    arrays = ["gray96.npy", "gray88.npy", "gray104.npy"]
+    outputs = {size: tmp_path / f"gray{size}.npy" for size in (96, 88, 104)}
+    for size, path in outputs.items():
+        main([str(source), "--size", str(size), "--out", str(path)])
+        assert f"wrote {path} (12 images, {size}×{size})" in capsys.readouterr().out
+    got96 = load_images(str(outputs[96]), size=96)
+    np.testing.assert_allclose(got96, reference_gray(rgb), rtol=0, atol=1e-6)
+    for size in (88, 104):
+        np.testing.assert_array_equal(load_images(str(outputs[size]), size=size), skimage_resized(got96, size))
+    arrays = [path.name for path in outputs.values()]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["train_X.bin", *arrays, *(f"{name}.prov.json" for name in arrays)]
     )  # each array and its provenance record, nothing else (no leftover temporary files)
 
 
-def test_cli_mismatched_lengths_exit(tmp_path, rgb, capsys):
-    """Three sizes with two outputs is an argparse error (SystemExit) and writes nothing."""
+def test_cli_rejects_a_size_below_one(tmp_path, rgb, capsys):
+    """--size 0 is an argparse error (SystemExit 2) naming the flag, and writes nothing."""
     source = tmp_path / "train_X.bin"
     write_stl10_images(rgb[:2], source)
-    outputs = [tmp_path / "a.npy", tmp_path / "b.npy"]
     with pytest.raises(SystemExit) as exit_info:
-        main([str(source), "--sizes", "96", "88", "104", "--outputs", *map(str, outputs)])
+        main([str(source), "--size", "0", "--out", str(tmp_path / "a.npy")])
     assert exit_info.value.code == 2
-    assert "--sizes has 3 values but --outputs has 2" in capsys.readouterr().err
-    assert not any(p.exists() for p in outputs)
+    assert "--size must be ≥ 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "a.npy").exists()

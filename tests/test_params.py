@@ -34,6 +34,16 @@ def test_shipped_configs_are_valid():
         ({"score": {"bins": 1}}, r"score\.bins: 1 is less than the minimum of 2"),
         ({"data": {"dataset": "imagenet"}}, r"data\.dataset: 'imagenet' is not one of \['sample', 'stl10'\]"),
         ({"train": {"lr_typo": 1}}, r"train: Additional properties are not allowed \('lr_typo' was unexpected\)"),
+        ({"train": {"seed": -1}}, r"train\.seed: -1 is less than the minimum of 0 \(an integer seed ≥ 0\)"),
+        ({"data": {"sample": {"seed": -3}}}, r"data\.sample\.seed: -3 is less than the minimum of 0"),
+        ({"score": {"noise_seed": -1}}, r"score\.noise_seed: -1 is less than the minimum of 0"),
+        ({"train": {"checkpoint_every": 0}}, r"train\.checkpoint_every: 0 is less than the minimum of 1"),
+        ({"figures": {"images": [10, 300]}},
+         r"figures\.images: image 300 does not exist: data\.sample\.n_images has 200 images, indices 0 to 199"),
+        ({"data": {"dataset": "stl10"}, "figures": {"images": [5000]}},
+         r"figures\.images: image 5000 does not exist: the STL-10 train split has 5000 images"),
+        ({"cases": ["a", "c"], "train": {"overrides": {"b": {"lr": 1e-3}}}},
+         r"train\.overrides\.b: case 'b' is not in cases \['a', 'c'\]; add it to cases or remove its overrides"),
     ],
 )
 def test_bad_values_name_the_key(override, message):
@@ -67,3 +77,20 @@ def test_unreadable_yaml_names_the_file(tmp_path):
     broken.write_text("train: [unclosed\n")
     with pytest.raises(ParamsError, match="broken.yaml: cannot read it as YAML"):
         load_params([broken])
+
+
+@pytest.mark.parametrize("spelling", ["1e-05", "1E-5", "1.0e-05", "+1e-5", ".00001"])
+def test_float_spellings_of_other_tools_are_numbers(tmp_path, spelling):
+    """`dvc exp run -S train.lr=1e-5` writes `lr: 1e-05`, a string to YAML 1.1: it is read as the number."""
+    override = tmp_path / "exp.yaml"
+    override.write_text(f"train:\n  lr: {spelling}\n  overrides: {{c: {{lr: {spelling}}}}}\n")
+    params = load_params([PARAMS, override])
+    validate_params(params, SCHEMA)
+    assert params["train"]["lr"] == 1e-5 and params["train"]["overrides"]["c"]["lr"] == 1e-5
+
+
+def test_strings_that_look_like_numbers_stay_strings_where_the_schema_wants_strings():
+    """Only keys the schema types as numbers are coerced: an all-digit md5 stays a string."""
+    params = merge(load_params([PARAMS]), {"data": {"stl10": {"md5": "1" * 31 + "0"}}, "train": {"epochs": "3"}})
+    validate_params(params, SCHEMA)
+    assert params["data"]["stl10"]["md5"] == "1" * 31 + "0" and params["train"]["epochs"] == 3

@@ -1,16 +1,20 @@
-"""Provenance records of a small real chain built with the stage CLIs: show, verify, drift."""
+"""Provenance records of a small real chain built with the stage CLIs: show, verify, and drift found by
+tampering with a table, a checkpoint, a module and the params."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from PIL import Image
 
-from mifeatures import aggregate, data, figures, grayscale, provenance, score, train
+from mifeatures import aggregate, audit, data, figures, grayscale, provenance, score, sources, train
 from mifeatures.params import load_params, merge
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,13 +26,16 @@ def chain(tmp_path_factory) -> dict[str, Path]:
     """data → grayscale → train and score (cases a, c) → aggregate → figures, with the params used."""
     root = tmp_path_factory.mktemp("chain")
     params = merge(load_params([REPO / "params.yaml"]), {
-        "cases": list(CASES), "data": {"sample": {"n_images": 8}}, "train": {"epochs": 1, "batch_size": 4}})
+        "cases": list(CASES), "data": {"sample": {"n_images": 8}}, "train": {"epochs": 1, "batch_size": 4},
+        "figures": {"images": [2]}})
     (root / "params.yaml").write_text(yaml.safe_dump(params))
+    # As the workflow does: every job records the config files it was run with.
+    os.environ[provenance.CONFIG_FILES_VARIABLE] = str(root / "params.yaml")
     raw = root / "data/sample/stl10_binary/train_X.bin"
     data.main(["sample", "--n-images", "8", "--seed", "78", "--out", str(raw)])
     gray = {size: root / f"size{size}.npy" for size in (96, 88)}
-    grayscale.main([str(raw), "--sizes", "96", "88", "--outputs", str(gray[96]), str(gray[88]),
-                    "--dataset-params", "data.dataset=sample", "data.sample.n_images=8", "data.sample.seed=78"])
+    for size, out in gray.items():
+        grayscale.main([str(raw), "--size", str(size), "--out", str(out)])
     paths = {"params": root / "params.yaml", "raw": raw}
     for case, size in zip(CASES, (88, 96)):
         out = root / case
@@ -47,15 +54,18 @@ def chain(tmp_path_factory) -> dict[str, Path]:
     aggregate.main(summaries + ["--cases-out", str(root / "cases.csv"), "--images-out", str(root / "images.csv"),
                                 "--metrics-out", str(root / "metrics.json")])
     figures.main(["wins", "--cases", str(root / "cases.csv"), "--win-by", "mean", "--out", str(root / "wins.png")])
+    del os.environ[provenance.CONFIG_FILES_VARIABLE]
     paths["wins"] = root / "wins.png"
+    paths["summary_a"] = root / "a/summary.csv"
     return paths
 
 
 def verify(chain, capsys, params=None) -> tuple[int, str]:
-    """Run `mifeatures provenance --verify` on the three figures; return its exit code and output."""
+    """Run `mifeatures provenance --verify` on the three figures (against the config files that made
+    them, or ``params``); return its exit code and output."""
     figure_args = [str(chain[name]) for name in ("maps_a", "maps_c", "wins")]
     with pytest.raises(SystemExit) as exit_:
-        provenance.main(figure_args + ["--verify", "--params", str(params or chain["params"])])
+        audit.main(figure_args + ["--verify"] + (["--params", str(params)] if params else []))
     return exit_.value.code, capsys.readouterr().out
 
 
@@ -68,24 +78,75 @@ def status(output: str) -> dict[str, str]:
 def test_record_reaches_back_to_the_dataset(chain):
     """A figure's record chains figure → score → train → grayscale → raw file, with hashes and params."""
     job = json.loads(provenance.sidecar(chain["wins"]).read_text())
-    stages = [record["stage"] for record in provenance.chain(job)]
-    assert stages[0] == "figures" and {"aggregate", "score", "train", "grayscale"} <= set(stages)
-    grayscale_record = next(r for r in provenance.chain(job) if r["stage"] == "grayscale")
+    stages = [record["stage"] for record in audit.chain(job)]
+    assert stages[0] == "figures" and {"aggregate", "score", "train", "grayscale", "data"} <= set(stages)
+    grayscale_record = next(r for r in audit.chain(job) if r["stage"] == "grayscale")
     assert grayscale_record["inputs"]["images"]["sha256"] == provenance.sha256(chain["raw"])
-    assert grayscale_record["params"] == {"data.dataset": "sample", "data.sample.n_images": 8, "data.sample.seed": 78}
-    train_record = next(r for r in provenance.chain(job) if r["stage"] == "train")
+    data_record = next(r for r in audit.chain(job) if r["stage"] == "data")
+    assert data_record["params"] == {"data.sample.n_images": 8, "data.sample.seed": 78}
+    assert data_record["output"] == {"path": str(chain["raw"]), "sha256": provenance.sha256(chain["raw"])}
+    train_record = next(r for r in audit.chain(job) if r["stage"] == "train")
     assert train_record["params"]["train.lr"] == 1e-4 and train_record["context"]["case"] in CASES
     assert job["output"]["sha256"] == provenance.sha256(chain["wins"])
-    assert {"git_commit", "git_dirty", "mifeatures"} <= job["code"].keys()
+    assert {"git_commit", "git_dirty", "mifeatures", "modules"} <= job["code"].keys()
     assert {"python", "torch", "numpy", "snakemake", "dvc"} <= job["environment"].keys()
+    assert job["config_files"] == [str(chain["params"])]
+
+
+def test_record_names_the_code_each_stage_ran(chain):
+    """Each record lists a digest of every module its stage imports, and only those."""
+    job = json.loads(provenance.sidecar(chain["wins"]).read_text())
+    for record in audit.chain(job):
+        assert record["code"]["modules"] == sources.digests(record["stage"])
+    aggregate_modules = next(r for r in audit.chain(job) if r["stage"] == "aggregate")["code"]["modules"]
+    assert "mifeatures/aggregate.py" in aggregate_modules and "mifeatures/train.py" not in aggregate_modules
+
+
+def test_record_names_the_device_precision_and_torch_build(chain):
+    """Jobs that run torch say on which device and with which float settings; the torch build is named."""
+    record = json.loads(provenance.sidecar(chain["maps_c"]).read_text())
+    environment = record["environment"]
+    assert environment["device"] == "cpu"
+    assert environment["tf32_matmul"] is False and environment["float32_matmul_precision"] == "highest"
+    assert environment["torch_build"]["version"] == environment["torch"] and "cuda" in environment["torch_build"]
+    encoder_record = json.loads(provenance.sidecar(chain["encoder_c"]).read_text())
+    assert encoder_record["environment"]["device"] == "cpu"
+
+
+def test_command_through_the_entry_point_is_recorded_as_run(chain, tmp_path):
+    """`mifeatures aggregate …` is recorded as that command, not as a made-up `python -m` line."""
+    out = {name: tmp_path / name for name in ("cases.csv", "images.csv", "metrics.json")}
+    command = [str(Path(sys.executable).parent / "mifeatures"), "aggregate", f"a={chain['summary_a']}",
+               "--cases-out", str(out["cases.csv"]), "--images-out", str(out["images.csv"]),
+               "--metrics-out", str(out["metrics.json"])]
+    subprocess.run(command, check=True, capture_output=True)
+    recorded = json.loads(provenance.sidecar(out["cases.csv"]).read_text())["command"]
+    assert recorded.endswith(" ".join(command[1:]) + "") and "bin/mifeatures aggregate a=" in recorded
+    assert "aggregate aggregate" not in recorded
+
+
+def test_git_state_is_about_the_package_sources_only(tmp_path):
+    """Editing a file beside the package (params.yaml) is not a code change; a new untracked module is."""
+    package = tmp_path / "src/mifeatures"
+    package.mkdir(parents=True)
+    (package / "train.py").write_text("x = 1\n")
+    (tmp_path / "params.yaml").write_text("lr: 1\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "init"]):
+        subprocess.run(git + command, cwd=tmp_path, check=True)
+    assert provenance.git_state(package)[1] is False
+    (tmp_path / "params.yaml").write_text("lr: 2\n")
+    assert provenance.git_state(package)[1] is False
+    (package / "extra.py").write_text("y = 2\n")
+    assert provenance.git_state(package)[1] is True
 
 
 def test_show_prints_the_chain(chain, capsys):
     """`mifeatures provenance FIGURE` prints each job with its params down to the source data."""
-    provenance.main([str(chain["maps_c"])])
+    audit.main([str(chain["maps_c"])])
     shown = capsys.readouterr().out
-    for expected in ("made by figures [case c] [image 2]", "made by train [case c]", "train.lr=0.0001",
-                     "made by score [case c]", "data.sample.seed=78", f"{chain['raw']}  sha256:", "(source data)"):
+    for expected in ("made by figures [case c] [image 2] on cpu", "made by train [case c] on cpu", "train.lr=0.0001",
+                     "made by score [case c]", "data.sample.seed=78", f"{chain['raw']}  sha256:", "made by data"):
         assert expected in shown
 
 
@@ -100,9 +161,48 @@ def test_png_carries_the_essentials(chain):
 
 
 def test_fresh_figures_verify_as_current(chain, capsys):
-    """Right after the build every figure is current and the exit code is 0."""
+    """Right after the build every figure is current against the config that made it, exit code 0."""
     code, output = verify(chain, capsys)
-    assert code == 0 and set(status(output).values()) == {"current"}
+    assert code == 0 and set(status(output).values()) == {"current"}, output
+
+
+def test_verify_uses_the_config_files_that_made_the_figure(chain, capsys, tmp_path):
+    """The chain was built with 8 images and 1 epoch: against the repository's params.yaml alone it has
+    drifted, against its own config (the default) it has not."""
+    assert verify(chain, capsys)[0] == 0
+    code, output = verify(chain, capsys, REPO / "params.yaml")
+    assert code == 1 and "param data.sample.n_images: 8 when made, 200 now" in output
+
+
+def test_hand_edited_table_is_caught_even_after_a_rebuilt_figure(chain, capsys, tmp_path):
+    """A summary table edited by hand, then a figure drawn from it: the figure's record holds the edited
+    bytes, but the table's own record holds what the score stage wrote, and --verify compares them."""
+    table = chain["summary_a"]
+    original = table.read_bytes()
+    figure = tmp_path / "distribution.png"
+    try:
+        table.write_text(original.decode().replace("\n2,", "\n2,9", 1))
+        figures.main(["distribution", f"a={table}", "--out", str(figure)])
+        problems = audit.drift(figure, load_params([chain["params"]]))
+    finally:
+        table.write_bytes(original)
+    assert any(p.startswith(f"input {table}: its bytes when figures read them differ from those score wrote")
+               for p in problems), problems
+
+
+def test_edited_module_is_code_drift(chain, tmp_path):
+    """A figure made by older code is not current: editing aggregate.py (which decides the wins) drifts
+    wins.png, whose aggregate and figures jobs ran it, and not maps_a.png; a comment alone changes nothing."""
+    package = tmp_path / "mifeatures"
+    shutil.copytree(sources.ROOT, package, ignore=shutil.ignore_patterns("__pycache__"))
+    params = load_params([chain["params"]])
+    module = package / "aggregate.py"
+    module.write_text(module.read_text() + "\n# a comment changes no behaviour\n")
+    assert audit.drift(chain["wins"], params, package) == []
+    module.write_text(module.read_text().replace('WIN_STATISTICS = ("mean", "max")', 'WIN_STATISTICS = ("max",)'))
+    assert audit.drift(chain["wins"], params, package) == [
+        f"code mifeatures/aggregate.py: changed since {stage} ran it" for stage in ("aggregate", "figures")]
+    assert "changed since score ran it" not in " ".join(audit.drift(chain["maps_a"], params, package))
 
 
 def test_changed_checkpoint_flags_exactly_the_figures_downstream(chain, capsys):
@@ -127,18 +227,20 @@ def test_changed_param_of_one_case_flags_exactly_its_figures(chain, capsys, tmp_
     assert code == 1
     assert status(output) == {"maps_a.png": "current", "maps_c.png": "DRIFTED", "wins.png": "DRIFTED"}
     assert "param train.lr (case c): 0.0001 when made, 0.0002 now" in output
+    changed.write_text(changed.read_text().replace("lr: 0.0002", "lr: 1e-04"))  # as DVC writes floats
+    assert verify(chain, capsys, changed)[0] == 0
 
 
 def test_missing_record_and_missing_input_are_drift(chain, capsys, tmp_path):
     """A figure without a record, or whose input is gone, is reported as drifted."""
     lone = tmp_path / "lone.png"
     shutil.copy(chain["wins"], lone)
-    assert provenance.drift(lone, {}) == [f"{lone}: no provenance record ({lone}.prov.json)"]
+    assert audit.drift(lone, {}) == [f"{lone}: no provenance record ({lone}.prov.json)"]
     cases_csv = chain["wins"].with_name("cases.csv")
     moved = tmp_path / "cases.csv"
     shutil.move(cases_csv, moved)
     try:
-        problems = provenance.drift(chain["wins"], yaml.safe_load(chain["params"].read_text()))
+        problems = audit.drift(chain["wins"], yaml.safe_load(chain["params"].read_text()))
     finally:
         shutil.move(moved, cases_csv)
     assert f"input {cases_csv}: missing" in problems
@@ -147,5 +249,5 @@ def test_missing_record_and_missing_input_are_drift(chain, capsys, tmp_path):
 def test_show_without_a_record_is_a_usage_error(tmp_path):
     """Asking for a file the workflow did not make exits with a message, not a traceback."""
     with pytest.raises(SystemExit) as exit_:
-        provenance.main([str(tmp_path / "nothing.png")])
+        audit.main([str(tmp_path / "nothing.png")])
     assert exit_.value.code == 2

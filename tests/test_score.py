@@ -9,7 +9,8 @@ import torch
 
 from mifeatures.mi import mutual_information
 from mifeatures.models import N_MAPS
-from mifeatures.score import SUMMARY_COLUMNS, feature_maps, load_encoder, main, noise_bound, score
+from mifeatures.score import (SUMMARY_COLUMNS, all_images_loop_normalisation, feature_maps, load_encoder, main,
+                              noise_bound, score)
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +42,27 @@ def test_tables_cover_every_image_and_map(scored, gray_images):
     assert summary["image"].tolist() == list(range(len(gray_images)))
 
 
+def test_all_images_loop_normalises_per_column_across_maps(trained_case, gray_images):
+    """As the article's loop computed it on NCHW maps: per column, jointly over maps and rows. That
+    differs from a per-map min–max, which the histogram ignores (column ``mi``)."""
+    _, encoder = load_encoder(trained_case["encoder"])
+    maps = feature_maps(encoder, gray_images[0])
+    batch = maps[None]  # the article's (1, 32, H, W)
+    low, high = batch.min((0, 1, 2), keepdims=True), batch.max((0, 1, 2), keepdims=True)
+    np.testing.assert_array_equal(all_images_loop_normalisation(maps), np.squeeze((batch - low) / (high - low + 1e-8)))
+    per_map = (maps - maps.min((1, 2), keepdims=True)) / (np.ptp(maps, (1, 2), keepdims=True) + 1e-8)
+    image = np.load(trained_case["sized_images"])[0]
+    live = np.ptp(maps, axis=(1, 2)) > 0
+    np.testing.assert_allclose(mutual_information(image, per_map, 30)[live], mutual_information(image, maps, 30)[live],
+                               atol=1e-12)
+    assert not np.allclose(mutual_information(image, all_images_loop_normalisation(maps), 30),
+                           mutual_information(image, maps, 30), atol=1e-3)
+
+
 def test_summary_agrees_with_the_per_map_table(scored):
-    """max, min, mean and std of each image are those of its 32 per-map MI values."""
+    """max, min, mean and std of each image are those of its 32 MI values as the all-images loop had them."""
     table, summary = scored
-    grouped = table.groupby("image")["mi"]
+    grouped = table.groupby("image")["mi_all_images"]
     np.testing.assert_allclose(summary["mean"], grouped.mean(), rtol=1e-12)
     np.testing.assert_allclose(summary["max"], grouped.max(), rtol=1e-12)
     np.testing.assert_allclose(summary["min"], grouped.min(), rtol=1e-12)

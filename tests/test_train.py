@@ -12,13 +12,17 @@ import pandas as pd
 import pytest
 import torch
 
-from mifeatures.models import build_encoder, map_size
+from mifeatures import sources
+from mifeatures.grayscale import load_images
+from mifeatures.models import INPUT_SIZE, build_encoder, map_size
+from mifeatures.objective import DeepInfoMaxLoss
 from mifeatures.score import load_encoder
 from mifeatures.train import (
     LOSS_COLUMNS,
     NonFiniteLossError,
     ResumeState,
     TrainConfig,
+    fingerprint,
     main,
     make_loader,
     resolve_device,
@@ -112,50 +116,194 @@ def test_cli_rejects_images_of_the_wrong_size(tmp_path, trained_case):
     assert list(tmp_path.iterdir()) == []
 
 
-def train_command(paths, out, epochs):
+def test_cli_rejects_checkpoint_every_below_one(tmp_path, trained_case, capsys):
+    """--checkpoint-every 0 is a usage error naming the option, before any work."""
+    with pytest.raises(SystemExit):
+        main(["--case", "a", "--encoder-images", str(trained_case["encoder_images"]),
+              "--critic-images", str(trained_case["sized_images"]),
+              "--encoder-out", str(tmp_path / "encoder.pt"), "--loss-out", str(tmp_path / "loss.csv"),
+              "--checkpoint-every", "0"])
+    assert "--checkpoint-every must be ≥ 1, got 0" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def train_command(paths, out, epochs, checkpoint_every):
     """The train CLI as the workflow runs it, for case a in batches of 4."""
     return [sys.executable, "-m", "mifeatures.train", "--case", "a", "--epochs", str(epochs), "--batch-size", "4",
             "--encoder-images", str(paths["encoder_images"]), "--critic-images", str(paths["sized_images"]),
             "--encoder-out", str(out / "encoder.pt"), "--loss-out", str(out / "loss.csv"),
-            "--resume-state", str(out / "resume.pt")]
+            "--resume-state", str(out / "resume.pt"), "--checkpoint-every", str(checkpoint_every)]
 
 
-def test_killed_run_resumes_to_the_same_bytes(tmp_path, trained_case):
-    """SIGKILL after an epoch, then a rerun, gives the weights and loss log of an uninterrupted run."""
-    epochs = 3
-    killed = subprocess.Popen(train_command(trained_case, tmp_path, epochs), stderr=subprocess.DEVNULL)
+def kill_at_first_state(command, state):
+    """Start ``command``, SIGKILL it as soon as ``state`` appears, and return the state it had saved."""
+    killed = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
-        while not (tmp_path / "resume.pt").exists() and killed.poll() is None and time.monotonic() < deadline:
+        while not state.exists() and killed.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert killed.poll() is None, "training ended before it could be killed"
         killed.send_signal(signal.SIGKILL)
     finally:
         killed.wait(timeout=60)
+    assert killed.returncode == -signal.SIGKILL, "training ended before it could be killed"
+    return torch.load(state, weights_only=True)
+
+
+def assert_same_outputs(folder, reference):
+    """The loss logs are byte-identical and the encoder weights equal."""
+    assert (folder / "loss.csv").read_bytes() == (reference / "loss.csv").read_bytes()
+    _, first = load_encoder(folder / "encoder.pt")
+    _, second = load_encoder(reference / "encoder.pt")
+    for name, tensor in second.state_dict().items():
+        assert torch.equal(tensor, first.state_dict()[name]), name
+
+
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, trained_case):
+    """Outputs of an uninterrupted EPOCHS-epoch run of case a, to compare resumed runs with."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    run("a", trained_case["encoder_images"], trained_case["sized_images"],
+        TrainConfig(epochs=EPOCHS, batch_size=4), folder / "encoder.pt", folder / "loss.csv")
+    return folder
+
+
+def test_killed_run_resumes_to_the_same_bytes(tmp_path, trained_case, uninterrupted):
+    """SIGKILL after an epoch, then a rerun, gives the weights and loss log of an uninterrupted run."""
+    saved = kill_at_first_state(train_command(trained_case, tmp_path, EPOCHS, 1), tmp_path / "resume.pt")
+    assert saved["epochs_done"] == 1
     assert not (tmp_path / "encoder.pt").exists() and not (tmp_path / "loss.csv").exists()
 
-    subprocess.run(train_command(trained_case, tmp_path, epochs), check=True, capture_output=True, timeout=600)
+    rerun = subprocess.run(train_command(trained_case, tmp_path, EPOCHS, 1), check=True, capture_output=True,
+                           text=True, timeout=600)
+    assert "after epoch 1" in rerun.stderr  # it resumed, not merely started afresh to the same bytes
     assert not (tmp_path / "resume.pt").exists()
-    reference = tmp_path / "uninterrupted"
-    run("a", trained_case["encoder_images"], trained_case["sized_images"],
-        TrainConfig(epochs=epochs, batch_size=4), reference / "encoder.pt", reference / "loss.csv")
-    assert (tmp_path / "loss.csv").read_bytes() == (reference / "loss.csv").read_bytes()
-    _, resumed = load_encoder(tmp_path / "encoder.pt")
-    _, uninterrupted = load_encoder(reference / "encoder.pt")
-    for name, tensor in uninterrupted.state_dict().items():
-        assert torch.equal(tensor, resumed.state_dict()[name]), name
+    assert_same_outputs(tmp_path, uninterrupted)
 
 
-def test_state_of_another_run_is_not_resumed(tmp_path, trained_case):
-    """A resume file from a different config is ignored: the run equals a fresh one."""
+def test_state_is_saved_every_checkpoint_every_epochs_and_resumes_under_another(tmp_path, trained_case,
+                                                                                uninterrupted):
+    """With --checkpoint-every 2 the first state appears after epoch 2, not 1; a rerun that saves every
+    epoch resumes from it."""
+    saved = kill_at_first_state(train_command(trained_case, tmp_path, EPOCHS, 2), tmp_path / "resume.pt")
+    assert saved["epochs_done"] == 2 and [row[0] for row in saved["rows"]] == [0, 0, 1, 1]
+
+    rerun = subprocess.run(train_command(trained_case, tmp_path, EPOCHS, 1), check=True, capture_output=True,
+                           text=True, timeout=600)
+    assert "after epoch 2" in rerun.stderr
+    assert_same_outputs(tmp_path, uninterrupted)
+
+
+def fingerprint_of(paths, device="cpu"):
+    """The fingerprint run() gives case a in batches of 4 on ``device`` with one thread."""
+    torch.set_num_threads(1)  # as run() does with its default threads=1
+    encoder_images = load_images(paths["encoder_images"], INPUT_SIZE)
+    critic_images = load_images(paths["sized_images"], map_size("a"))
+    config = TrainConfig(epochs=1, batch_size=4)
+    return fingerprint("a", config, torch.device(device), encoder_images, critic_images)
+
+
+def write_state(path, run_fingerprint, **changes):
+    """A state of case a after epoch 1 with a marker loss row and weights seeded unlike any run; ``changes``
+    replace payload entries (None removes one)."""
+    torch.manual_seed(12345)
+    encoder, objective = build_encoder("a"), DeepInfoMaxLoss(map_size("a"))
+    optimizers = [torch.optim.Adam(encoder.parameters()), torch.optim.Adam(objective.parameters())]
+    state = {"encoder": encoder, "objective": objective, "optimizers": optimizers,
+             "loader": torch.Generator(), "prior": torch.Generator()}
+    ResumeState(path, run_fingerprint).save(state, epochs_done=1, rows=[[0, 0, 9.0, 3.0, 3.0, 3.0]])
+    if changes:
+        payload = torch.load(path, weights_only=True)
+        payload.update(changes)
+        torch.save({key: value for key, value in payload.items() if value is not None}, path)
+
+
+def test_state_of_this_run_is_resumed(tmp_path, trained_case):
+    """A state with the run's fingerprint is restored: its loss rows and weights become the run's outputs."""
     resume = tmp_path / "resume.pt"
-    ResumeState(resume, "another run").save(
-        {"encoder": build_encoder("a"), "objective": torch.nn.Linear(1, 1), "optimizers": [],
-         "loader": torch.Generator(), "prior": torch.Generator()}, epochs_done=1, rows=[[0, 0, 9.0, 3.0, 3.0, 3.0]])
+    write_state(resume, fingerprint_of(trained_case))
+    saved = torch.load(resume, weights_only=True)
+    losses = run("a", trained_case["encoder_images"], trained_case["sized_images"],
+                 TrainConfig(epochs=1, batch_size=4), tmp_path / "encoder.pt", tmp_path / "loss.csv",
+                 resume_path=resume)
+    assert losses.values.tolist() == saved["rows"]
+    _, encoder = load_encoder(tmp_path / "encoder.pt")
+    for name, tensor in saved["encoder"].items():
+        assert torch.equal(tensor, encoder.state_dict()[name]), name
+
+
+CUDA_RNG_STATE = torch.zeros(16, dtype=torch.uint8)  # what a CUDA generator's get_state() gives: seed, offset
+
+
+def write_unusable_state(kind, path, paths):
+    """Write a resume state of ``kind`` that a run of case a must ignore; return what its warning must say."""
+    if kind == "garbage":
+        path.write_bytes(b"not a torch file")
+        return "unreadable"
+    if kind == "truncated":
+        write_state(path, fingerprint_of(paths))
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        return "unreadable"
+    if kind == "not a dict":
+        torch.save([1, 2, 3], path)
+        return "holds a list"
+    if kind == "another config":
+        write_state(path, "another run")
+        return "another run"
+    if kind == "saved on a GPU":  # device auto on a GPU, killed, then rerun on a machine without one
+        write_state(path, fingerprint_of(paths, "cuda"), prior_rng=CUDA_RNG_STATE)
+        return "another run"
+    if kind == "missing a key":
+        write_state(path, fingerprint_of(paths), prior_rng=None)
+        return "lacks prior_rng"
+    if kind == "weights of another case":
+        write_state(path, fingerprint_of(paths), encoder=build_encoder("b").state_dict())
+        return "encoder weights do not fit"
+    if kind == "no optimisers":
+        write_state(path, fingerprint_of(paths), optimizers=[])
+        return "0 optimisers, not 2"
+    assert kind == "RNG state of another generator"
+    write_state(path, fingerprint_of(paths), prior_rng=CUDA_RNG_STATE)
+    return "prior RNG state does not fit a cpu generator"
+
+
+UNUSABLE_STATES = ["garbage", "truncated", "not a dict", "another config", "saved on a GPU", "missing a key",
+                   "weights of another case", "no optimisers", "RNG state of another generator"]
+
+
+@pytest.mark.parametrize("kind", UNUSABLE_STATES)
+def test_unusable_state_is_warned_about_and_ignored(kind, tmp_path, trained_case, caplog):
+    """An unreadable or foreign state is named in a warning and ignored: the run equals a fresh one."""
+    resume = tmp_path / "resume.pt"
+    reason = write_unusable_state(kind, resume, trained_case)
     run("a", trained_case["encoder_images"], trained_case["sized_images"], TrainConfig(epochs=1, batch_size=4),
         tmp_path / "encoder.pt", tmp_path / "loss.csv", resume_path=resume)
-    assert (tmp_path / "loss.csv").read_bytes() == trained_case["loss"].read_bytes()
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(resume) in warnings[0] and reason in warnings[0], warnings
+    assert_same_outputs(tmp_path, trained_case["loss"].parent)
     assert not resume.exists()
+
+
+def test_fingerprint_covers_device_threads_code_and_torch(gray_images, monkeypatch):
+    """Resuming on another device, thread count, library code or torch release would mix two runs."""
+    def current(device="cpu"):
+        return fingerprint("a", TrainConfig(), torch.device(device), gray_images)
+
+    threads = torch.get_num_threads()
+    base = current()
+    assert current("cuda") != base
+    try:
+        torch.set_num_threads(threads + 1)
+        assert current() != base
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setattr(sources, "digest", lambda stage: "edited code")
+    assert current() != base
+    monkeypatch.undo()
+    monkeypatch.setattr(torch, "__version__", "0.0.0")
+    assert current() != base
 
 
 def test_non_finite_loss_stops_with_epoch_and_step_and_writes_nothing(tmp_path, trained_case):

@@ -1,5 +1,5 @@
-"""The whole DAG on the tiny config in temporary copies: build, no-op rerun, one-case reruns, DVC,
-bad params, concurrent runs, determinism and a DVC remote round trip.
+"""The whole DAG on the tiny config in temporary copies: build, no-op rerun, exact reruns (code, bytes,
+cases, URL), one-case reruns, DVC, bad params, concurrent runs, determinism and a DVC remote round trip.
 
 Order matters and is part of the design: most tests share the module-scoped ``project`` and run in
 file order. ``test_one_case_change_reruns_only_its_branch`` and
@@ -13,12 +13,15 @@ build, ``second_build``, which ``pulled_clone`` then pushes to a DVC remote and 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -28,6 +31,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from mifeatures.data import make_sample, write_stl10_images
 from mifeatures.params import load_params, merge
 
 pytestmark = pytest.mark.slow
@@ -115,12 +119,11 @@ def build_tiny(root: Path) -> Path:
 
 
 def init_dvc(root: Path) -> None:
-    """git init, dvc init and `dvc add data` in ``root`` (no analytics, Snakemake's state not in git)."""
+    """git init and dvc init in ``root`` (no analytics, Snakemake's state not in git)."""
     (root / ".gitignore").write_text("/.snakemake/\n__pycache__/\n*.egg-info/\n")
     run(root, "git", "init", "-q")
     run(root, DVC, "init", "-q")
     run(root, DVC, "config", "core.analytics", "false")
-    run(root, DVC, "add", "-q", "data")
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +141,7 @@ def project(first_build) -> Path:
 
 @pytest.fixture(scope="module")
 def dvc_project(project) -> Path:
-    """``project`` made a git + DVC repository, with data/ tracked by data.dvc (dvc.lock not yet written)."""
+    """``project`` made a git + DVC repository (dvc.lock not yet written)."""
     init_dvc(project)
     return project
 
@@ -168,6 +171,128 @@ def test_second_run_has_nothing_to_do(project):
     assert "Nothing to be done" in snakemake(project, "-n", "all").stdout
 
 
+def planned(root: Path, *args: str) -> dict[str, int]:
+    """{rule: number of jobs} that `snakemake -n all` would run now."""
+    dry = snakemake(root, "-n", "all", *args).stdout
+    if "Nothing to be done" in dry:
+        return {}
+    table = dry[dry.index("Job stats:"):dry.index("Reasons:")]
+    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", table, re.M) if rule != "total"}
+
+
+FIGURE_JOBS = {"figure_loss": 1, "figure_maps": 8, "figure_chosen": 1, "figure_distribution": 1, "figure_wins": 1}
+
+
+def edit(path: Path, old: str, new: str) -> str:
+    """Replace ``old`` by ``new`` in ``path``; return the original text (to restore it)."""
+    original = path.read_text()
+    assert old in original, f"{old!r} not in {path}"
+    path.write_text(original.replace(old, new, 1))
+    return original
+
+
+def test_comment_in_the_code_reruns_nothing(project):
+    """A comment or docstring edit in data.py (imported by sample and grayscale) changes no behaviour."""
+    module = project / "src/mifeatures/data.py"
+    original = module.read_text()
+    try:
+        module.write_text(original.replace('"""Data stage:', '"""Data stage (edited docstring):', 1) + "# a note\n")
+        assert planned(project) == {}
+    finally:
+        module.write_text(original)
+
+
+def test_code_change_reruns_exactly_the_jobs_that_run_that_code(project):
+    """aggregate.py's WIN_STATISTICS decides the panels of mi_distribution.png: changing it reruns the
+    aggregate and every figure job (the figures module imports aggregate), and nothing upstream."""
+    module = project / "src/mifeatures/aggregate.py"
+    original = edit(module, 'WIN_STATISTICS = ("mean", "max")', 'WIN_STATISTICS = ("max", "mean")')
+    try:
+        assert planned(project) == {"aggregate": 1, **FIGURE_JOBS, "provenance": 1, "all": 1}
+    finally:
+        module.write_text(original)
+    original = edit(project / "src/mifeatures/mi.py", "return np.clip(mi, 0.0, None)", "return np.clip(mi, 0, None)")
+    try:  # the estimator: scoring and the map figures (which import score), not training
+        assert planned(project) == {"score": 4, "aggregate": 1, **FIGURE_JOBS, "provenance": 1, "all": 1}
+    finally:
+        (project / "src/mifeatures/mi.py").write_text(original)
+
+
+def test_input_rewritten_with_the_same_bytes_reruns_nothing(project):
+    """A regenerated sample (5.5 MB at the default size, over Snakemake's 1 MB default checksum limit)
+    with identical bytes and a new mtime reruns nothing downstream: the profile raises the limit."""
+    raw = project / "data/sample/stl10_binary/train_X.bin"
+    gray = project / "results/grayscale/size96.npy"
+    for path in (raw, gray):
+        copy = path.with_name(path.name + ".copy")
+        shutil.copy(path, copy)
+        os.replace(copy, path)
+        os.utime(path)
+    assert planned(project) == {}
+
+
+def test_removing_or_adding_a_case_touches_no_other_case(project):
+    """cases [a, c, d] rebuilds the combined outputs only; adding b back finds b's results still valid.
+    Grayscale is one job per size, so neither retrains or rescores anything."""
+    params = project / "params.yaml"
+    original = params.read_text()
+    try:
+        set_params(project, {"cases": ["a", "c", "d"]})
+        without_b = {"aggregate": 1, "figure_loss": 1, "figure_chosen": 1, "figure_distribution": 1,
+                     "figure_wins": 1, "provenance": 1, "all": 1}
+        assert planned(project) == without_b
+        snakemake(project, "all")
+        params.write_text(original)
+        assert planned(project) == without_b
+        snakemake(project, "all")
+    finally:
+        params.write_text(original)
+    assert planned(project) == {}
+
+
+def test_every_output_has_a_declared_provenance_record(project):
+    """Records are outputs of the job that writes them, so a failed job cannot leave a stale one."""
+    listed = run(project, str(BIN / "snakemake"), "--summary", "all").stdout.splitlines()[1:]
+    files = {line.split("\t")[0] for line in listed if line.strip()}
+    made = {file for file in files if not file.endswith(".prov.json") and file != "results/provenance.txt"}
+    assert len(made) > 30 and {f"{file}.prov.json" for file in made} <= files
+
+
+def stl10_project(root: Path) -> Path:
+    """A copy of the project on data.dataset: stl10 whose archive (10 random images, its md5 in
+    params.yaml) was placed in data/stl10/ by hand, so no download is needed."""
+    for name in COPIED:
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
+    write_stl10_images(make_sample(10, 0), root / "train_X.bin")
+    archive = root / "data/stl10/stl10_binary.tar.gz"
+    archive.parent.mkdir(parents=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        for member in ("train_X.bin", "train_y.bin", "class_names.txt"):
+            path = root / member
+            if not path.exists():
+                path.write_bytes(b"\1" * 10 if member == "train_y.bin" else b"airplane\n")
+            tar.add(path, f"stl10_binary/{member}")
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    params = merge(load_params([REPO / "params.yaml", REPO / "config/tiny.yaml"]),
+                   {"data": {"dataset": "stl10", "stl10": {"md5": md5}}, "figures": {"images": [1]}})
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
+
+
+def test_mirror_url_with_the_same_md5_reruns_nothing(tmp_path):
+    """The md5 is the dataset; the URL is where it was found. A mirror reruns nothing; another md5 does."""
+    root = stl10_project(tmp_path)
+    target = "results/grayscale/size96.npy"
+    snakemake(root, target)
+    assert "Nothing to be done" in snakemake(root, "-n", target).stdout
+    set_params(root, {"data": {"stl10": {"url": "https://mirror.example.invalid/stl10_binary.tar.gz"}}})
+    assert "Nothing to be done" in snakemake(root, "-n", target).stdout
+    set_params(root, {"data": {"stl10": {"md5": "0" * 32}}})
+    dry = snakemake(root, "-n", target).stdout
+    assert re.search(r"^download\s+1$", dry, re.M) and re.search(r"^grayscale\s+1$", dry, re.M), dry
+
+
 def test_bad_params_stop_before_any_job(project):
     """An invalid value stops snakemake with the key named, and no output is touched."""
     before = outputs(project)
@@ -177,6 +302,13 @@ def test_bad_params_stop_before_any_job(project):
     assert result.returncode != 0
     assert "train.lr: 0 is less than or equal to the minimum of 0" in result.stderr + result.stdout
     assert "score.bins: 1 is less than the minimum of 2" in result.stderr + result.stdout
+    late = project / "late.yaml"  # valid keys that could only fail in a job, after all training
+    late.write_text(yaml.safe_dump({"figures": {"images": [10, 300]}, "cases": ["a", "c"],
+                                    "train": {"overrides": {"b": {"lr": 1e-3}}}}))
+    said = snakemake(project, "all", "--configfile", str(late), check=False)
+    assert said.returncode != 0
+    assert "figures.images: image 300 does not exist: data.sample.n_images has 20 images" in said.stderr + said.stdout
+    assert "train.overrides.b: case 'b' is not in cases ['a', 'c']" in said.stderr + said.stdout
     assert outputs(project) == before
 
 
@@ -290,16 +422,19 @@ def pulled_clone(second_build, tmp_path_factory) -> tuple[Path, Path]:
     run(root, "git", "add", "-A")
     run(root, "git", *GIT_USER, "commit", "-q", "-m", "tiny build")
     tracked = set(run(root, "git", "ls-files").stdout.split())
-    assert {"data.dvc", "dvc.lock", "params.yaml", ".dvc/config"} <= tracked
+    assert {"dvc.lock", "params.yaml", ".dvc/config"} <= tracked
     assert not any(path.startswith(("data/", "results/", ".snakemake/")) for path in tracked)
-    clone = tmp_path_factory.mktemp("machine_b") / "clone"
+    assert "Data and pipelines are up to date" in run(root, DVC, "status").stdout
+    clone = clone_of(root, tmp_path_factory.mktemp("machine_b"))
+    run(clone, str(BIN / "mifeatures"), "pull")  # what `make pull` runs
+    return root, clone
+
+
+def clone_of(root: Path, parent: Path) -> Path:
+    clone = parent / "clone"
     run(root.parent, "git", "clone", "-q", str(root), str(clone))
     assert not (clone / "data").exists() and not (clone / "results").exists()
-    # What `make pull` does: DVC restores files in no set order, so Snakemake's mtime check would
-    # see stale outputs; --touch marks the pulled, DVC-verified outputs as up to date.
-    run(clone, DVC, "pull")
-    snakemake(clone, "--touch", "all")
-    return root, clone
+    return clone
 
 
 def test_dvc_remote_round_trip(pulled_clone):
@@ -323,15 +458,28 @@ def test_pulled_clone_needs_no_rebuild(pulled_clone):
     assert "Nothing to be done" in dry, dry[-3000:]
 
 
+def test_pull_refuses_results_built_with_other_params(pulled_clone, tmp_path):
+    """Results pulled into a checkout whose params differ are not marked up to date: `mifeatures pull`
+    (`make pull`) says why and exits 1, and Snakemake still sees the work to do."""
+    root, _ = pulled_clone
+    clone = clone_of(root, tmp_path)
+    set_params(clone, {"train": {"lr": 2.0e-4}})
+    said = run(clone, str(BIN / "mifeatures"), "pull", check=False)
+    assert said.returncode == 1
+    assert "were not built from this checkout's code and params; nothing was marked up to date" in said.stderr
+    assert planned(clone)["train"] == 4
+
+
 def test_dvc_experiment_is_comparable_in_exp_show(pulled_clone):
-    """`dvc exp run -S train.lr=…` in the clone gives an experiment row beside the baseline in `dvc exp show`."""
+    """`dvc exp run -S train.lr=1e-5` in the clone (DVC writes `lr: 1e-05`, a string to YAML 1.1) gives an
+    experiment row beside the baseline in `dvc exp show`."""
     _, clone = pulled_clone
-    run(clone, DVC, "exp", "run", "-S", "train.lr=0.0003")
+    run(clone, DVC, "exp", "run", "-S", "train.lr=1e-5")
     table = run(clone, DVC, "exp", "show", "--csv", "--drop", ".*", "--keep",
                 "Experiment|rev|mean_mi.*|train.lr").stdout
     rows = list(csv.DictReader(io.StringIO(table)))
     baseline = next(row for row in rows if row["rev"] not in ("workspace",) and not row["Experiment"])
     experiment = next(row for row in rows if row["Experiment"])
-    assert float(baseline["train.lr"]) == 1e-4 and float(experiment["train.lr"]) == 3e-4
+    assert float(baseline["train.lr"]) == 1e-4 and float(experiment["train.lr"]) == 1e-5
     assert all(experiment[f"mean_mi.{case}"] and baseline[f"mean_mi.{case}"] for case in "abcd")
     assert any(experiment[f"mean_mi.{case}"] != baseline[f"mean_mi.{case}"] for case in "abcd")

@@ -23,6 +23,7 @@ import skimage.data
 from skimage.transform import resize
 from tqdm.auto import tqdm
 
+from mifeatures import provenance
 from mifeatures.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -262,8 +263,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "sample":
         write_stl10_images(make_sample(args.n_images, args.seed), args.out)
+        job = provenance.record("data", {}, {"data.sample.n_images": args.n_images, "data.sample.seed": args.seed})
     else:
         download_stl10(args.url, args.md5, args.out)
+        # The md5 is the dataset's identity; the URL says only where it came from (a mirror is the same data).
+        job = provenance.record("data", {}, {"data.stl10.md5": args.md5}, {"url": args.url})
+    provenance.write([args.out], job)
     print(f"wrote {args.out}")
 
 

@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
 
     params: dict = {}
     context: dict = {}
+    device = None
     if args.figure == "loss":
         paths = parse_case_paths(args.losses)
         inputs = {f"loss[{case}]": path for case, path in paths.items()}
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
                              summary["upper"], summary["noise"], case, args.image)
         inputs = {role: getattr(args, role) for role in ("encoder", "encoder_images", "sized_images", "mi", "summary")}
         context = {"case": case, "image": args.image}
+        device = "cpu"  # the encoder draws the maps again
     elif args.figure in ("chosen", "distribution"):
         paths = parse_case_paths(args.summaries)
         inputs = {f"summary[{case}]": path for case, path in paths.items()}
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         figure = wins_figure(pd.read_csv(args.cases), args.win_by)
         inputs, params = {"cases": args.cases}, {"aggregate.win_by": args.win_by}
-    save(figure, args.out, provenance.record("figures", inputs, params, context))
+    save(figure, args.out, provenance.record("figures", inputs, params, context, device))
     print(f"wrote {args.out}")
 
 

@@ -2,7 +2,8 @@
 
 As the article did: divide by 255, average R, G and B, then one min–max over the whole
 dataset; the copies at 88×88 and 104×104 (for cases a and b) come from scikit-image's
-``resize`` with its defaults (bilinear, anti-aliased when shrinking), computed once here.
+``resize`` with its defaults (bilinear, anti-aliased when shrinking). One job writes one size,
+so adding or removing a case touches only the sizes it needs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from skimage.transform import resize
 
 from mifeatures.data import read_stl10_images
 from mifeatures import provenance
-from mifeatures.io import atomic_write, parse_key_values
+from mifeatures.io import atomic_write
 
 
 def to_grayscale(images: np.ndarray) -> np.ndarray:
@@ -48,23 +49,19 @@ def load_images(path: str, size: int | None = None) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI: write the grayscale images at each requested size."""
+    """CLI: write the grayscale images at one size."""
     parser = argparse.ArgumentParser(prog="mifeatures grayscale", description=__doc__.splitlines()[0])
     parser.add_argument("source", help="STL-10 train_X.bin")
-    parser.add_argument("--sizes", type=int, nargs="+", required=True, help="side lengths, e.g. 96 88 104")
-    parser.add_argument("--outputs", nargs="+", required=True, help="one .npy path per size, same order")
-    parser.add_argument("--dataset-params", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="params.yaml values that produced the source (recorded in provenance)")
+    parser.add_argument("--size", type=int, required=True, help="side length, e.g. 96, 88 or 104")
+    parser.add_argument("--out", required=True, help=".npy file to write")
     args = parser.parse_args(argv)
-    if len(args.sizes) != len(args.outputs):
-        parser.error(f"--sizes has {len(args.sizes)} values but --outputs has {len(args.outputs)}")
+    if args.size < 1:
+        parser.error(f"--size must be ≥ 1, got {args.size}")
     gray = to_grayscale(read_stl10_images(args.source))
-    for size, out in zip(args.sizes, args.outputs):
-        with atomic_write(out) as handle:
-            np.save(handle, resize_images(gray, size))
-        print(f"wrote {out} ({len(gray)} images, {size}×{size})")
-    job = provenance.record("grayscale", {"images": args.source}, parse_key_values(args.dataset_params))
-    provenance.write(args.outputs, job)
+    with atomic_write(args.out) as handle:
+        np.save(handle, resize_images(gray, args.size))
+    provenance.write([args.out], provenance.record("grayscale", {"images": args.source}, {}, {"size": args.size}))
+    print(f"wrote {args.out} ({len(gray)} images, {args.size}×{args.size})")
 
 
 if __name__ == "__main__":

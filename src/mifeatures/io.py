@@ -8,7 +8,6 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
-import yaml
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -34,21 +33,6 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def parse_key_values(pairs: list[str]) -> dict[str, object]:
-    """Parse ``KEY=VALUE`` arguments, reading each value as YAML so numbers stay numbers.
-
-    >>> parse_key_values(["data.dataset=sample", "data.sample.seed=78"])
-    {'data.dataset': 'sample', 'data.sample.seed': 78}
-    """
-    parsed = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"expected KEY=VALUE, got {pair!r}")
-        parsed[key] = yaml.safe_load(value)
-    return parsed
 
 
 def parse_case_paths(pairs: list[str]) -> dict[str, Path]:

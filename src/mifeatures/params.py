@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
+
+
+# Images in the STL-10 train split (the sample's count is its own setting).
+STL10_TRAIN_IMAGES = 5000
+# A number as YAML 1.2 spells it. PyYAML follows YAML 1.1, which reads "1e-05" (as DVC writes
+# 1e-5) as a string; where the schema wants a number, such a string is read as one.
+_YAML12_NUMBER = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 
 
 class ParamsError(ValueError):
@@ -23,7 +31,10 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 
 def validate_params(params: dict[str, Any], schema_path: str | Path, source: str = "params.yaml") -> None:
-    """Raise ParamsError listing every key of ``params`` that breaks the schema.
+    """Raise ParamsError listing every key of ``params`` that breaks the schema or contradicts another key.
+
+    Numbers that YAML 1.1 left as strings (``lr: 1e-05``) are first made numbers, in place, where
+    the schema asks for one; so this is the one place params become typed values.
 
     Examples
     --------
@@ -37,10 +48,51 @@ def validate_params(params: dict[str, Any], schema_path: str | Path, source: str
     mifeatures.params.ParamsError: params.yaml: train.lr: 0 is less than or equal to the minimum of 0 (...)
     """
     schema = yaml.safe_load(Path(schema_path).read_text())
+    _coerce_numbers(params, schema, schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(params), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        raise ParamsError("\n".join(f"{source}: {_describe(error)}" for error in errors))
+    problems = [_describe(error) for error in errors] or _contradictions(params)
+    if problems:
+        raise ParamsError("\n".join(f"{source}: {problem}" for problem in problems))
+
+
+def _coerce_numbers(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> Any:
+    """``value`` with every YAML-1.2 number string made a number where ``schema`` expects one; in place.
+
+    >>> _coerce_numbers({"lr": "1e-05", "url": "1e5"}, {"properties": {"lr": {"type": "number"}}}, {})
+    {'lr': 1e-05, 'url': '1e5'}
+    """
+    if "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].rpartition("/")[2]]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            extra = schema.get("additionalProperties")
+            sub = schema.get("properties", {}).get(key, extra if isinstance(extra, dict) else {})
+            value[key] = _coerce_numbers(item, sub, root)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        value[:] = [_coerce_numbers(item, schema["items"], root) for item in value]
+    elif isinstance(value, str) and schema.get("type") in ("number", "integer") and _YAML12_NUMBER.fullmatch(value):
+        number = float(value)
+        return int(number) if number.is_integer() and re.fullmatch(r"[-+]?[0-9]+", value) else number
+    return value
+
+
+def _contradictions(params: dict[str, Any]) -> list[str]:
+    """Keys that are each valid but cannot hold together, caught here rather than in a late job."""
+    problems = []
+    cases = params["cases"]
+    for case in params["train"]["overrides"]:
+        if case not in cases:
+            problems.append(f"train.overrides.{case}: case {case!r} is not in cases {cases}; "
+                            "add it to cases or remove its overrides")
+    dataset = params["data"]["dataset"]
+    count, where = ((params["data"]["sample"]["n_images"], "data.sample.n_images")
+                    if dataset == "sample" else (STL10_TRAIN_IMAGES, "the STL-10 train split"))
+    for image in params["figures"]["images"]:
+        if image >= count:
+            problems.append(f"figures.images: image {image} does not exist: {where} has {count} images, "
+                            f"indices 0 to {count - 1}")
+    return problems
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +111,10 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_params(paths: list[str | Path]) -> dict[str, Any]:
-    """Read params.yaml and override files (later files win), failing with the file name on bad YAML."""
+    """Read params.yaml and override files (later files win), failing with the file name on bad YAML.
+
+    The values are as YAML 1.1 reads them; ``validate_params`` makes them typed.
+    """
     params: dict[str, Any] = {}
     for path in paths:
         try:

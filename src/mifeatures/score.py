@@ -2,6 +2,14 @@
 
 Faithful to the article's code, the encoder scores one image at a time in training mode,
 so BatchNorm normalises with that image's own statistics (a known flaw, kept on purpose).
+
+The article normalised the maps two ways before the histogram, and both are kept:
+- its per-image figures (images 10 and 11) min–max scaled each map on its own, which leaves
+  the histogram, hence the MI, unchanged: column ``mi`` of the per-map table;
+- its loop over all images took min and max over axes (0, 1, 2) of the NCHW maps, that is per
+  image column, jointly over the 32 maps and all rows. That changes the MI: column
+  ``mi_all_images``, from which the per-image summary (and so every all-images figure) is made,
+  as the article's per-case ``*_MI.npy`` arrays were.
 """
 
 from __future__ import annotations
@@ -39,6 +47,17 @@ def feature_maps(encoder: torch.nn.Module, image: np.ndarray) -> np.ndarray:
         return encoder(torch.from_numpy(image)[None, None])[0].numpy()
 
 
+def all_images_loop_normalisation(maps: np.ndarray) -> np.ndarray:
+    """The article's all-images loop: ``(M - M.min((0,1,2))) / (M.max((0,1,2)) - M.min((0,1,2)) + 1e-8)``
+    on the (1, 32, H, W) maps, in their float32; one scale per image column, shared by all maps.
+
+    >>> all_images_loop_normalisation(np.array([[[0, 2], [1, 4]], [[1, 0], [0, 8]]], np.float32)).tolist()
+    [[[0.0, 0.25], [1.0, 0.5]], [[1.0, 0.0], [0.0, 1.0]]]
+    """
+    low = maps.min(axis=(0, 1), keepdims=True)
+    return (maps - low) / (maps.max(axis=(0, 1), keepdims=True) - low + np.float32(1e-8))
+
+
 def noise_bound(image: np.ndarray, index: int, seed: int, bins: int) -> float:
     """MI between ``image`` and N(0, 1) noise seeded by (seed, image index), so it is reproducible."""
     noise = np.random.default_rng([seed, index]).standard_normal(image.shape)
@@ -48,15 +67,19 @@ def noise_bound(image: np.ndarray, index: int, seed: int, bins: int) -> float:
 def score(
     encoder: torch.nn.Module, encoder_images: np.ndarray, sized_images: np.ndarray, bins: int, noise_seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-map MI table (image, map, mi) and per-image summary (SUMMARY_COLUMNS) for every image."""
+    """Per-map MI table (image, map, mi, mi_all_images) and per-image summary (SUMMARY_COLUMNS, over
+    ``mi_all_images`` as the article's all-images loop) for every image."""
     rows, summaries = [], []
     for index in tqdm(range(len(encoder_images)), desc="score", mininterval=5, unit="image"):
         image = sized_images[index]
-        mi = mutual_information(image, feature_maps(encoder, encoder_images[index]), bins)
-        rows.append(pd.DataFrame({"image": index, "map": np.arange(len(mi)), "mi": mi}))
+        maps = feature_maps(encoder, encoder_images[index])
+        mi = mutual_information(image, maps, bins)
+        loop = mutual_information(image, all_images_loop_normalisation(maps), bins)
+        rows.append(pd.DataFrame({"image": index, "map": np.arange(len(mi)), "mi": mi, "mi_all_images": loop}))
         upper = float(mutual_information(image, image[None], bins)[0])
         summaries.append(
-            [index, upper, noise_bound(image, index, noise_seed, bins), mi.max(), mi.min(), mi.mean(), mi.std()]
+            [index, upper, noise_bound(image, index, noise_seed, bins), loop.max(), loop.min(), loop.mean(),
+             loop.std()]
         )
     return pd.concat(rows, ignore_index=True), pd.DataFrame(summaries, columns=SUMMARY_COLUMNS)
 
@@ -85,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
             frame.to_csv(handle, index=False)
     job = provenance.record(
         "score", {"encoder": args.encoder, "encoder_images": args.encoder_images, "sized_images": args.sized_images},
-        {"score.bins": args.bins, "score.noise_seed": args.noise_seed}, {"case": case})
+        {"score.bins": args.bins, "score.noise_seed": args.noise_seed}, {"case": case}, device="cpu")
     provenance.write([args.mi_out, args.summary_out], job)
     print(f"case {case}: mean MI {summary['mean'].mean():.4f} nats over {len(summary)} images; "
           f"wrote {args.mi_out} and {args.summary_out}")

@@ -2,7 +2,7 @@
 
 The training loop knows nothing of the case: it gets an encoder, the objective holding
 the critics, a loader and optimisers. Every random draw comes from seeded generators, and
-their states are saved with the weights after each epoch, so a killed run resumes to the
+their states are saved with the weights every few epochs, so a killed run resumes to the
 same bytes as an uninterrupted one.
 """
 
@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
-from mifeatures import provenance
+from mifeatures import provenance, sources
 from mifeatures.grayscale import load_images
 from mifeatures.io import atomic_write
 from mifeatures.models import INPUT_SIZE, build_encoder, map_size
@@ -32,6 +32,10 @@ from mifeatures.objective import DeepInfoMaxLoss, LossWeights
 log = logging.getLogger(__name__)
 
 LOSS_COLUMNS = ["epoch", "step", "loss", "local", "global", "prior"]
+
+# A state holds the weights and both Adam moments: 1.4–2.0 GB at the article's sizes, so it
+# is not written after every epoch. How often never changes the numbers, only the work lost.
+CHECKPOINT_EVERY = 5
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -96,11 +100,14 @@ def make_loader(
 
 
 class ResumeState:
-    """Everything a run needs to continue bit-identically, saved atomically after each epoch.
+    """Everything a run needs to continue bit-identically, saved atomically every few epochs.
 
-    The file carries a fingerprint of the case, config and input images; a state from another
-    run is ignored (and overwritten) rather than mixed into this one.
+    The file carries a fingerprint of the run; a state that is unreadable, from another run or
+    that does not fit this one is ignored with a warning (and later overwritten), never mixed in.
     """
+
+    KEYS = ("fingerprint", "epochs_done", "rows", "encoder", "objective", "optimizers", "loader_rng",
+            "prior_rng")
 
     def __init__(self, path: str | os.PathLike, fingerprint: str):
         self.path = Path(path)
@@ -122,12 +129,16 @@ class ResumeState:
             torch.save(payload, handle)
 
     def load(self, state: dict) -> tuple[int, list]:
-        """Restore ``state`` in place from the file; return (first epoch to run, loss rows so far)."""
+        """Restore ``state`` in place from the file; return (first epoch to run, loss rows so far).
+
+        The whole payload is checked before ``state`` is touched, so an unusable file leaves a
+        fresh run exactly as it was.
+        """
         if not self.path.exists():
             return 0, []
-        payload = torch.load(self.path, map_location="cpu", weights_only=True)
-        if payload.get("fingerprint") != self.fingerprint:
-            log.warning("%s belongs to another run (config or inputs differ); starting afresh", self.path)
+        payload, problem = self._read(state)
+        if problem:
+            log.warning("ignoring resume state %s: %s; training starts afresh", self.path, problem)
             return 0, []
         state["encoder"].load_state_dict(payload["encoder"])
         state["objective"].load_state_dict(payload["objective"])
@@ -138,14 +149,55 @@ class ResumeState:
         log.info("resuming from %s after epoch %d", self.path, payload["epochs_done"])
         return payload["epochs_done"], payload["rows"]
 
+    def _read(self, state: dict) -> tuple[dict | None, str | None]:
+        """(payload, None) when the file can be restored into ``state``, else (None, why not)."""
+        try:
+            payload = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as error:  # whatever a truncated or foreign file raises, it cannot be resumed
+            first_sentence = str(error).partition(". ")[0]  # torch's later ones advise unsafe loading
+            return None, f"unreadable ({type(error).__name__}: {first_sentence})"
+        if not isinstance(payload, dict):
+            return None, f"holds a {type(payload).__name__}, not a resume state"
+        if payload.get("fingerprint") != self.fingerprint:
+            return None, "saved by another run (case, config, inputs, code, device, torch or threads differ)"
+        missing = [key for key in self.KEYS if key not in payload]
+        if missing:
+            return None, f"lacks {', '.join(missing)}"
+        # What load_state_dict or set_state would reject only after earlier parts were restored:
+        for key in ("encoder", "objective"):
+            if _shapes(payload[key]) != _shapes(state[key].state_dict()):
+                return None, f"its {key} weights do not fit the model"
+        if len(payload["optimizers"]) != len(state["optimizers"]):
+            return None, f"it has {len(payload['optimizers'])} optimisers, not {len(state['optimizers'])}"
+        for key in ("loader", "prior"):
+            saved, own = payload[f"{key}_rng"], state[key].get_state()
+            if not isinstance(saved, torch.Tensor) or saved.shape != own.shape or saved.dtype != own.dtype:
+                return None, f"its {key} RNG state does not fit a {state[key].device} generator"
+        return payload, None
+
     def discard(self) -> None:
         """Remove the state once the run's outputs are written."""
         self.path.unlink(missing_ok=True)
 
 
-def fingerprint(case: str, config: TrainConfig, *arrays: np.ndarray) -> str:
-    """Identity of a run: case, hyperparameters and the bytes of its input images."""
-    digest = hashlib.sha256(json.dumps({"case": case, **asdict(config)}, sort_keys=True).encode())
+def _shapes(weights: object) -> dict | None:
+    """{name: shape} of a state dict, or None if it is not one."""
+    if not isinstance(weights, dict):
+        return None
+    return {name: getattr(tensor, "shape", None) for name, tensor in weights.items()}
+
+
+def fingerprint(case: str, config: TrainConfig, device: torch.device, *arrays: np.ndarray) -> str:
+    """Identity of a run: case, hyperparameters, input image bytes and all that changes its numbers.
+
+    That is the device actually used, the library code the stage runs, the torch release and
+    torch's thread count (read here, so set it first): a run resumed after any of them changed
+    would mix epochs of two different computations.
+    """
+    identity = {"case": case, **asdict(config), "resolved_device": str(device),
+                "code": sources.digest("train"), "torch": torch.__version__,
+                "threads": torch.get_num_threads()}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode())
     for array in arrays:
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
@@ -161,13 +213,17 @@ def train(
     prior_generator: torch.Generator,
     description: str = "train",
     resume: ResumeState | None = None,
+    checkpoint_every: int = CHECKPOINT_EVERY,
 ) -> pd.DataFrame:
     """Run ``epochs`` passes; return one row per step (counted over all epochs) with the loss and its terms.
 
     Every optimiser steps on the same loss, as in the article's code (encoder and critics
     both minimise it; the prior term is not played adversarially). With ``resume``, training
-    continues from its last saved epoch and saves a new state after every epoch but the last.
+    continues from its last saved epoch and saves a new state every ``checkpoint_every``
+    epochs, except after the last.
     """
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be ≥ 1, got {checkpoint_every}")
     encoder.to(device).train()
     objective.to(device).train()
     state = {"encoder": encoder, "objective": objective, "optimizers": optimizers,
@@ -191,18 +247,20 @@ def train(
                 rows.append([epoch, len(rows)] + values)
                 bar.update()
                 bar.set_postfix(epoch=epoch, loss=f"{values[0]:.4f}")
-            if resume and epoch + 1 < epochs:
+            if resume and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < epochs:
                 resume.save(state, epoch + 1, rows)
     return pd.DataFrame(rows, columns=LOSS_COLUMNS)
 
 
 def run(case: str, encoder_images_path: str, critic_images_path: str, config: TrainConfig,
-        encoder_out: str, loss_out: str, threads: int = 1, resume_path: str | None = None) -> pd.DataFrame:
+        encoder_out: str, loss_out: str, threads: int = 1, resume_path: str | None = None,
+        checkpoint_every: int = CHECKPOINT_EVERY) -> pd.DataFrame:
     """Train case ``case`` from the grayscale arrays and write the encoder checkpoint and loss log.
 
     ``threads`` is set here, not left to the caller: torch's CPU results change in the last
     digits with the thread count, so a fixed count is part of a reproducible run. With
-    ``resume_path``, a run killed after an epoch continues from there when started again.
+    ``resume_path``, state is saved every ``checkpoint_every`` epochs, and a run killed after
+    one continues from there when started again.
     """
     torch.set_num_threads(threads)
     size = map_size(case)
@@ -218,9 +276,10 @@ def run(case: str, encoder_images_path: str, critic_images_path: str, config: Tr
     ]
     loader = make_loader(encoder_images, critic_images, config.batch_size, config.seed)
     prior_generator = torch.Generator(device=device).manual_seed(config.seed)
-    resume = ResumeState(resume_path, fingerprint(case, config, encoder_images, critic_images)) if resume_path else None
+    resume = (ResumeState(resume_path, fingerprint(case, config, device, encoder_images, critic_images))
+              if resume_path else None)
     losses = train(encoder, objective, loader, optimizers, config.epochs, device, prior_generator,
-                   description=f"train case {case}", resume=resume)
+                   description=f"train case {case}", resume=resume, checkpoint_every=checkpoint_every)
     checkpoint = {"case": case, "config": asdict(config), "state_dict": encoder.cpu().state_dict()}
     with atomic_write(encoder_out) as handle:
         torch.save(checkpoint, handle)
@@ -249,16 +308,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gamma", type=float, default=defaults.gamma, help="prior weight; default: %(default)s")
     parser.add_argument("--device", default=defaults.device, help="auto, cpu or cuda; default: %(default)s")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch; default: %(default)s")
-    parser.add_argument("--resume-state", help="per-epoch state to resume from and save to; default: none")
+    parser.add_argument("--resume-state", help="state to resume from and save to; default: none")
+    parser.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY,
+                        help="epochs between saved resume states; default: %(default)s")
     args = parser.parse_args(argv)
+    if args.checkpoint_every < 1:
+        parser.error(f"--checkpoint-every must be ≥ 1, got {args.checkpoint_every}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = TrainConfig(args.epochs, args.batch_size, args.lr, args.seed, args.alpha, args.beta,
                          args.gamma, args.device)
     losses = run(args.case, args.encoder_images, args.critic_images, config, args.encoder_out, args.loss_out,
-                 args.threads, args.resume_state)
+                 args.threads, args.resume_state, args.checkpoint_every)
     job = provenance.record(
         "train", {"encoder_images": args.encoder_images, "critic_images": args.critic_images},
-        {f"train.{key}": value for key, value in asdict(config).items()}, {"case": args.case})
+        {f"train.{key}": value for key, value in asdict(config).items()}, {"case": args.case},
+        device=str(resolve_device(config.device)))
     provenance.write([args.encoder_out, args.loss_out], job)
     final = losses[losses.epoch == losses.epoch.max()].loss.mean()
     print(f"case {args.case}: {len(losses)} steps, last-epoch mean loss {final:.4f}; wrote "

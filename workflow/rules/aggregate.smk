@@ -1,16 +1,17 @@
 rule aggregate:
     input:
         summaries=per_case(SUMMARY),
-        code=code("aggregate", "io", "provenance"),
     output:
-        cases=report(
-            "results/aggregate/cases.csv",
-            caption="../report/cases.rst",
-            category="4. All images",
-            labels={"figure": "this run's numbers per case"},
+        **recorded(
+            cases=report(
+                "results/aggregate/cases.csv",
+                caption="../report/cases.rst",
+                category="4. All images",
+                labels={"figure": "this run's numbers per case"},
+            ),
+            images="results/aggregate/images.csv",
+            metrics="results/aggregate/metrics.json",
         ),
-        images="results/aggregate/images.csv",
-        metrics="results/aggregate/metrics.json",
     log:
         "results/logs/aggregate.log",
     conda:
@@ -18,6 +19,7 @@ rule aggregate:
     params:
         summaries=case_pairs(SUMMARY),
         win_by=config["aggregate"]["win_by"],
+        code=code("aggregate"),
     shell:
         "python -m mifeatures.aggregate {params.summaries} --win-by {params.win_by}"
         " --cases-out {output.cases} --images-out {output.images}"

@@ -1,23 +1,35 @@
-# All Python of the workflow: config validation, paths, targets and input/params functions.
+# All Python of the workflow: config checks, paths, targets and input/params functions.
+import os
+import sys
 from pathlib import Path
 
+# The workflow and its jobs run the library of this tree, whichever copy is installed (a `dvc exp run
+# --temp` copy, a test copy): the code digests below and the jobs' code must be the same files.
+SOURCE = str(Path(workflow.basedir).parent / "src")
+sys.path.insert(0, SOURCE)
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SOURCE, os.environ.get("PYTHONPATH")]))
+
+from mifeatures import sources
 from mifeatures.models import INPUT_SIZE, map_size
 from mifeatures.params import validate_params
+from mifeatures.provenance import CONFIG_FILES_VARIABLE, SUFFIX
 
+CONFIG_FILES = ["params.yaml", *map(str, workflow.overwrite_configfiles or [])]
 # Fails before any job runs, naming the key (e.g. "params.yaml: train.lr: 0 is less than …")
-# and every file the config was merged from.
+# and every file the config was merged from. Numbers DVC writes as 1e-05 become numbers here.
 validate_params(
     config,
     Path(workflow.basedir) / "schemas/params.schema.yaml",
-    source=" + ".join(["params.yaml", *map(str, workflow.overwrite_configfiles or [])]),
+    source=" + ".join(CONFIG_FILES),
 )
+# Jobs record these files in their provenance, so a figure is verified against its own config.
+os.environ[CONFIG_FILES_VARIABLE] = os.pathsep.join(CONFIG_FILES)
 
 CASES = config["cases"]
 CONDA_ENV = "../../environment.yml"
 
 RAW_IMAGES = f"data/{config['data']['dataset']}/stl10_binary/train_X.bin"
 GRAY = "results/grayscale/size{size}.npy"
-GRAY_SIZES = sorted({INPUT_SIZE} | {map_size(case) for case in CASES})
 ENCODER = "results/train/{case}/encoder.pt"
 LOSS = "results/train/{case}/loss.csv"
 RESUME = (
@@ -28,18 +40,15 @@ SUMMARY = "results/score/{case}/summary.csv"
 FIGURES = "results/figures"
 
 
-def code(*modules):
-    """Library modules a job imports, listed as inputs since the code trigger sees only rule code."""
-    return [f"src/mifeatures/{module}.py" for module in modules]
+def code(stage):
+    """Digest of the library code a stage runs, from its imports: a params entry, so any change
+    to that code (not to comments or docstrings) reruns the stage's jobs, and nothing else does."""
+    return sources.digest(stage)
 
 
-def dataset_params():
-    """KEY=VALUE of the params.yaml keys that identify the active dataset, for provenance."""
-    dataset = config["data"]["dataset"]
-    return [f"data.dataset={dataset}"] + [
-        f"data.{dataset}.{key}={value}"
-        for key, value in config["data"][dataset].items()
-    ]
+def recorded(**outputs):
+    """The outputs plus their provenance records, declared so that a failed job leaves neither."""
+    return outputs | {f"{name}_record": f"{path}{SUFFIX}" for name, path in outputs.items()}
 
 
 def encoder_images():
@@ -52,9 +61,14 @@ def sized_images(wildcards):
 
 
 def train_params(wildcards):
-    """train: section with the case's overrides applied; only these values reach the job."""
+    """train: hyperparameters with the case's overrides applied; only these values reach the job.
+
+    checkpoint_every is left out: how often state is saved never changes a result.
+    """
     params = {
-        key: value for key, value in config["train"].items() if key != "overrides"
+        key: value
+        for key, value in config["train"].items()
+        if key not in ("overrides", "checkpoint_every")
     }
     params.update(config["train"]["overrides"].get(wildcards.case, {}))
     return params

@@ -1,16 +1,15 @@
+# One job per size: adding or removing a case builds or drops only the size it needs.
 rule grayscale:
     input:
         images=RAW_IMAGES,
-        code=code("grayscale", "data", "io", "provenance"),
     output:
-        expand(GRAY, size=GRAY_SIZES),
+        **recorded(images=GRAY),
     log:
-        "results/logs/grayscale.log",
+        "results/logs/grayscale/size{size}.log",
     conda:
         CONDA_ENV
     params:
-        sizes=GRAY_SIZES,
-        dataset=dataset_params(),
+        code=code("grayscale"),
     shell:
-        "python -m mifeatures.grayscale {input.images} --sizes {params.sizes}"
-        " --outputs {output} --dataset-params {params.dataset} > {log} 2>&1"
+        "python -m mifeatures.grayscale {input.images} --size {wildcards.size}"
+        " --out {output.images} > {log} 2>&1"

@@ -1,7 +1,6 @@
 rule provenance:
     input:
-        records=[f"{figure}.prov.json" for figure in all_figures()],
-        code=code("provenance", "io"),
+        records=[f"{figure}{SUFFIX}" for figure in all_figures()],
     output:
         report(
             "results/provenance.txt",
@@ -15,5 +14,6 @@ rule provenance:
         CONDA_ENV
     params:
         figures=all_figures(),
+        code=code("audit"),
     shell:
-        "python -m mifeatures.provenance {params.figures} --summary {output} > {log} 2>&1"
+        "python -m mifeatures.audit {params.figures} --summary {output} > {log} 2>&1"

@@ -3,10 +3,8 @@ rule score:
         encoder=ENCODER,
         encoder_images=encoder_images(),
         sized_images=sized_images,
-        code=code("score", "mi", "models", "grayscale", "io", "provenance"),
     output:
-        mi=MI_TABLE,
-        summary=SUMMARY,
+        **recorded(mi=MI_TABLE, summary=SUMMARY),
     log:
         "results/logs/score/{case}.log",
     conda:
@@ -15,6 +13,7 @@ rule score:
     params:
         bins=config["score"]["bins"],
         noise_seed=config["score"]["noise_seed"],
+        code=code("score"),
     shell:
         "python -m mifeatures.score --encoder {input.encoder}"
         " --encoder-images {input.encoder_images} --sized-images {input.sized_images}"

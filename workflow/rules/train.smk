@@ -1,14 +1,13 @@
-# One job per case; a job killed after an epoch resumes from RESUME when rerun.
+# One job per case; a job killed after a saved epoch resumes from RESUME when rerun.
 # threads stays 1: torch's CPU results change in the last bits with the
 # thread count, and a fixed count keeps reruns byte-identical.
+# checkpoint_every is read in the command, not declared a param: it changes no result.
 rule train:
     input:
         encoder_images=encoder_images(),
         critic_images=sized_images,
-        code=code("train", "models", "objective", "grayscale", "io", "provenance"),
     output:
-        encoder=ENCODER,
-        loss=LOSS,
+        **recorded(encoder=ENCODER, loss=LOSS),
     log:
         "results/logs/train/{case}.log",
     conda:
@@ -17,11 +16,12 @@ rule train:
     params:
         hp=train_params,
         resume=RESUME,
+        code=code("train"),
     shell:
         "python -m mifeatures.train --case {wildcards.case}"
         " --encoder-images {input.encoder_images} --critic-images {input.critic_images}"
         " --epochs {params.hp[epochs]} --batch-size {params.hp[batch_size]} --lr {params.hp[lr]}"
         " --seed {params.hp[seed]} --alpha {params.hp[alpha]} --beta {params.hp[beta]}"
         " --gamma {params.hp[gamma]} --device {params.hp[device]} --threads {threads}"
-        " --resume-state {params.resume} --encoder-out {output.encoder}"
-        " --loss-out {output.loss} > {log} 2>&1"
+        " --resume-state {params.resume} --checkpoint-every {config[train][checkpoint_every]}"
+        " --encoder-out {output.encoder} --loss-out {output.loss} > {log} 2>&1"

@@ -1,0 +1,86 @@
+"""Which library modules a stage runs, and a digest of their code, read from the import graph.
+
+The workflow reruns a job when the code it runs changes, and provenance records that code, so
+both need each stage's modules. They are found by parsing imports (``ast``), never listed by
+hand, so a new import is a new dependency at once. The digest covers what Python executes:
+comments, formatting and docstrings do not change it, any other edit does.
+
+>>> "mi" in modules("score") and "figures" not in modules("score")
+True
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+from pathlib import Path
+
+PACKAGE = "mifeatures"
+ROOT = Path(__file__).resolve().parent
+
+
+def path(module: str, root: Path = ROOT) -> Path:
+    """Source file of ``mifeatures.MODULE`` in the package folder ``root``."""
+    return root / f"{module}.py"
+
+
+def _imports(module: str) -> set[str]:
+    """The package's modules that ``module`` imports directly, anywhere in its body."""
+    found = set()
+    for node in ast.walk(ast.parse(path(module).read_text(), filename=str(path(module)))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            head, _, rest = name.partition(".")
+            if head == PACKAGE and rest and path(rest.split(".")[0]).is_file():
+                found.add(rest.split(".")[0])
+    return found
+
+
+@functools.cache
+def modules(stage: str) -> tuple[str, ...]:
+    """``stage`` and every package module it imports, transitively, with the package's ``__init__``."""
+    if not path(stage).is_file():
+        raise ValueError(f"no module {PACKAGE}.{stage} in {ROOT}")
+    seen, todo = {"__init__"}, [stage]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(_imports(module) - seen)
+    return tuple(sorted(seen))
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def module_digest(module: str, root: Path = ROOT) -> str:
+    """sha256 of the module's syntax tree without docstrings: blind to comments and layout.
+
+    >>> module_digest("io") == module_digest("io") and len(module_digest("io")) == 64
+    True
+    """
+    tree = _without_docstrings(ast.parse(path(module, root).read_text()))
+    return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()
+
+
+def digests(stage: str) -> dict[str, str]:
+    """{module file relative to the package's parent: digest} for every module ``stage`` runs."""
+    return {f"{PACKAGE}/{module}.py": module_digest(module) for module in modules(stage)}
+
+
+def digest(stage: str) -> str:
+    """One digest of all the code ``stage`` runs: what a job's rerun trigger compares."""
+    return hashlib.sha256(repr(sorted(digests(stage).items())).encode()).hexdigest()
