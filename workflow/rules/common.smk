@@ -1,5 +1,6 @@
 # All Python of the workflow: config checks, paths, targets and input/params functions.
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -7,7 +8,6 @@ from pathlib import Path
 # --temp` copy, a test copy): the code digests below and the jobs' code must be the same files.
 SOURCE = str(Path(workflow.basedir).parent / "src")
 sys.path.insert(0, SOURCE)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SOURCE, os.environ.get("PYTHONPATH")]))
 
 from mifeatures import sources
 from mifeatures.models import INPUT_SIZE, map_size
@@ -22,8 +22,13 @@ validate_params(
     Path(workflow.basedir) / "schemas/params.schema.yaml",
     source=" + ".join(CONFIG_FILES),
 )
-# Jobs record these files in their provenance, so a figure is verified against its own config.
-os.environ[CONFIG_FILES_VARIABLE] = os.pathsep.join(CONFIG_FILES)
+# Every job runs this tree's library, and records the config files in its provenance so that a
+# figure is verified against its own config. Set in the shell prefix, so neither is a rerun trigger.
+shell.prefix(
+    "set -euo pipefail; "
+    f"export PYTHONPATH={shlex.quote(SOURCE)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    f"export {CONFIG_FILES_VARIABLE}={shlex.quote(os.pathsep.join(CONFIG_FILES))}; "
+)
 
 CASES = config["cases"]
 CONDA_ENV = "../../environment.yml"
@@ -42,13 +47,16 @@ FIGURES = "results/figures"
 
 def code(stage):
     """Digest of the library code a stage runs, from its imports: a params entry, so any change
-    to that code (not to comments or docstrings) reruns the stage's jobs, and nothing else does."""
+    to that code (not to comments or docstrings) reruns the stage's jobs, and nothing else does.
+    """
     return sources.digest(stage)
 
 
 def recorded(**outputs):
     """The outputs plus their provenance records, declared so that a failed job leaves neither."""
-    return outputs | {f"{name}_record": f"{path}{SUFFIX}" for name, path in outputs.items()}
+    return outputs | {
+        f"{name}_record": f"{path}{SUFFIX}" for name, path in outputs.items()
+    }
 
 
 def encoder_images():

@@ -14,8 +14,8 @@ rule sample:
         " --out {output.images} > {log} 2>&1"
 
 
-# The md5 is what the archive is; the URL is only where to find it, so it is read from the config in
-# the command rather than declared a param: pointing it at a mirror reruns nothing.
+# The md5 is what the archive is; the URL is only where to find it, a resource rather than a param
+# (params are rerun triggers, resources are not): pointing it at a mirror reruns nothing.
 rule download:
     output:
         **recorded(images="data/stl10/stl10_binary/train_X.bin"),
@@ -23,9 +23,11 @@ rule download:
         "results/logs/data/download.log",
     conda:
         CONDA_ENV
+    resources:
+        url=config["data"]["stl10"]["url"],
     params:
         md5=config["data"]["stl10"]["md5"],
         code=code("data"),
     shell:
-        "python -m mifeatures.data download --url {config[data][stl10][url]:q} --md5 {params.md5}"
+        "python -m mifeatures.data download --url {resources.url:q} --md5 {params.md5}"
         " --out {output.images} > {log} 2>&1"

@@ -1,7 +1,7 @@
 # One job per case; a job killed after a saved epoch resumes from RESUME when rerun.
 # threads stays 1: torch's CPU results change in the last bits with the
 # thread count, and a fixed count keeps reruns byte-identical.
-# checkpoint_every is read in the command, not declared a param: it changes no result.
+# checkpoint_every changes no result, so it is a resource (not a rerun trigger) rather than a param.
 rule train:
     input:
         encoder_images=encoder_images(),
@@ -13,6 +13,8 @@ rule train:
     conda:
         CONDA_ENV
     threads: 1
+    resources:
+        checkpoint_every=config["train"]["checkpoint_every"],
     params:
         hp=train_params,
         resume=RESUME,
@@ -23,5 +25,5 @@ rule train:
         " --epochs {params.hp[epochs]} --batch-size {params.hp[batch_size]} --lr {params.hp[lr]}"
         " --seed {params.hp[seed]} --alpha {params.hp[alpha]} --beta {params.hp[beta]}"
         " --gamma {params.hp[gamma]} --device {params.hp[device]} --threads {threads}"
-        " --resume-state {params.resume} --checkpoint-every {config[train][checkpoint_every]}"
+        " --resume-state {params.resume} --checkpoint-every {resources.checkpoint_every}"
         " --encoder-out {output.encoder} --loss-out {output.loss} > {log} 2>&1"
