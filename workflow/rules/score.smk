@@ -10,6 +10,10 @@ rule score:
     conda:
         CONDA_ENV
     threads: 1
+    resources:
+        gpu=gpus,
+        mem_mb=4000,
+        runtime=30,
     params:
         bins=config["score"]["bins"],
         noise_seed=config["score"]["noise_seed"],

@@ -14,6 +14,9 @@ rule train:
         CONDA_ENV
     threads: 1
     resources:
+        gpu=gpus,
+        mem_mb=8000,  # the 139 M-weight critic with its gradient and Adam moments: ≈ 2.2 GB
+        runtime=train_runtime,
         checkpoint_every=config["train"]["checkpoint_every"],
     params:
         hp=train_params,

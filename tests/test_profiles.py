@@ -1,0 +1,59 @@
+"""The GPU and SLURM profiles, dry-run on the article's config: what each job would ask the machine for."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("profiles")
+    for name in ("workflow", "src", "config", "params.yaml", "environment.yml"):
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
+    return root
+
+
+def dry_run(root: Path, profile: str) -> dict[str, list[dict[str, str]]]:
+    """{rule: [resources of each job]} that `snakemake -n` plans under ``profile`` and the article's config."""
+    result = subprocess.run(
+        [str(BIN / "snakemake"), "-n", "--profile", f"workflow/profiles/{profile}", "--configfile",
+         "config/article.yaml"], cwd=root, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs: dict[str, list[dict[str, str]]] = {}
+    for rule, resources in re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", result.stdout, re.M):
+        jobs.setdefault(rule, []).append(dict(item.split("=", 1) for item in resources.split(", ")))
+    return jobs
+
+
+def test_slurm_profile_asks_for_a_gpu_memory_and_time_per_training(project):
+    """Each training job asks SLURM for one GPU of the named model, memory, CPUs and a runtime from its
+    steps, with the plugin's own keys."""
+    jobs = dry_run(project, "slurm")
+    assert len(jobs["train"]) == 4 and len(jobs["score"]) == 4
+    for train in jobs["train"]:
+        assert (train["gpu"], train["gpu_model"], train["cpus_per_task"], train["mem_mb"]) == ("1", "h100", "4", "8000")
+        assert 10 <= int(train["runtime"]) <= 120  # 25 000 steps at ≤ 50 ms, doubled
+    assert all(score["gpu"] == "1" for score in jobs["score"])
+    profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
+    assert profile["executor"] == "slurm" and "slurm_extra" not in str(profile)
+
+
+def test_gpu_profile_lets_the_four_trainings_share_the_gpu(project):
+    """Locally, jobs of a CUDA case take gpu=1 each from a budget of 4; CPU-only rules ask for none."""
+    jobs = dry_run(project, "gpu")
+    assert all(job["gpu"] == "1" for job in jobs["train"] + jobs["score"])
+    assert "gpu" not in jobs["aggregate"][0]
+    assert yaml.safe_load((REPO / "workflow/profiles/gpu/config.yaml").read_text())["resources"] == ["gpu=4"]
