@@ -103,7 +103,7 @@ def branch(case: str) -> set[str]:
         f"score/{case}/summary.csv", "aggregate/cases.csv", "aggregate/images.csv",
         "aggregate/metrics.json", "figures/loss.png", f"figures/maps_{case}_image10.png",
         f"figures/maps_{case}_image11.png", "figures/chosen_mean_mi.png", "figures/mi_distribution.png",
-        "figures/wins.png", "provenance.txt",
+        "figures/wins.png", "provenance.txt", "article_losses.csv",
     }
 
 
@@ -239,7 +239,7 @@ def test_removing_or_adding_a_case_touches_no_other_case(project):
     try:
         set_params(project, {"cases": ["a", "c", "d"]})
         without_b = {"aggregate": 1, "figure_loss": 1, "figure_chosen": 1, "figure_distribution": 1,
-                     "figure_wins": 1, "provenance": 1, "all": 1}
+                     "figure_wins": 1, "provenance": 1, "article_check": 1, "all": 1}
         assert planned(project) == without_b
         snakemake(project, "all")
         params.write_text(original)

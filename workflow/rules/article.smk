@@ -1,0 +1,21 @@
+rule article_check:
+    input:
+        losses=per_case(LOSS),
+    output:
+        **recorded(
+            table=report(
+                "results/article_losses.csv",
+                caption="../report/article_losses.rst",
+                category="1. Training",
+                labels={"figure": "the article's printed losses beside this run's"},
+            ),
+        ),
+    log:
+        "results/logs/article_check.log",
+    conda:
+        CONDA_ENV
+    params:
+        losses=case_pairs(LOSS),
+        code=code("article"),
+    shell:
+        "python -m mifeatures.article {params.losses} --out {output.table} > {log} 2>&1"
