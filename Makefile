@@ -25,8 +25,8 @@ browser:
 		else echo "chromium/chromedriver missing and not root: the report test will be skipped"; fi; \
 	fi
 
-# torch==2.13.0 (pinned in pyproject.toml) resolves to the local CPU wheel; nothing else may pull torch.
-$(VENV)/.installed: pyproject.toml
+# The exact environment of requirements.lock; its torch==2.13.0 resolves to the local CPU wheel here.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(SYSTEM_PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e ".[test]"
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[test]"
 	touch $@
