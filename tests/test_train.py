@@ -2,31 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
-from mifeatures import sources
+from mifeatures import provenance, sources
 from mifeatures.grayscale import load_images
 from mifeatures.models import INPUT_SIZE, build_encoder, map_size
-from mifeatures.objective import DeepInfoMaxLoss
+from mifeatures.objective import DeepInfoMaxLoss, LossWeights
 from mifeatures.score import load_encoder
 from mifeatures.train import (
     LOSS_COLUMNS,
+    Batches,
     NonFiniteLossError,
     ResumeState,
     TrainConfig,
     fingerprint,
     main,
-    make_loader,
     resolve_device,
     run,
+    seed_everything,
+    use_precision,
 )
 
 
@@ -68,7 +74,8 @@ def test_another_seed_gives_another_run(tmp_path, trained_case):
 @pytest.mark.parametrize(
     ("change", "message"),
     [({"lr": 0.0}, "train.lr must be > 0"), ({"epochs": 0}, "train.epochs must be ≥ 1"),
-     ({"batch_size": 1}, "train.batch_size must be ≥ 2")],
+     ({"batch_size": 1}, "train.batch_size must be ≥ 2"),
+     ({"precision": "fp16"}, "train.precision must be fp32, tf32 or bf16, got 'fp16'")],
 )
 def test_config_rejects_bad_values(change, message):
     """Bad hyperparameters fail with the params.yaml key in the message."""
@@ -76,11 +83,11 @@ def test_config_rejects_bad_values(change, message):
         TrainConfig(**change)
 
 
-def test_loader_reshuffles_reproducibly_and_drops_the_short_batch(gray_images):
+def test_batches_reshuffle_reproducibly_and_drop_the_short_batch(gray_images):
     """Batches cover floor(N/B)·B images, reshuffle each epoch, and repeat for the same seed."""
     def epochs(seed):
-        loader = make_loader(gray_images, gray_images, batch_size=3, seed=seed)
-        return [[batch[0].sum().item() for batch in loader] for _ in range(2)]
+        batches = Batches(gray_images, gray_images, batch_size=3, seed=seed)
+        return [[batch[0].sum().item() for batch in batches] for _ in range(2)]
 
     first = epochs(0)
     assert len(first[0]) == len(gray_images) // 3
@@ -88,12 +95,134 @@ def test_loader_reshuffles_reproducibly_and_drops_the_short_batch(gray_images):
     assert first == epochs(0)
 
 
-def test_loader_rejects_mismatched_inputs(gray_images):
+@pytest.mark.parametrize("batch_size", [3, 4])
+def test_batches_follow_the_dataloader_order_and_generator_state(gray_images, batch_size):
+    """Epoch after epoch, the batches are those DataLoader(shuffle=True, drop_last=True) gave with the same
+    seeded generator, whether or not a short batch is dropped, and the generator ends in the same state."""
+    dataset = TensorDataset(torch.from_numpy(gray_images).unsqueeze(1))
+    generator = torch.Generator().manual_seed(78)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator)
+    batches = Batches(gray_images, gray_images, batch_size, seed=78)
+    for _ in range(3):
+        for (expected,), (inputs, images) in zip(loader, batches, strict=True):
+            assert torch.equal(inputs, expected) and torch.equal(images, expected)
+    assert torch.equal(batches.generator.get_state(), generator.get_state())
+
+
+def test_batches_reject_mismatched_inputs(gray_images):
     """Encoder and critic image counts must agree, and a batch must fit in the data."""
     with pytest.raises(ValueError, match="8 encoder images but 7 critic images"):
-        make_loader(gray_images, gray_images[:7], batch_size=2, seed=0)
+        Batches(gray_images, gray_images[:7], batch_size=2, seed=0)
     with pytest.raises(ValueError, match="batch_size 10 exceeds the 8 images"):
-        make_loader(gray_images, gray_images, batch_size=10, seed=0)
+        Batches(gray_images, gray_images, batch_size=10, seed=0)
+
+
+def run_with_dataloader(paths, config, out):
+    """The train stage as it was before Batches, for case a without resume: DataLoader batches and every
+    step's terms read on the host. The reference the device-side loop must match byte for byte on a CPU."""
+    torch.set_num_threads(1)
+    encoder_images = load_images(paths["encoder_images"], INPUT_SIZE)
+    critic_images = load_images(paths["sized_images"], map_size("a"))
+    seed_everything(config.seed)
+    encoder = build_encoder("a").train()
+    objective = DeepInfoMaxLoss(map_size("a"), LossWeights(config.alpha, config.beta, config.gamma)).train()
+    optimizers = [torch.optim.Adam(encoder.parameters(), lr=config.lr),
+                  torch.optim.Adam(objective.parameters(), lr=config.lr)]
+    dataset = TensorDataset(torch.from_numpy(encoder_images).unsqueeze(1),
+                            torch.from_numpy(critic_images).unsqueeze(1))
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(config.seed))
+    prior_generator = torch.Generator().manual_seed(config.seed)
+    rows = []
+    for epoch in range(config.epochs):
+        for inputs, images in loader:
+            for optimizer in optimizers:
+                optimizer.zero_grad()
+            terms = objective(encoder(inputs), images, prior_generator)
+            rows.append([epoch, len(rows)] + [terms[key].item() for key in LOSS_COLUMNS[2:]])
+            terms["loss"].backward()
+            for optimizer in optimizers:
+                optimizer.step()
+    # Saved to a handle, as run() does: given a path, torch names the archive after the file.
+    with open(out / "encoder.pt", "wb") as handle:
+        torch.save({"case": "a", "config": asdict(config), "state_dict": encoder.state_dict()}, handle)
+    pd.DataFrame(rows, columns=LOSS_COLUMNS).to_csv(out / "loss.csv", index=False)
+
+
+def test_device_loop_gives_the_bytes_of_the_dataloader_loop(tmp_path, trained_case):
+    """Two epochs of two steps: the loss log and the encoder checkpoint are the old loop's, byte for byte."""
+    config = TrainConfig(epochs=2, batch_size=4)
+    (tmp_path / "old").mkdir()
+    run_with_dataloader(trained_case, config, tmp_path / "old")
+    run("a", trained_case["encoder_images"], trained_case["sized_images"], config, tmp_path / "encoder.pt",
+        tmp_path / "loss.csv")
+    assert pd.read_csv(tmp_path / "loss.csv")["epoch"].tolist() == [0, 0, 1, 1]
+    for name in ("loss.csv", "encoder.pt"):
+        assert (tmp_path / name).read_bytes() == (tmp_path / "old" / name).read_bytes(), name
+
+
+FLOAT32_FLAGS = ("tf32_matmul", "tf32_cudnn", "matmul_precision")
+
+
+def float32_flags():
+    """torch's global float32 settings that train.precision sets, by FLOAT32_FLAGS name."""
+    return dict(zip(FLOAT32_FLAGS, (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                                    torch.get_float32_matmul_precision())))
+
+
+@pytest.fixture
+def restore_float32_flags():
+    """Put torch's float32 settings back after a test that changes them: they are process-wide."""
+    saved = float32_flags()
+    yield
+    torch.set_float32_matmul_precision(saved["matmul_precision"])
+    torch.backends.cuda.matmul.allow_tf32 = saved["tf32_matmul"]
+    torch.backends.cudnn.allow_tf32 = saved["tf32_cudnn"]
+
+
+def test_precision_sets_the_float32_flags(restore_float32_flags):
+    """fp32 turns off TF32, cuDNN's included (on by default); tf32 turns it on; bf16 is fp32 plus autocast."""
+    cpu = torch.device("cpu")
+    torch.backends.cudnn.allow_tf32 = True
+    assert isinstance(use_precision("fp32", cpu), contextlib.nullcontext)
+    assert float32_flags() == {"tf32_matmul": False, "tf32_cudnn": False, "matmul_precision": "highest"}
+    assert isinstance(use_precision("tf32", cpu), contextlib.nullcontext)
+    assert float32_flags() == {"tf32_matmul": True, "tf32_cudnn": True, "matmul_precision": "high"}
+    autocast = use_precision("bf16", cpu)
+    assert float32_flags() == {"tf32_matmul": False, "tf32_cudnn": False, "matmul_precision": "highest"}
+    assert isinstance(autocast, torch.autocast) and autocast.fast_dtype == torch.bfloat16
+
+
+def test_tf32_changes_nothing_on_a_cpu(tmp_path, trained_case, restore_float32_flags):
+    """TF32 exists only on CUDA: on a CPU, tf32 gives the fp32 loss log byte for byte."""
+    run("a", trained_case["encoder_images"], trained_case["sized_images"],
+        TrainConfig(epochs=1, batch_size=4, precision="tf32"), tmp_path / "encoder.pt", tmp_path / "loss.csv")
+    assert (tmp_path / "loss.csv").read_bytes() == trained_case["loss"].read_bytes()
+
+
+def test_cli_bf16_trains_in_bfloat16_and_records_it(tmp_path, trained_case, restore_float32_flags):
+    """--precision bf16 gives finite losses unlike fp32's, and the checkpoint and provenance name it."""
+    out = tmp_path / "encoder.pt"
+    main(["--case", "a", "--epochs", "1", "--batch-size", "4", "--precision", "bf16",
+          "--encoder-images", str(trained_case["encoder_images"]),
+          "--critic-images", str(trained_case["sized_images"]),
+          "--encoder-out", str(out), "--loss-out", str(tmp_path / "loss.csv")])
+    losses, fp32 = pd.read_csv(tmp_path / "loss.csv"), pd.read_csv(trained_case["loss"])
+    assert np.isfinite(losses[LOSS_COLUMNS[2:]].to_numpy()).all()
+    assert not np.array_equal(losses["loss"], fp32["loss"])
+    assert torch.load(out, weights_only=True)["config"]["precision"] == "bf16"
+    assert json.loads(provenance.sidecar(out).read_text())["params"]["train.precision"] == "bf16"
+
+
+def test_cli_rejects_an_unknown_precision(tmp_path, trained_case, capsys):
+    """--precision takes fp32, tf32 or bf16 only, before any work."""
+    with pytest.raises(SystemExit):
+        main(["--case", "a", "--encoder-images", str(trained_case["encoder_images"]),
+              "--critic-images", str(trained_case["sized_images"]),
+              "--encoder-out", str(tmp_path / "encoder.pt"), "--loss-out", str(tmp_path / "loss.csv"),
+              "--precision", "fp16"])
+    assert "invalid choice: 'fp16'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_device_choice():
@@ -314,4 +443,19 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_writes_nothing(tmp_path, 
     with pytest.raises(NonFiniteLossError, match=r"train case a: non-finite loss .* at epoch 0, step 0"):
         run("a", tmp_path / "nan96.npy", trained_case["sized_images"], TrainConfig(epochs=1, batch_size=4),
             tmp_path / "encoder.pt", tmp_path / "loss.csv", resume_path=tmp_path / "resume.pt")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["nan96.npy"]
+
+
+def test_non_finite_loss_names_the_first_bad_step_and_saves_no_state(tmp_path, trained_case):
+    """A NaN image in the second batch only: the epoch's terms are checked once it ends, the run stops naming
+    step 1, and neither the resume state due after that epoch nor any output is written."""
+    images = np.load(trained_case["encoder_images"])
+    second_batch = list(Batches(images, images, batch_size=4, seed=TrainConfig().seed))[1][0]
+    in_second = next(i for i, image in enumerate(images) if np.array_equal(image, second_batch[0, 0].numpy()))
+    images[in_second, 40, 40] = np.nan
+    np.save(tmp_path / "nan96.npy", images)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss .* at epoch 0, step 1; no output written"):
+        run("a", tmp_path / "nan96.npy", trained_case["sized_images"], TrainConfig(epochs=2, batch_size=4),
+            tmp_path / "encoder.pt", tmp_path / "loss.csv", resume_path=tmp_path / "resume.pt",
+            checkpoint_every=1)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["nan96.npy"]

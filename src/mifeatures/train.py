@@ -1,14 +1,16 @@
 """Train stage: fit one encoder and its critics with the DeepInfoMax objective.
 
 The training loop knows nothing of the case: it gets an encoder, the objective holding
-the critics, a loader and optimisers. Every random draw comes from seeded generators, and
-their states are saved with the weights every few epochs, so a killed run resumes to the
-same bytes as an uninterrupted one.
+the critics, batches already on the device and optimisers. Every random draw comes from
+seeded generators, and their states are saved with the weights every few epochs, so a
+killed run resumes to the same bytes as an uninterrupted one. The loop never waits for the
+device within an epoch: the loss terms are read back, and checked, once per epoch.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
 from mifeatures import provenance, sources
@@ -32,6 +33,8 @@ from mifeatures.objective import DeepInfoMaxLoss, LossWeights
 log = logging.getLogger(__name__)
 
 LOSS_COLUMNS = ["epoch", "step", "loss", "local", "global", "prior"]
+LOSS_TERMS = LOSS_COLUMNS[2:]
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 # A state holds the weights and both Adam moments: 1.4–2.0 GB at the article's sizes, so it
 # is not written after every epoch. How often never changes the numbers, only the work lost.
@@ -54,6 +57,7 @@ class TrainConfig:
     beta: float = 0.1
     gamma: float = 0.8
     device: str = "cpu"
+    precision: str = "fp32"
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -62,6 +66,8 @@ class TrainConfig:
             raise ValueError(f"train.batch_size must be ≥ 2 (negatives pair images within a batch), got {self.batch_size}")
         if self.lr <= 0:
             raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train.precision must be fp32, tf32 or bf16, got {self.precision!r}")
 
 
 def seed_everything(seed: int) -> None:
@@ -84,19 +90,58 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_loader(
-    encoder_images: np.ndarray, critic_images: np.ndarray, batch_size: int, seed: int
-) -> DataLoader:
-    """Reshuffled batches of (96×96 encoder input, image at map size); a last short batch is dropped."""
-    if len(encoder_images) != len(critic_images):
-        raise ValueError(f"{len(encoder_images)} encoder images but {len(critic_images)} critic images")
-    if len(encoder_images) < batch_size:
-        raise ValueError(f"train.batch_size {batch_size} exceeds the {len(encoder_images)} images available")
-    dataset = TensorDataset(
-        torch.from_numpy(encoder_images).unsqueeze(1), torch.from_numpy(critic_images).unsqueeze(1)
-    )
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator)
+def use_precision(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Set torch's float32 flags for ``precision``; return the context the forward pass and loss run in.
+
+    fp32 turns TF32 off everywhere (torch leaves cuDNN's on by default), so fp32 means fp32;
+    tf32 lets CUDA matmuls and convolutions use it (no effect on a CPU); bf16 is fp32 plus
+    bfloat16 autocast.
+    """
+    tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class Batches:
+    """Reshuffled batches of (96×96 encoder input, image at map size), cut from tensors moved once to
+    ``device``; a last short batch is dropped.
+
+    The order comes from a CPU generator with exactly the draws DataLoader(shuffle=True,
+    drop_last=True) made, so runs keep the order, and the generator state, they had with it.
+    """
+
+    def __init__(self, encoder_images: np.ndarray, critic_images: np.ndarray, batch_size: int, seed: int,
+                 device: torch.device = torch.device("cpu")):
+        if len(encoder_images) != len(critic_images):
+            raise ValueError(f"{len(encoder_images)} encoder images but {len(critic_images)} critic images")
+        if len(encoder_images) < batch_size:
+            raise ValueError(f"train.batch_size {batch_size} exceeds the {len(encoder_images)} images available")
+        self.inputs = torch.from_numpy(encoder_images).unsqueeze(1).to(device)
+        self.images = torch.from_numpy(critic_images).unsqueeze(1).to(device)
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.inputs) // self.batch_size
+
+    def __iter__(self):
+        order = self._shuffle().to(self.inputs.device)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            index = order[start:start + self.batch_size]
+            yield self.inputs.index_select(0, index), self.images.index_select(0, index)
+
+    def _shuffle(self) -> torch.Tensor:
+        """One epoch's permutation, with every draw DataLoader made from its generator, in its order:
+        its iterator's worker base seed, then RandomSampler's permutation and, once that ran out, a
+        second one for the (empty) remainder."""
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        order = torch.randperm(len(self.inputs), generator=self.generator)
+        torch.randperm(len(self.inputs), generator=self.generator)
+        return order
 
 
 class ResumeState:
@@ -206,7 +251,7 @@ def fingerprint(case: str, config: TrainConfig, device: torch.device, *arrays: n
 def train(
     encoder: torch.nn.Module,
     objective: DeepInfoMaxLoss,
-    loader: DataLoader,
+    batches: Batches,
     optimizers: list[torch.optim.Optimizer],
     epochs: int,
     device: torch.device,
@@ -214,39 +259,48 @@ def train(
     description: str = "train",
     resume: ResumeState | None = None,
     checkpoint_every: int = CHECKPOINT_EVERY,
+    precision: str = "fp32",
 ) -> pd.DataFrame:
     """Run ``epochs`` passes; return one row per step (counted over all epochs) with the loss and its terms.
 
     Every optimiser steps on the same loss, as in the article's code (encoder and critics
     both minimise it; the prior term is not played adversarially). With ``resume``, training
     continues from its last saved epoch and saves a new state every ``checkpoint_every``
-    epochs, except after the last.
+    epochs, except after the last. A NaN or infinite term is found when the epoch's terms are
+    read back, after the optimisers stepped on the rest of that epoch; it stops the run, naming
+    the epoch and the first bad step, before any state or output is written.
     """
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be ≥ 1, got {checkpoint_every}")
     encoder.to(device).train()
     objective.to(device).train()
+    autocast = use_precision(precision, device)
     state = {"encoder": encoder, "objective": objective, "optimizers": optimizers,
-             "loader": loader.generator, "prior": prior_generator}
+             "loader": batches.generator, "prior": prior_generator}
     first_epoch, rows = resume.load(state) if resume else (0, [])
-    with tqdm(total=epochs * len(loader), initial=len(rows), desc=description, mininterval=5, unit="step") as bar:
+    with tqdm(total=epochs * len(batches), initial=len(rows), desc=description, mininterval=5,
+              unit="step") as bar:
         for epoch in range(first_epoch, epochs):
-            for inputs, images in loader:
+            epoch_terms = torch.empty(len(batches), len(LOSS_TERMS), device=device)
+            for step, (inputs, images) in enumerate(batches):
                 for optimizer in optimizers:
                     optimizer.zero_grad()
-                terms = objective(encoder(inputs.to(device)), images.to(device), prior_generator)
-                values = [terms[key].item() for key in LOSS_COLUMNS[2:]]
-                if not all(map(math.isfinite, values)):
-                    raise NonFiniteLossError(
-                        f"{description}: non-finite loss terms {dict(zip(LOSS_COLUMNS[2:], values))} at epoch "
-                        f"{epoch}, step {len(rows)}; no output written (check the input images and train.lr)"
-                    )
+                with autocast:
+                    terms = objective(encoder(inputs), images, prior_generator)
+                # detached: a copy of the graph's outputs would chain every step's graph to epoch_terms
+                epoch_terms[step] = torch.stack([terms[name].detach() for name in LOSS_TERMS])
                 terms["loss"].backward()
                 for optimizer in optimizers:
                     optimizer.step()
-                rows.append([epoch, len(rows)] + values)
                 bar.update()
-                bar.set_postfix(epoch=epoch, loss=f"{values[0]:.4f}")
+            for step, values in enumerate(epoch_terms.tolist(), start=len(rows)):
+                if not all(map(math.isfinite, values)):
+                    raise NonFiniteLossError(
+                        f"{description}: non-finite loss terms {dict(zip(LOSS_TERMS, values))} at epoch "
+                        f"{epoch}, step {step}; no output written (check the input images and train.lr)"
+                    )
+                rows.append([epoch, step] + values)
+            bar.set_postfix(epoch=epoch, loss=f"{rows[-1][2]:.4f}")
             if resume and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < epochs:
                 resume.save(state, epoch + 1, rows)
     return pd.DataFrame(rows, columns=LOSS_COLUMNS)
@@ -270,16 +324,19 @@ def run(case: str, encoder_images_path: str, critic_images_path: str, config: Tr
     seed_everything(config.seed)
     encoder = build_encoder(case)
     objective = DeepInfoMaxLoss(size, LossWeights(config.alpha, config.beta, config.gamma))
+    # Fused Adam is one kernel per step on a GPU; on a CPU torch's default keeps the numbers of earlier runs.
+    fused = True if device.type == "cuda" else None
     optimizers = [
-        torch.optim.Adam(encoder.parameters(), lr=config.lr),
-        torch.optim.Adam(objective.parameters(), lr=config.lr),
+        torch.optim.Adam(encoder.parameters(), lr=config.lr, fused=fused),
+        torch.optim.Adam(objective.parameters(), lr=config.lr, fused=fused),
     ]
-    loader = make_loader(encoder_images, critic_images, config.batch_size, config.seed)
+    batches = Batches(encoder_images, critic_images, config.batch_size, config.seed, device)
     prior_generator = torch.Generator(device=device).manual_seed(config.seed)
     resume = (ResumeState(resume_path, fingerprint(case, config, device, encoder_images, critic_images))
               if resume_path else None)
-    losses = train(encoder, objective, loader, optimizers, config.epochs, device, prior_generator,
-                   description=f"train case {case}", resume=resume, checkpoint_every=checkpoint_every)
+    losses = train(encoder, objective, batches, optimizers, config.epochs, device, prior_generator,
+                   description=f"train case {case}", resume=resume, checkpoint_every=checkpoint_every,
+                   precision=config.precision)
     checkpoint = {"case": case, "config": asdict(config), "state_dict": encoder.cpu().state_dict()}
     with atomic_write(encoder_out) as handle:
         torch.save(checkpoint, handle)
@@ -307,6 +364,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--beta", type=float, default=defaults.beta, help="local weight; default: %(default)s")
     parser.add_argument("--gamma", type=float, default=defaults.gamma, help="prior weight; default: %(default)s")
     parser.add_argument("--device", default=defaults.device, help="auto, cpu or cuda; default: %(default)s")
+    parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
+                        help="fp32 (no TF32), tf32 (CUDA only) or bf16 autocast; default: %(default)s")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch; default: %(default)s")
     parser.add_argument("--resume-state", help="state to resume from and save to; default: none")
     parser.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY,
@@ -316,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--checkpoint-every must be ≥ 1, got {args.checkpoint_every}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = TrainConfig(args.epochs, args.batch_size, args.lr, args.seed, args.alpha, args.beta,
-                         args.gamma, args.device)
+                         args.gamma, args.device, args.precision)
     losses = run(args.case, args.encoder_images, args.critic_images, config, args.encoder_out, args.loss_out,
                  args.threads, args.resume_state, args.checkpoint_every)
     job = provenance.record(

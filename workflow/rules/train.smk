@@ -27,6 +27,7 @@ rule train:
         " --encoder-images {input.encoder_images} --critic-images {input.critic_images}"
         " --epochs {params.hp[epochs]} --batch-size {params.hp[batch_size]} --lr {params.hp[lr]}"
         " --seed {params.hp[seed]} --alpha {params.hp[alpha]} --beta {params.hp[beta]}"
-        " --gamma {params.hp[gamma]} --device {params.hp[device]} --threads {threads}"
+        " --gamma {params.hp[gamma]} --device {params.hp[device]} --precision {params.hp[precision]}"
+        " --threads {threads}"
         " --resume-state {params.resume} --checkpoint-every {resources.checkpoint_every}"
         " --encoder-out {output.encoder} --loss-out {output.loss} > {log} 2>&1"
