@@ -1,32 +1,48 @@
-"""Plug-in mutual information from a joint histogram, vectorised over feature maps.
+"""Plug-in mutual information from a joint histogram, vectorised over feature maps and images.
 
 The numbers are those of ``np.histogram2d(x, y, bins)`` (each axis over its own min–max)
 followed by ``sklearn.metrics.mutual_info_score`` on the counts, in nats; the tests hold
 them to that reference to 1e-9.
+
+Speed comes from binning by arithmetic instead of a search (see ``_RowBinner``), from
+``np.bincount`` over a small-integer joint index of several maps at once, and from MI as sums
+of n·log n looked up in a table. Whatever does not grow with the pixels (edges, the MI from
+the counts) is done once for many images by ``mutual_information_many``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+
 import numpy as np
+
+# Values binned per np.bincount call: their temporaries (about 17 bytes a value, bincount's
+# own intp copy included) then stay in a core's L2 cache.
+_STEP_VALUES = 2**16
+# Images per call of the vectorised core in mutual_information_many.
+_IMAGES_PER_CALL = 8
+# Half-width, in bins, of the band around each bin edge inside which a value is binned by
+# comparing it with the edges themselves rather than by arithmetic.
+_EDGE_BAND = 2.0**-10
 
 
 def bin_indices(values: np.ndarray, bins: int) -> np.ndarray:
-    """0-based histogram bin of every value, exactly as ``np.histogram`` bins it.
+    """0-based histogram bin of every value, exactly as ``np.histogram2d`` (and ``np.histogram``)
+    bins it.
 
     Like numpy, a constant array is binned over [v − 0.5, v + 0.5] and the maximum falls
-    into the last bin.
+    into the last bin. Where numpy's own edges come out of order (a range of a few subnormal
+    steps), its search may return −1 or ``bins``, values histogram2d then leaves out; so does this.
 
     >>> bin_indices(np.array([0.0, 0.49, 0.5, 1.0]), 2).tolist()
     [0, 0, 1, 1]
     """
-    values = values.ravel()
-    low, high = values.min(), values.max()
-    if low == high:
-        low, high = low - 0.5, high + 0.5
-    edges = np.linspace(low, high, bins + 1)
-    index = np.searchsorted(edges, values, side="right")
-    index[values == edges[-1]] -= 1
-    return index - 1
+    rows = values.reshape(1, -1).astype(_histogram_dtype(values.dtype), copy=False)
+    binner = _RowBinner(rows.min(axis=1), rows.max(axis=1), bins)
+    if binner.irregular[0]:
+        return binner.search(rows[0], 0)
+    return binner.bin(rows, 0, np.empty(rows.shape, np.intp))[0]
 
 
 def mutual_information(image: np.ndarray, maps: np.ndarray, bins: int = 30) -> np.ndarray:
@@ -36,24 +52,259 @@ def mutual_information(image: np.ndarray, maps: np.ndarray, bins: int = 30) -> n
     >>> mutual_information(x, np.stack([x, np.zeros_like(x)]), bins=2).round(6).tolist()
     [0.693147, 0.0]
     """
+    _check(image, maps, bins)
+    # histogram2d stacks the two axes into one array, so both are binned in their common dtype.
+    dtype = _histogram_dtype(image.dtype, maps.dtype)
+    pixels = image.reshape(1, -1).astype(dtype, copy=False)
+    return _mutual_information(pixels, [maps.reshape(len(maps), -1).astype(dtype, copy=False)], bins)[0]
+
+
+def mutual_information_many(
+    images: Iterable[np.ndarray], maps: Iterable[np.ndarray], bins: int = 30
+) -> np.ndarray:
+    """MI of each image (S, S) against its own maps (K, S, S), for B images: shape (B, K).
+
+    Row b equals ``mutual_information(images[b], maps[b], bins)``. Pairs are consumed a few at
+    a time, so ``maps`` may be a generator that computes each image's maps on demand: memory
+    then stays that of a few images' maps however many images there are. Arrays (B, S, S) and
+    (B, K, S, S) work too.
+
+    >>> x = np.tile([0.0, 1.0], 50).reshape(10, 10)
+    >>> mutual_information_many([x, 1 - x], (np.stack([i, np.ones_like(i)]) for i in [x, x]), bins=2)
+    array([[0.69314718, 0.        ],
+           [0.69314718, 0.        ]])
+    """
+    results, chunk, chunk_key, n_maps = [], [], None, None
+    for image, image_maps in zip(images, maps, strict=True):
+        _check(image, image_maps, bins)
+        n_maps = n_maps or len(image_maps)
+        if len(image_maps) != n_maps:
+            raise ValueError(f"every image needs as many maps as the first ({n_maps}), got {len(image_maps)}")
+        # One call bins all its values in one dtype, so a run of pairs of another dtype or
+        # size starts a new call.
+        key = (_histogram_dtype(image.dtype, image_maps.dtype), image.size)
+        if chunk and (key != chunk_key or len(chunk) == _IMAGES_PER_CALL):
+            results.append(_mutual_information_pairs(chunk, chunk_key[0], bins))
+            chunk = []
+        chunk.append((image, image_maps))
+        chunk_key = key
+    if chunk:
+        results.append(_mutual_information_pairs(chunk, chunk_key[0], bins))
+    if not results:
+        raise ValueError("no images")
+    return np.concatenate(results)
+
+
+def _check(image: np.ndarray, maps: np.ndarray, bins: int) -> None:
+    """Raise ValueError unless bins ≥ 2 and maps is (K ≥ 1, *image.shape)."""
     if bins < 2:
         raise ValueError(f"bins must be ≥ 2, got {bins}")
     if maps.ndim != 3 or maps.shape[1:] != image.shape or maps.shape[0] == 0:
         raise ValueError(f"maps must be (K ≥ 1, {image.shape[0]}, {image.shape[1]}), got {maps.shape}")
-    n_maps, n_pixels = maps.shape[0], image.size
-    image_bins = bin_indices(image, bins)
-    joint_index = np.concatenate(
-        [k * bins * bins + image_bins * bins + bin_indices(feature, bins) for k, feature in enumerate(maps)]
+
+
+def _histogram_dtype(*dtypes: np.dtype) -> np.dtype:
+    """The dtype numpy's histograms compute edges in: the inputs' common type, float64 for integers."""
+    dtype = np.result_type(*dtypes)
+    return dtype if np.issubdtype(dtype, np.inexact) else np.dtype(np.float64)
+
+
+def _mutual_information_pairs(
+    pairs: list[tuple[np.ndarray, np.ndarray]], dtype: np.dtype, bins: int
+) -> np.ndarray:
+    """``_mutual_information`` of (image, maps) pairs of equal sizes, binned in ``dtype``."""
+    images = np.stack([image.reshape(-1) for image, _ in pairs]).astype(dtype, copy=False)
+    maps = [image_maps.reshape(len(image_maps), -1).astype(dtype, copy=False) for _, image_maps in pairs]
+    return _mutual_information(images, maps, bins)
+
+
+def _mutual_information(images: np.ndarray, maps: Sequence[np.ndarray], bins: int) -> np.ndarray:
+    """MI (B, K) of each of ``images`` (B, N) against its maps ``maps[b]`` (K, N), all of one dtype."""
+    n_images, n_pixels = images.shape
+    n_maps = len(maps[0])
+    # Binner rows: the B images, then the B·K maps, image by image.
+    binner = _RowBinner(
+        np.concatenate([images.min(axis=1), *(image_maps.min(axis=1) for image_maps in maps)]),
+        np.concatenate([images.max(axis=1), *(image_maps.max(axis=1) for image_maps in maps)]),
+        bins,
     )
-    counts = np.bincount(joint_index, minlength=n_maps * bins * bins).reshape(n_maps, bins, bins)
-    return _plug_in_mi(counts.astype(np.float64), n_pixels)
+    # bincount converts its input to intp itself, so the joint index is built in the narrowest
+    # integer that holds it.
+    per_step = max(1, min(n_maps, _STEP_VALUES // n_pixels, 2**15 // bins**2))
+    n_steps = -(-n_maps // per_step)
+    index_dtype = np.int16 if per_step * bins**2 <= 2**15 else np.intp
+    image_bins = binner.bin(images, 0, np.empty(images.shape, index_dtype))
+    # Joint cell of (image bin i, map m of a step, map bin j): (i · per_step + m) · bins + j.
+    step_map_offsets = (np.arange(per_step, dtype=index_dtype) * bins)[:, None]
+    counts = np.empty((n_images, n_steps, bins, per_step, bins), np.intp)
+    # Per value near an edge: its position, value, and the flat index of the count it went to.
+    near_edge, near_values, near_cells, step_starts = [], [], [], []
+    for image, (pixel_bins, image_maps) in enumerate(zip(image_bins, maps)):
+        joint_offsets = pixel_bins * index_dtype(per_step * bins) + step_map_offsets
+        for step in range(n_steps):
+            step_maps = image_maps[step * per_step : (step + 1) * per_step]
+            first_row = n_images + image * n_maps + step * per_step
+            joint = np.empty(step_maps.shape, index_dtype)
+            near = binner.guess(step_maps, first_row, joint)
+            joint += joint_offsets[: len(step_maps)]
+            step_counts = np.bincount(joint.reshape(-1), minlength=counts[0, 0].size)
+            counts[image, step] = step_counts.reshape(counts.shape[2:])
+            near_edge.append(near)
+            near_values.append(step_maps.reshape(-1)[near])
+            near_cells.append(joint.reshape(-1)[near])
+            step_starts.append((first_row, (image * n_steps + step) * counts[0, 0].size))
+    # Values near an edge were counted in their guessed bin, numpy's or the one below; move
+    # those of the bin below up one, all at once.
+    near_per_step = [len(near) for near in near_edge]
+    first_rows, step_cells = np.repeat(np.array(step_starts, np.intp), near_per_step, axis=0).T
+    row = first_rows + np.concatenate(near_edge) // n_pixels
+    cell = step_cells + np.concatenate(near_cells)
+    moved = cell[binner.exact(np.concatenate(near_values), row, cell % bins) > cell % bins]
+    np.subtract.at(counts.reshape(-1), moved, 1)
+    np.add.at(counts.reshape(-1), moved + 1, 1)  # the map bin is the last axis
+
+    mi = _plug_in_mi(counts, n_pixels).reshape(n_images, n_steps * per_step)[:, :n_maps]
+    # sklearn's MI is exactly 0 when a variable takes a single value.
+    mi[binner.constant[n_images:].reshape(n_images, n_maps)] = 0.0
+    mi[binner.constant[:n_images]] = 0.0
+    irregular = binner.irregular[n_images:].reshape(n_images, n_maps) | binner.irregular[:n_images, None]
+    for image, map_index in np.argwhere(irregular):
+        mi[image, map_index] = _histogram2d_mi(images[image], maps[image][map_index], bins)
+    return mi
+
+
+def _histogram2d_mi(x: np.ndarray, y: np.ndarray, bins: int) -> float:
+    """MI of numpy's own histogram2d table: for edges numpy builds out of order, where its
+    search may leave values out of the table."""
+    table = np.histogram2d(x, y, bins)[0].astype(np.intp)
+    if np.count_nonzero(table.any(axis=1)) < 2 or np.count_nonzero(table.any(axis=0)) < 2:
+        return 0.0
+    return float(_plug_in_mi(table[None, None, :, None, :], int(table.sum()))[0, 0, 0])
+
+
+class _RowBinner:
+    """Bins rows of values, each over its own range ``low[r]`` … ``high[r]`` (its min–max),
+    exactly as ``np.histogram2d`` bins them, in the dtype of ``low``.
+
+    numpy searches the edges ``linspace(low, high, bins + 1)``: a value's bin is the number of
+    interior edges ≤ it. Here g = value · scale is computed once and the bin read off as
+    trunc(g − shift). g is monotone in the value, so a value is surely above edge k when g
+    exceeds g(edge k). Two shifts that bracket every edge's g(edge k) − k give two bins per
+    value: where they agree, that is numpy's bin (the inequalities this needs are checked on
+    the edges, in the same arithmetic); the few values near an edge, where they differ, are
+    compared with the edges directly.
+    """
+
+    def __init__(self, low: np.ndarray, high: np.ndarray, bins: int):
+        if not (np.isfinite(low).all() and np.isfinite(high).all()):
+            raise ValueError(f"autodetected range of [{low.min()}, {high.max()}] is not finite")
+        self.constant = low == high
+        low, high = np.where(self.constant, low - 0.5, low), np.where(self.constant, high + 0.5, high)
+        edges = _linspace_rows(low, high, bins)
+        dtype = edges.dtype
+        # Edge indices, exact in float32 (float16 would not hold large ones).
+        lattice = np.arange(bins + 1, dtype=np.result_type(dtype, np.float32))
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            scale = (bins / (high - low))[:, None]
+            edge_g = edges * scale
+            offset = edge_g - lattice  # how far each edge's g is from its index
+            tolerance = _EDGE_BAND + 4 * bins * np.finfo(dtype).eps
+            shift_up = (offset.max(axis=1, keepdims=True) + tolerance).astype(dtype)
+            shift_down = (offset.min(axis=1, keepdims=True) - tolerance).astype(dtype)
+            below_edges, above_edges = edge_g - shift_up, edge_g - shift_down
+            # Where these fail (a range tiny next to its values, or an overflowing scale), the
+            # arithmetic proves nothing and the row falls back to numpy's search.
+            provable = (
+                (below_edges[:, 0] > -1)
+                & (below_edges[:, 1:] < lattice[1:]).all(axis=1)
+                & (above_edges[:, :-1] >= lattice[:-1]).all(axis=1)
+                & (above_edges[:, -1] < bins + 1)
+                # So that the two bins differ by at most one: a narrow band, and values up to
+                # bins + 1 held to within 1/16 (float16 cannot from 64 bins on).
+                & (shift_up - shift_down < 0.5)[:, 0]
+                & (bins * np.finfo(dtype).eps < 2**-4)
+            )
+        self.unprovable = np.flatnonzero(~provable)
+        # Edges out of order (from a subnormal step) make numpy's search, hence its histogram,
+        # depend on how bisection meets them. Such rows are never provable.
+        self.irregular = np.zeros(len(edges), bool)
+        if self.unprovable.size:
+            self.irregular[self.unprovable] = ~(np.diff(edges[self.unprovable], axis=1) >= 0).all(axis=1)
+            # Harmless numbers for the rows that fall back, so that the arithmetic warns of nothing.
+            scale, shift_up, shift_down = (
+                np.where(provable[:, None], x, 0) for x in (scale, shift_up, shift_down)
+            )
+        self.scale, self.shift_up, self.shift_down = scale, shift_up, shift_down
+        self.bins, self.edges = bins, edges
+        # Each bin's upper edge; the last bin has none, as it holds the maximum.
+        self.upper_edges = np.concatenate([edges[:, 1:-1], np.full((len(edges), 1), np.inf, dtype)], axis=1)
+
+    def bin(self, rows: np.ndarray, first: int, out: np.ndarray) -> np.ndarray:
+        """Fill ``out`` (m, N), of an integer dtype, with the bins of ``rows`` (m, N), the rows
+        first … first + m − 1 of this binner."""
+        near_edge = self.guess(rows, first, out)
+        rows_of = first + near_edge // rows.shape[1]
+        np.put(out, near_edge, self.exact(rows.reshape(-1)[near_edge], rows_of, out.reshape(-1)[near_edge]))
+        return out
+
+    def guess(self, rows: np.ndarray, first: int, out: np.ndarray) -> np.ndarray:
+        """Like ``bin``, but return the flat positions of the values near an edge: there ``out``
+        holds numpy's bin or one less, and ``exact`` gives numpy's. Irregular rows get bins in
+        range but not numpy's."""
+        last = first + len(rows)
+        upper = np.empty_like(out)
+        g = rows * self.scale[first:last]
+        np.subtract(g, self.shift_up[first:last], out=out, casting="unsafe")
+        np.subtract(g, self.shift_down[first:last], out=upper, casting="unsafe")
+        if self.unprovable.size:
+            for row in self.unprovable[(self.unprovable >= first) & (self.unprovable < last)]:
+                in_range = np.clip(self.search(rows[row - first], row), 0, self.bins - 1)
+                out[row - first] = upper[row - first] = in_range
+        return np.flatnonzero(out != upper)
+
+    def exact(self, values: np.ndarray, row: np.ndarray, guess: np.ndarray) -> np.ndarray:
+        """numpy's bin of each of ``values`` (n,), of provable rows ``row`` (n,), given the bin
+        ``guess`` gave it."""
+        return guess + (values >= self.upper_edges[row, guess])
+
+    def search(self, values: np.ndarray, row: int) -> np.ndarray:
+        """numpy's bins of ``values`` of one row, found as histogram2d finds them: a search of
+        the edges, the maximum moved into the last bin."""
+        edges = self.edges[row]
+        index = np.searchsorted(edges, values, side="right") - 1
+        index[values == edges[-1]] -= 1
+        return index
+
+
+def _linspace_rows(low: np.ndarray, high: np.ndarray, bins: int) -> np.ndarray:
+    """``np.linspace(low[m], high[m], bins + 1)`` for every row m, bit for bit, shape (M, bins + 1)."""
+    if ((high - low) / bins == 0).any():
+        # A zero step sends linspace down another formula for all rows at once; keep it per row.
+        return np.stack([np.linspace(lo, hi, bins + 1) for lo, hi in zip(low, high)])
+    return np.linspace(low, high, bins + 1, axis=1)
 
 
 def _plug_in_mi(counts: np.ndarray, total: int) -> np.ndarray:
-    """Σ p(i,j) log(p(i,j) / (p(i) p(j))) for each (bins, bins) table in ``counts``."""
-    rows = counts.sum(axis=2, keepdims=True)
-    cols = counts.sum(axis=1, keepdims=True)
+    """MI of each map of ``counts`` (image, step, image bin, map of the step, map bin): shape
+    (image, step, map of the step).
+
+    Σ p(i,j) log(p(i,j) / (p(i) p(j))) as (1/N)[Σ n_ij log n_ij − Σ a_i log a_i − Σ b_j log b_j
+    + N log N], clipped at 0 as sklearn does.
+    """
+    n_log_n = _n_log_n(total)
+    joint = np.take(n_log_n, counts).sum(axis=2).sum(axis=-1)
+    # Any map's row sums are its image's counts.
+    image_part = np.take(n_log_n, counts[:, 0, :, 0].sum(axis=-1)).sum(axis=-1)
+    map_part = np.take(n_log_n, counts.sum(axis=2)).sum(axis=-1)
+    return np.clip((joint - image_part[:, None, None] - map_part + n_log_n[total]) / total, 0.0, None)
+
+
+@lru_cache(maxsize=8)
+def _n_log_n(total: int) -> np.ndarray:
+    """n·log n for n = 0 … total (0 for n = 0), read-only."""
+    n = np.arange(total + 1, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        terms = counts / total * np.log(counts * total / (rows * cols))
-    mi = np.where(counts > 0, terms, 0.0).sum(axis=(1, 2))
-    return np.clip(mi, 0.0, None)
+        table = n * np.log(n)
+    table[0] = 0.0
+    table.flags.writeable = False
+    return table
