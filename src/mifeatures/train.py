@@ -27,7 +27,7 @@ from tqdm import tqdm
 from mifeatures import provenance, sources
 from mifeatures.grayscale import load_images
 from mifeatures.io import atomic_write
-from mifeatures.models import INPUT_SIZE, build_encoder, map_size
+from mifeatures.models import INPUT_SIZE, build_encoder, map_size, resolve_device
 from mifeatures.objective import DeepInfoMaxLoss, LossWeights
 
 log = logging.getLogger(__name__)
@@ -77,17 +77,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' → CUDA when present, else CPU; 'cuda' without a GPU is an error, not a silent fallback."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"unknown train.device {name!r}; expected auto, cpu or cuda")
-    return torch.device(name)
 
 
 def use_precision(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

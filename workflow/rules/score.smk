@@ -17,9 +17,11 @@ rule score:
     params:
         bins=config["score"]["bins"],
         noise_seed=config["score"]["noise_seed"],
+        device=lambda wildcards: train_params(wildcards)["device"],  # where the case trained
         code=code("score"),
     shell:
         "python -m mifeatures.score --encoder {input.encoder}"
         " --encoder-images {input.encoder_images} --sized-images {input.sized_images}"
-        " --bins {params.bins} --noise-seed {params.noise_seed} --threads {threads}"
+        " --bins {params.bins} --noise-seed {params.noise_seed} --device {params.device}"
+        " --threads {threads}"
         " --mi-out {output.mi} --summary-out {output.summary} > {log} 2>&1"
