@@ -38,7 +38,7 @@ def bin_indices(values: np.ndarray, bins: int) -> np.ndarray:
     >>> bin_indices(np.array([0.0, 0.49, 0.5, 1.0]), 2).tolist()
     [0, 0, 1, 1]
     """
-    rows = values.reshape(1, -1).astype(_histogram_dtype(values.dtype), copy=False)
+    rows = values.reshape(1, -1).astype(histogram_dtype(values.dtype), copy=False)
     binner = _RowBinner(rows.min(axis=1), rows.max(axis=1), bins)
     if binner.irregular[0]:
         return binner.search(rows[0], 0)
@@ -52,9 +52,9 @@ def mutual_information(image: np.ndarray, maps: np.ndarray, bins: int = 30) -> n
     >>> mutual_information(x, np.stack([x, np.zeros_like(x)]), bins=2).round(6).tolist()
     [0.693147, 0.0]
     """
-    _check(image, maps, bins)
+    check_maps(image, maps, bins)
     # histogram2d stacks the two axes into one array, so both are binned in their common dtype.
-    dtype = _histogram_dtype(image.dtype, maps.dtype)
+    dtype = histogram_dtype(image.dtype, maps.dtype)
     pixels = image.reshape(1, -1).astype(dtype, copy=False)
     return _mutual_information(pixels, [maps.reshape(len(maps), -1).astype(dtype, copy=False)], bins)[0]
 
@@ -76,13 +76,13 @@ def mutual_information_many(
     """
     results, chunk, chunk_key, n_maps = [], [], None, None
     for image, image_maps in zip(images, maps, strict=True):
-        _check(image, image_maps, bins)
+        check_maps(image, image_maps, bins)
         n_maps = n_maps or len(image_maps)
         if len(image_maps) != n_maps:
             raise ValueError(f"every image needs as many maps as the first ({n_maps}), got {len(image_maps)}")
         # One call bins all its values in one dtype, so a run of pairs of another dtype or
         # size starts a new call.
-        key = (_histogram_dtype(image.dtype, image_maps.dtype), image.size)
+        key = (histogram_dtype(image.dtype, image_maps.dtype), image.size)
         if chunk and (key != chunk_key or len(chunk) == _IMAGES_PER_CALL):
             results.append(_mutual_information_pairs(chunk, chunk_key[0], bins))
             chunk = []
@@ -95,7 +95,7 @@ def mutual_information_many(
     return np.concatenate(results)
 
 
-def _check(image: np.ndarray, maps: np.ndarray, bins: int) -> None:
+def check_maps(image: np.ndarray, maps: np.ndarray, bins: int) -> None:
     """Raise ValueError unless bins ≥ 2 and maps is (K ≥ 1, *image.shape)."""
     if bins < 2:
         raise ValueError(f"bins must be ≥ 2, got {bins}")
@@ -103,7 +103,7 @@ def _check(image: np.ndarray, maps: np.ndarray, bins: int) -> None:
         raise ValueError(f"maps must be (K ≥ 1, {image.shape[0]}, {image.shape[1]}), got {maps.shape}")
 
 
-def _histogram_dtype(*dtypes: np.dtype) -> np.dtype:
+def histogram_dtype(*dtypes: np.dtype) -> np.dtype:
     """The dtype numpy's histograms compute edges in: the inputs' common type, float64 for integers."""
     dtype = np.result_type(*dtypes)
     return dtype if np.issubdtype(dtype, np.inexact) else np.dtype(np.float64)
