@@ -209,3 +209,160 @@ def test_generator_makes_loss_repeatable(data):
     assert torch.equal(first["local"], other["local"])
     assert torch.equal(first["global"], other["global"])
     assert not torch.equal(first["prior"], other["prior"])
+
+
+# The adversarial prior (opt-in), as the official DIM code plays it: D on detached maps, the encoder
+# non-saturating.
+
+
+def make_adversarial(weights: LossWeights = LossWeights(), seed: int = 0) -> DeepInfoMaxLoss:
+    """A freshly seeded adversarial-prior loss module for 12×12 maps: the same weights as make_loss(seed)."""
+    torch.manual_seed(seed)
+    return DeepInfoMaxLoss(map_size=S, weights=weights, adversarial_prior=True)
+
+
+def test_faithful_is_the_default_and_both_modes_share_their_weights():
+    """adversarial_prior defaults to False; the flag adds no parameter, so both modes load the same states."""
+    assert DeepInfoMaxLoss(map_size=S).adversarial_prior is False
+    faithful, adversarial = make_loss(seed=6), make_adversarial(seed=6)
+    assert faithful.state_dict().keys() == adversarial.state_dict().keys()
+    for name, tensor in faithful.state_dict().items():
+        assert torch.equal(tensor, adversarial.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("weights", [LossWeights(), LossWeights(0.3, 0.5, 0.7)], ids=str)
+def test_adversarial_terms_match_independent_formulas(data, weights):
+    """prior = γ·E softplus(−D(M)) (= −γ·E log σ(D(M))); discriminator = E softplus(−D(P))
+    + E softplus(D(M)), unscaled; local and global are the faithful ones; the prior draw is the faithful
+    one (whose prior term is then γ·discriminator)."""
+    maps, images = data
+    adversarial, faithful = make_adversarial(weights, seed=7), make_loss(weights, seed=7)
+    with torch.no_grad():
+        out = adversarial(maps, images, generator=torch.Generator().manual_seed(5))
+        reference = faithful(maps, images, generator=torch.Generator().manual_seed(5))
+        prior_sample = torch.rand(maps.shape, generator=torch.Generator().manual_seed(5))
+        d_prior, d_maps = adversarial.prior_critic(prior_sample), adversarial.prior_critic(maps)
+    assert set(out) == {"loss", "local", "global", "prior", "discriminator"}
+    expected_prior = -weights.gamma * torch.log(torch.sigmoid(d_maps)).mean()
+    expected_discriminator = -(torch.log(torch.sigmoid(d_prior)).mean()
+                               + torch.log(1 - torch.sigmoid(d_maps)).mean())
+    assert torch.allclose(out["prior"], expected_prior, rtol=1e-5, atol=0)
+    assert torch.allclose(out["discriminator"], expected_discriminator, rtol=1e-5, atol=0)
+    assert torch.equal(out["local"], reference["local"]) and torch.equal(out["global"], reference["global"])
+    assert torch.allclose(reference["prior"], weights.gamma * out["discriminator"], rtol=1e-6, atol=0)
+    assert torch.allclose(out["loss"], out["local"] + out["global"] + out["prior"], rtol=1e-6, atol=0)
+
+
+def test_adversarial_zero_scores(data):
+    """All scores 0: the encoder's prior term is γ·log 2, the discriminator's loss 2·log 2 for any γ."""
+    maps, images = data
+    weights = LossWeights(0.3, 0.5, 0.7)
+    loss = make_adversarial(weights)
+    zero_last_layers(loss)
+    with torch.no_grad():
+        out = loss(maps, images)
+    assert float(out["prior"]) == pytest.approx(weights.gamma * LOG2, rel=1e-6)
+    assert float(out["discriminator"]) == pytest.approx(2 * LOG2, rel=1e-6)
+    total = (2 * weights.alpha + 2 * weights.beta + weights.gamma) * LOG2
+    assert float(out["loss"]) == pytest.approx(total, rel=1e-6)
+
+
+def adversarial_forward(images96, seed=7):
+    """(encoder, loss module, terms) for two real images through a seeded case-c encoder, maps cut to 12²."""
+    torch.manual_seed(seed)
+    encoder = build_encoder("c")
+    loss = DeepInfoMaxLoss(map_size=S, adversarial_prior=True)
+    maps = encoder(images96[:2])[..., CROP, CROP]
+    return encoder, loss, loss(maps, images96[:2, :, CROP, CROP], generator=torch.Generator().manual_seed(0))
+
+
+def grads(module: torch.nn.Module) -> dict[str, torch.Tensor | None]:
+    """{name: .grad} of a module's parameters."""
+    return {name: parameter.grad for name, parameter in module.named_parameters()}
+
+
+def assert_all_nonzero(module: torch.nn.Module, skip=()) -> None:
+    """Every parameter of ``module`` (but ``skip``) has a non-zero gradient."""
+    for name, grad in grads(module).items():
+        if name not in skip:
+            assert grad is not None and grad.abs().sum() > 0, name
+
+
+ENCODER_BN_BIASES = {"c1.bias", "c2.bias", "c3.bias"}  # before a BatchNorm: zero gradient by construction
+
+
+def test_encoder_loss_sends_no_gradient_to_the_prior_discriminator(images96):
+    """Backward of the encoder's side (local + global + its prior term) leaves D's .grad None and reaches the
+    encoder and both JSD critics; the prior term alone reaches the encoder, and still not D."""
+    encoder, loss, out = adversarial_forward(images96)
+    out["loss"].backward()
+    assert all(grad is None for grad in grads(loss.prior_critic).values())
+    assert_all_nonzero(encoder, skip=ENCODER_BN_BIASES)
+    assert_all_nonzero(loss.local_critic)
+    assert_all_nonzero(loss.global_critic)
+
+    encoder, loss, out = adversarial_forward(images96)
+    out["prior"].backward()
+    assert all(grad is None for grad in grads(loss.prior_critic).values())
+    assert_all_nonzero(encoder, skip=ENCODER_BN_BIASES)
+
+
+def test_discriminator_loss_sends_no_gradient_to_the_encoder(images96):
+    """Backward of the discriminator's loss reaches every parameter of D and nothing else."""
+    encoder, loss, out = adversarial_forward(images96)
+    out["discriminator"].backward()
+    assert_all_nonzero(loss.prior_critic)
+    for module in (encoder, loss.local_critic, loss.global_critic):
+        assert all(grad is None for grad in grads(module).values())
+
+
+def test_one_backward_of_both_losses_gives_each_side_its_own_gradient(images96):
+    """torch.autograd.backward([loss, discriminator]), as the training step does, gives every parameter the
+    gradient its own side's loss alone gives it, bit for bit."""
+    separate = {}
+    for name in ("loss", "discriminator"):
+        encoder, loss, out = adversarial_forward(images96)
+        out[name].backward()
+        separate[name] = {**grads(encoder), **{f"objective.{k}": v for k, v in grads(loss).items()}}
+    encoder, loss, out = adversarial_forward(images96)
+    torch.autograd.backward([out["loss"], out["discriminator"]])
+    together = {**grads(encoder), **{f"objective.{k}": v for k, v in grads(loss).items()}}
+    for name, grad in together.items():
+        own = separate["discriminator" if name.startswith("objective.prior_critic.") else "loss"][name]
+        assert grad is not None and torch.equal(grad, own), name
+
+
+def test_the_game_has_the_right_signs(data, images96):
+    """Adam on D alone, fixed maps: D's loss falls step after step and the encoder's prior term rises. Adam on
+    the encoder alone, D fixed: the encoder's prior term falls and D's loss rises; D's weights stay put."""
+    maps, images = data
+    loss = make_adversarial(seed=0)
+    optimizer = torch.optim.Adam(loss.prior_critic.parameters(), lr=1e-3)
+    discriminator, prior = [], []
+    for step in range(6):
+        optimizer.zero_grad()
+        out = loss(maps, images, generator=torch.Generator().manual_seed(step))
+        discriminator.append(out["discriminator"].item())
+        prior.append(out["prior"].item())
+        out["discriminator"].backward()
+        optimizer.step()
+    assert all(later < earlier for earlier, later in zip(discriminator, discriminator[1:])), discriminator
+    assert all(later > earlier for earlier, later in zip(prior, prior[1:])), prior
+
+    loss = make_adversarial(seed=0)
+    before = {name: tensor.clone() for name, tensor in loss.prior_critic.state_dict().items()}
+    torch.manual_seed(1)
+    encoder = build_encoder("c")
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=1e-3)
+    discriminator, prior = [], []
+    for step in range(6):
+        optimizer.zero_grad()
+        out = loss(encoder(images96)[..., CROP, CROP], images, generator=torch.Generator().manual_seed(step))
+        discriminator.append(out["discriminator"].item())
+        prior.append(out["prior"].item())
+        out["prior"].backward()
+        optimizer.step()
+    assert all(later < earlier for earlier, later in zip(prior, prior[1:])), prior
+    assert discriminator[-1] > discriminator[0], discriminator
+    for name, tensor in loss.prior_critic.state_dict().items():
+        assert torch.equal(tensor, before[name]), name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import signal
 import subprocess
@@ -32,6 +33,7 @@ from mifeatures.train import (
     resolve_device,
     run,
     seed_everything,
+    train,
     use_precision,
 )
 
@@ -459,3 +461,99 @@ def test_non_finite_loss_names_the_first_bad_step_and_saves_no_state(tmp_path, t
             tmp_path / "encoder.pt", tmp_path / "loss.csv", resume_path=tmp_path / "resume.pt",
             checkpoint_every=1)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["nan96.npy"]
+
+
+# The adversarial prior (opt-in): TrainConfig.adversarial_prior, --adversarial-prior.
+
+
+def test_cli_adversarial_prior_trains_reproducibly_and_records_it(tmp_path, trained_case):
+    """--adversarial-prior: finite rows in the same columns, loss = local + global + prior; the first step's
+    local and global terms are the faithful run's (same weights, same batch) but its prior term and every
+    later value differ; run() repeats the log byte for byte; checkpoint and provenance name the flag."""
+    out = tmp_path / "cli"
+    out.mkdir()
+    main(["--case", "a", "--epochs", "1", "--batch-size", "4", "--adversarial-prior", "true",
+          "--encoder-images", str(trained_case["encoder_images"]),
+          "--critic-images", str(trained_case["sized_images"]),
+          "--encoder-out", str(out / "encoder.pt"), "--loss-out", str(out / "loss.csv")])
+    losses, faithful = pd.read_csv(out / "loss.csv"), pd.read_csv(trained_case["loss"])
+    assert list(losses.columns) == LOSS_COLUMNS and losses["step"].tolist() == [0, 1]
+    assert np.isfinite(losses[LOSS_COLUMNS[2:]].to_numpy()).all()
+    np.testing.assert_allclose(losses["local"] + losses["global"] + losses["prior"], losses["loss"],
+                               rtol=1e-6)
+    first, first_faithful = losses.loc[0], faithful.loc[0]
+    assert first["local"] == first_faithful["local"] and first["global"] == first_faithful["global"]
+    assert first["prior"] != first_faithful["prior"]
+    assert (losses.loc[1, LOSS_COLUMNS[2:]] != faithful.loc[1, LOSS_COLUMNS[2:]]).all()
+    _, adversarial_encoder = load_encoder(out / "encoder.pt")
+    _, faithful_encoder = load_encoder(trained_case["encoder"])
+    assert not torch.equal(adversarial_encoder.state_dict()["c0.weight"],
+                           faithful_encoder.state_dict()["c0.weight"])
+    assert torch.load(out / "encoder.pt", weights_only=True)["config"]["adversarial_prior"] is True
+    params = json.loads(provenance.sidecar(out / "encoder.pt").read_text())["params"]
+    assert params["train.adversarial_prior"] is True
+
+    run("a", trained_case["encoder_images"], trained_case["sized_images"],
+        TrainConfig(epochs=1, batch_size=4, adversarial_prior=True), tmp_path / "encoder.pt",
+        tmp_path / "loss.csv")
+    assert (tmp_path / "loss.csv").read_bytes() == (out / "loss.csv").read_bytes()
+
+
+def test_adversarial_prior_is_off_by_default_and_part_of_the_fingerprint(gray_images):
+    """TrainConfig defaults to the article's single loss; the flag changes the run's fingerprint."""
+    assert TrainConfig().adversarial_prior is False
+    assert asdict(TrainConfig())["adversarial_prior"] is False
+    cpu = torch.device("cpu")
+    assert (fingerprint("a", TrainConfig(adversarial_prior=True), cpu, gray_images)
+            != fingerprint("a", TrainConfig(), cpu, gray_images))
+
+
+class CentreCrop(torch.nn.Module):
+    """A case-c encoder whose maps are cut to their centre 12×12, to keep the critics small."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = build_encoder("c")
+
+    def forward(self, inputs):
+        return self.encoder(inputs)[..., 42:54, 42:54]
+
+
+def test_adversarial_step_steps_each_side_on_its_own_loss(gray_images):
+    """Two steps of train() with the adversarial prior give the weights and terms of a hand-written two-phase
+    update: encoder and local/global critics step on local + global + the encoder's prior term, the prior
+    discriminator, with an optimiser of its own, on its loss on detached maps (same batches, same draws)."""
+    critic_images = np.ascontiguousarray(gray_images[:, 42:54, 42:54])
+    torch.manual_seed(3)
+    encoder, objective = CentreCrop(), DeepInfoMaxLoss(12, adversarial_prior=True)
+    hand_encoder, hand_objective = copy.deepcopy(encoder), copy.deepcopy(objective)
+
+    optimizers = [torch.optim.Adam(encoder.parameters(), lr=1e-3),
+                  torch.optim.Adam(objective.parameters(), lr=1e-3)]
+    losses = train(encoder, objective, Batches(gray_images, critic_images, 4, seed=0), optimizers, epochs=1,
+                   device=torch.device("cpu"), prior_generator=torch.Generator().manual_seed(0))
+
+    critic = hand_objective.prior_critic
+    cooperative = [*hand_encoder.parameters(), *hand_objective.local_critic.parameters(),
+                   *hand_objective.global_critic.parameters()]
+    cooperative_optimizer = torch.optim.Adam(cooperative, lr=1e-3)
+    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=1e-3)
+    prior_generator, rows = torch.Generator().manual_seed(0), []
+    hand_encoder.train()
+    hand_objective.train()
+    for inputs, images in Batches(gray_images, critic_images, 4, seed=0):
+        cooperative_optimizer.zero_grad()
+        critic_optimizer.zero_grad()
+        terms = hand_objective(hand_encoder(inputs), images, prior_generator)
+        rows.append([terms[name].item() for name in LOSS_COLUMNS[2:]])
+        terms["loss"].backward()  # phase 1: the encoder's side
+        assert all(parameter.grad is None for parameter in critic.parameters())
+        cooperative_optimizer.step()
+        # phase 2: the discriminator, on the maps of this step's forward pass, detached
+        terms["discriminator"].backward()
+        critic_optimizer.step()
+
+    assert losses[LOSS_COLUMNS[2:]].values.tolist() == rows
+    for mine, theirs in ((encoder, hand_encoder), (objective, hand_objective)):
+        for name, tensor in theirs.state_dict().items():
+            assert torch.equal(mine.state_dict()[name], tensor), name

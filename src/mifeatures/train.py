@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 LOSS_COLUMNS = ["epoch", "step", "loss", "local", "global", "prior"]
 LOSS_TERMS = LOSS_COLUMNS[2:]
+# Read back and checked with the logged terms in adversarial-prior mode, but not logged: the columns stay.
+DISCRIMINATOR_TERM = "discriminator"
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 # A state holds the weights and both Adam moments: 1.4–2.0 GB at the article's sizes, so it
@@ -58,6 +60,7 @@ class TrainConfig:
     gamma: float = 0.8
     device: str = "cpu"
     precision: str = "fp32"
+    adversarial_prior: bool = False  # the official DIM code's prior game; False is the article's one loss
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -253,7 +256,18 @@ def train(
     """Run ``epochs`` passes; return one row per step (counted over all epochs) with the loss and its terms.
 
     Every optimiser steps on the same loss, as in the article's code (encoder and critics
-    both minimise it; the prior term is not played adversarially). With ``resume``, training
+    both minimise it; the prior term is not played adversarially).
+
+    With ``objective.adversarial_prior`` the prior is played as in the official DIM code, in two
+    parts from one forward pass per step: the encoder and the local and global critics step on
+    local + global + γ·mean softplus(−D(M)) (the encoder's non-saturating prior term), while the
+    prior discriminator D steps on its own loss, mean softplus(−D(P)) + mean softplus(D(M.detach())),
+    on the same prior draw. Neither loss sends gradients to the other side's parameters, so the
+    optimisers (Adam, per parameter) can stay as they are. The log keeps its columns: "prior" is
+    then the encoder's non-saturating term and "loss" what the encoder minimised (local + global +
+    prior); the discriminator's loss is checked for NaN with the others but not logged.
+
+    With ``resume``, training
     continues from its last saved epoch and saves a new state every ``checkpoint_every``
     epochs, except after the last. A NaN or infinite term is found when the epoch's terms are
     read back, after the optimisers stepped on the rest of that epoch; it stops the run, naming
@@ -266,29 +280,34 @@ def train(
     autocast = use_precision(precision, device)
     state = {"encoder": encoder, "objective": objective, "optimizers": optimizers,
              "loader": batches.generator, "prior": prior_generator}
+    adversarial = objective.adversarial_prior
+    checked = LOSS_TERMS + [DISCRIMINATOR_TERM] if adversarial else LOSS_TERMS
     first_epoch, rows = resume.load(state) if resume else (0, [])
     with tqdm(total=epochs * len(batches), initial=len(rows), desc=description, mininterval=5,
               unit="step") as bar:
         for epoch in range(first_epoch, epochs):
-            epoch_terms = torch.empty(len(batches), len(LOSS_TERMS), device=device)
+            epoch_terms = torch.empty(len(batches), len(checked), device=device)
             for step, (inputs, images) in enumerate(batches):
                 for optimizer in optimizers:
                     optimizer.zero_grad()
                 with autocast:
                     terms = objective(encoder(inputs), images, prior_generator)
                 # detached: a copy of the graph's outputs would chain every step's graph to epoch_terms
-                epoch_terms[step] = torch.stack([terms[name].detach() for name in LOSS_TERMS])
-                terms["loss"].backward()
+                epoch_terms[step] = torch.stack([terms[name].detach() for name in checked])
+                if adversarial:  # two disjoint graphs: each side gets the gradient of its own loss only
+                    torch.autograd.backward([terms["loss"], terms[DISCRIMINATOR_TERM]])
+                else:
+                    terms["loss"].backward()
                 for optimizer in optimizers:
                     optimizer.step()
                 bar.update()
             for step, values in enumerate(epoch_terms.tolist(), start=len(rows)):
                 if not all(map(math.isfinite, values)):
                     raise NonFiniteLossError(
-                        f"{description}: non-finite loss terms {dict(zip(LOSS_TERMS, values))} at epoch "
+                        f"{description}: non-finite loss terms {dict(zip(checked, values))} at epoch "
                         f"{epoch}, step {step}; no output written (check the input images and train.lr)"
                     )
-                rows.append([epoch, step] + values)
+                rows.append([epoch, step] + values[:len(LOSS_TERMS)])
             bar.set_postfix(epoch=epoch, loss=f"{rows[-1][2]:.4f}")
             if resume and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < epochs:
                 resume.save(state, epoch + 1, rows)
@@ -312,7 +331,8 @@ def run(case: str, encoder_images_path: str, critic_images_path: str, config: Tr
     device = resolve_device(config.device)
     seed_everything(config.seed)
     encoder = build_encoder(case)
-    objective = DeepInfoMaxLoss(size, LossWeights(config.alpha, config.beta, config.gamma))
+    objective = DeepInfoMaxLoss(size, LossWeights(config.alpha, config.beta, config.gamma),
+                                adversarial_prior=config.adversarial_prior)
     # Fused Adam is one kernel per step on a GPU; on a CPU torch's default keeps the numbers of earlier runs.
     fused = True if device.type == "cuda" else None
     optimizers = [
@@ -336,6 +356,13 @@ def run(case: str, encoder_images_path: str, critic_images_path: str, config: Tr
     return losses
 
 
+def _boolean(text: str) -> bool:
+    """true/false, as written in params.yaml or by Snakemake (True/False)."""
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() == "true"
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI: train one case."""
     defaults = TrainConfig()
@@ -355,6 +382,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=defaults.device, help="auto, cpu or cuda; default: %(default)s")
     parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
                         help="fp32 (no TF32), tf32 (CUDA only) or bf16 autocast; default: %(default)s")
+    parser.add_argument("--adversarial-prior", type=_boolean, default=False, metavar="true|false",
+                        help="true: play the prior adversarially, as the official DIM code does (the encoder "
+                             "fools a discriminator trained on detached maps); default: false, the article's "
+                             "single loss")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch; default: %(default)s")
     parser.add_argument("--resume-state", help="state to resume from and save to; default: none")
     parser.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY,
@@ -364,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--checkpoint-every must be ≥ 1, got {args.checkpoint_every}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = TrainConfig(args.epochs, args.batch_size, args.lr, args.seed, args.alpha, args.beta,
-                         args.gamma, args.device, args.precision)
+                         args.gamma, args.device, args.precision, args.adversarial_prior)
     losses = run(args.case, args.encoder_images, args.critic_images, config, args.encoder_out, args.loss_out,
                  args.threads, args.resume_state, args.checkpoint_every)
     job = provenance.record(
