@@ -1,0 +1,232 @@
+"""Every speed figure of mifeatures beside its baseline, measured side by side in one run.
+
+    python benchmarks/report.py [--device auto|cpu|cuda] [--sizes 256 1000 5000] [--project DIR]
+
+Prints a Markdown table (the README's comes from it) headed by the machine it ran on:
+- MI of one image against 32 maps: the article's per-map np.histogram2d + mutual_info_score vs ours;
+- a training step: the loop as the article's code ran it (a DataLoader on the host, the loss terms read
+  with .item() every step) vs ours, same math, same device, per case;
+- scoring throughput: the article's all-images loop (one image at a time, histogram2d per map) vs ours
+  in chunks (which also computes each map's MI a second way, see mifeatures.score);
+- a no-op `snakemake -n all` and a no-op `dvc repro` on a built tiny project (built here unless
+  --project names one);
+- scoring time and peak memory at several image counts, each in its own process.
+Nothing here is a test: numbers are machine-specific. Each pair is checked to give the same result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import mutual_info_score
+from torch.utils.data import DataLoader, TensorDataset
+
+from mifeatures.data import make_sample
+from mifeatures.grayscale import resize_images, to_grayscale
+from mifeatures.mi import mutual_information
+from mifeatures.models import ENCODERS, build_encoder, map_size, resolve_device
+from mifeatures.objective import DeepInfoMaxLoss
+from mifeatures.params import load_params
+from mifeatures.score import all_images_loop_normalisation, feature_maps, score
+from mifeatures.train import Batches, seed_everything, train
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+BINS = 30
+
+
+def best_of(function, repeats: int) -> float:
+    """Fastest of ``repeats`` calls, in seconds (the least disturbed by other work on the machine)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def machine(device: torch.device) -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else "?"
+    gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ", no GPU used"
+    return (f"{cpu}, {os.cpu_count()} cores{gpu}; Python {platform.python_version()}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} torch thread(s)")
+
+
+def article_mi(image: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    return np.array([mutual_info_score(None, None, contingency=np.histogram2d(image.ravel(), m.ravel(), BINS)[0])
+                     for m in maps])
+
+
+def mi_rows(gray: np.ndarray) -> list[tuple]:
+    torch.manual_seed(0)
+    with torch.no_grad():
+        maps = build_encoder("c").train()(torch.from_numpy(gray[0])[None, None])[0].numpy()
+    assert np.allclose(article_mi(gray[0], maps), mutual_information(gray[0], maps, BINS), rtol=0, atol=1e-9)
+    article = best_of(lambda: article_mi(gray[0], maps), 5)
+    ours = best_of(lambda: mutual_information(gray[0], maps, BINS), 20)
+    return [("MI, 1 image × 32 maps 96×96", f"{article * 1e3:.2f} ms", f"{ours * 1e3:.2f} ms", article / ours)]
+
+
+def training_parts(case: str, gray: np.ndarray, device: torch.device):
+    seed_everything(78)
+    encoder, objective = build_encoder(case).to(device), DeepInfoMaxLoss(map_size(case)).to(device)
+    optimizers = [torch.optim.Adam(module.parameters(), lr=1e-4, fused=device.type == "cuda" or None)
+                  for module in (encoder, objective)]
+    return encoder, objective, optimizers, resize_images(gray, map_size(case))
+
+
+def article_loop(case: str, gray: np.ndarray, device: torch.device, steps: int) -> list[float]:
+    """As the article's code trained: batches from a host DataLoader, every term read with .item()."""
+    encoder, objective, optimizers, sized = training_parts(case, gray, device)
+    loader = DataLoader(TensorDataset(torch.from_numpy(gray).unsqueeze(1), torch.from_numpy(sized).unsqueeze(1)),
+                        batch_size=10, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(78))
+    prior = torch.Generator(device=device).manual_seed(78)
+    losses = []
+    for inputs, images in loader:
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        terms = objective(encoder(inputs.to(device)), images.to(device), prior)
+        losses.append([terms[key].item() for key in ("loss", "local", "global", "prior")][0])
+        terms["loss"].backward()
+        for optimizer in optimizers:
+            optimizer.step()
+        if len(losses) == steps:
+            break
+    return losses
+
+
+def our_loop(case: str, gray: np.ndarray, device: torch.device, steps: int) -> list[float]:
+    encoder, objective, optimizers, sized = training_parts(case, gray[: steps * 10], device)
+    batches = Batches(gray[: steps * 10], sized, 10, 78, device)
+    prior = torch.Generator(device=device).manual_seed(78)
+    return train(encoder, objective, batches, optimizers, 1, device, prior)["loss"].tolist()
+
+
+def synchronised(function):
+    def run():
+        function()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    return run
+
+
+def training_rows(gray: np.ndarray, device: torch.device) -> list[tuple]:
+    steps = 50 if device.type == "cuda" else 3
+    rows = []
+    for case in ENCODERS:
+        # Same images, same order: the first `steps` batches of one epoch are the same in both loops.
+        assert np.allclose(article_loop(case, gray[: steps * 10], device, steps),
+                           our_loop(case, gray, device, steps), rtol=1e-5)
+        article = best_of(synchronised(lambda: article_loop(case, gray[: steps * 10], device, steps)), 2) / steps
+        ours = best_of(synchronised(lambda: our_loop(case, gray, device, steps)), 2) / steps
+        rows.append((f"training step, case {case}, batch 10", f"{article * 1e3:.1f} ms", f"{ours * 1e3:.1f} ms",
+                     article / ours))
+    return rows
+
+
+def scoring_rows(gray: np.ndarray, device: torch.device) -> list[tuple]:
+    torch.manual_seed(0)
+    encoder = build_encoder("c")
+    images = gray[:64]
+
+    def one_at_a_time():  # the article's all-images loop: maps, 32 MIs, upper and noise bound per image
+        for image in images:
+            article_mi(image, all_images_loop_normalisation(feature_maps(encoder, image)))
+            article_mi(image, image[None])
+            article_mi(image, np.random.standard_normal(image.shape)[None])
+
+    article = best_of(one_at_a_time, 2)
+    ours = best_of(lambda: score(encoder, images, images, BINS, 0, device), 2)
+    return [("scoring, case c, 64 images", f"{len(images) / article:.0f} images/s", f"{len(images) / ours:.0f} images/s",
+             article / ours)]
+
+
+def project_rows(project: Path | None) -> list[tuple]:
+    with tempfile.TemporaryDirectory() as scratch:
+        if project is None:
+            project = Path(scratch) / "tiny"
+            project.mkdir()
+            for name in ("workflow", "src", "config", "environment.yml", "dvc.yaml", ".dvcignore"):
+                source = REPO / name
+                (shutil.copytree if source.is_dir() else shutil.copy)(source, project / name)
+            params = load_params([REPO / "params.yaml", REPO / "config/tiny.yaml"])
+            (project / "params.yaml").write_text(json.dumps(params))
+            for command in (["git", "init", "-q"], [BIN / "dvc", "init", "-q"],
+                            [BIN / "dvc", "config", "core.analytics", "false"], [BIN / "dvc", "repro", "-q"]):
+                subprocess.run(command, cwd=project, check=True, capture_output=True)
+        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+
+        def timed(*command):
+            result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, check=True)
+            return result.stdout
+
+        assert "Nothing to be done" in timed(BIN / "snakemake", "-n", "all")
+        snakemake = best_of(lambda: timed(BIN / "snakemake", "-n", "all"), 3)
+        assert "up to date" in timed(BIN / "dvc", "repro")
+        dvc = best_of(lambda: timed(BIN / "dvc", "repro"), 3)
+    return [("no-op `snakemake -n all` (tiny project)", "", f"{snakemake:.2f} s", None),
+            ("no-op `dvc repro` (tiny project)", "", f"{dvc:.2f} s", None)]
+
+
+# Peak memory is the process's VmHWM: ru_maxrss would carry over the parent's peak through fork and exec.
+SIZE_PROBE = """
+import re, sys, time, numpy as np, torch
+from pathlib import Path
+from mifeatures.models import build_encoder
+from mifeatures.score import score
+torch.set_num_threads(int(sys.argv[4]))
+gray = np.load(sys.argv[1], mmap_mode="r")[: int(sys.argv[2])]
+torch.manual_seed(0)
+start = time.perf_counter()
+score(build_encoder("c"), gray, gray, 30, 0, sys.argv[3])
+peak = int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1))
+print(time.perf_counter() - start, peak / 1024)
+"""
+
+
+def size_rows(sizes: list[int], device: torch.device) -> list[tuple]:
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        images = Path(scratch) / "gray.npy"
+        np.save(images, to_grayscale(make_sample(max(sizes), 78)))
+        for size in sizes:
+            said = subprocess.run([sys.executable, "-c", SIZE_PROBE, str(images), str(size), str(device),
+                                   str(torch.get_num_threads())],
+                                  capture_output=True, text=True, check=True).stdout.split()
+            seconds, megabytes = map(float, said)
+            rows.append((f"scoring {size} images, case c", "", f"{seconds:.1f} s, peak {megabytes:.0f} MB", None))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda; default: %(default)s")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1000, 5000], help="image counts to score")
+    parser.add_argument("--project", type=Path, help="a built project for the no-op timings; default: build tiny")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (per core: 1); default: %(default)s")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    gray = to_grayscale(make_sample(200, 78))
+    print(f"machine: {machine(device)}\n")
+    print("| figure | article's way | ours | speed-up |\n|---|---|---|---|")
+    for section in (lambda: mi_rows(gray), lambda: training_rows(gray, device), lambda: scoring_rows(gray, device),
+                    lambda: project_rows(args.project), lambda: size_rows(args.sizes, device)):
+        for figure, baseline, ours, ratio in section():
+            print(f"| {figure} | {baseline} | {ours} | {f'{ratio:.1f}×' if ratio else ''} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
