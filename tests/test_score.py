@@ -9,11 +9,16 @@ import pandas as pd
 import pytest
 import torch
 
+from scipy.ndimage import gaussian_filter
+
 from mifeatures import provenance
+from mifeatures.estimators import corrected_mi, miller_madow
 from mifeatures.mi import mutual_information
-from mifeatures.models import N_MAPS, build_encoder
-from mifeatures.score import (SUMMARY_COLUMNS, all_images_loop_normalisation, batched_feature_maps,
-                              feature_maps, load_encoder, main, noise_bound, per_image_encoder, score)
+from mifeatures.models import INPUT_SIZE, N_MAPS, build_encoder, map_size
+from mifeatures.score import (CORRECTED_SUMMARY_COLUMNS, SUMMARY_COLUMNS, all_images_loop_normalisation,
+                              batched_feature_maps, corrected_estimates, eval_encoder, feature_maps,
+                              load_encoder, main, noise_bound, per_image_encoder, score, score_corrected,
+                              to_image_grid)
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +175,7 @@ def test_cli_writes_both_tables(tmp_path, trained_case, scored):
     assert len(pd.read_csv(mi_out)) == len(scored[0])
     record = json.loads(provenance.sidecar(summary_out).read_text())
     assert record["environment"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert record["context"] == {"case": "a", "batch_size": 3}
+    assert record["context"] == {"case": "a", "protocol": "faithful", "batch_size": 3}
 
 
 def test_cli_rejects_bins_below_two(tmp_path, trained_case):
@@ -205,3 +210,226 @@ def test_load_encoder_names_a_file_that_is_not_a_checkpoint(tmp_path):
     torch.save({"weights": torch.zeros(1)}, path)
     with pytest.raises(ValueError, match="other.pt: not an encoder checkpoint"):
         load_encoder(path)
+
+
+# The corrected protocol.
+
+
+@pytest.fixture(scope="module")
+def scored_corrected(trained_case):
+    """Corrected tables of the trained case-a encoder over the 8 images, 4 null shifts."""
+    _, encoder = load_encoder(trained_case["encoder"])
+    return score_corrected(encoder, "a", np.load(trained_case["encoder_images"]), bins=30, noise_seed=0,
+                           null_shifts=4, null_seed=0)
+
+
+def encoder_with_random_statistics(case):
+    """A case's encoder, seeded, its BatchNorm affine parameters and running statistics away from 1 and 0."""
+    torch.manual_seed(0)
+    encoder = build_encoder(case)
+    with torch.no_grad():
+        for module in encoder.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+    return encoder
+
+
+def identity_encoder(case):
+    """A case's encoder that passes the image through every layer: centre taps of 1 (the image on
+    every channel), no bias, BatchNorm in eval mode an identity up to its eps. Its maps are the image
+    as the case's geometry moves it."""
+    encoder = build_encoder(case)
+    with torch.no_grad():
+        for module in encoder.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                module.weight.zero_()
+                taps = module.weight[:, :, 1, 1]
+                taps.copy_(torch.eye(N_MAPS) if taps.shape == (N_MAPS, N_MAPS) else torch.ones_like(taps))
+                module.bias.zero_()
+    return encoder
+
+
+def test_eval_maps_follow_the_running_statistics(trained_case, gray_images):
+    """In eval mode BatchNorm uses the running statistics learnt in training: other statistics, other maps."""
+    _, encoder = load_encoder(trained_case["encoder"])
+    before = batched_feature_maps(eval_encoder(encoder, torch.device("cpu")), gray_images)
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.fill_(5.0)
+            module.running_var.fill_(9.0)
+    after = batched_feature_maps(eval_encoder(encoder, torch.device("cpu")), gray_images)
+    assert before.shape == (len(gray_images), N_MAPS, 88, 88)
+    assert not np.allclose(after, before, atol=1e-3)
+
+
+@pytest.mark.parametrize("case", ["a", "b", "c", "d"])
+def test_eval_maps_ignore_the_other_images_of_the_batch(gray_images, case):
+    """An image's eval-mode maps are the same bits whichever images share its batch and however many,
+    and those of ``encoder.eval()`` on the image alone: no per-image statistics, and every convolution
+    one image's kernel."""
+    encoder = encoder_with_random_statistics(case)
+    model = eval_encoder(encoder, torch.device("cpu"))
+    batch = batched_feature_maps(model, gray_images)
+    others = batched_feature_maps(model, np.concatenate([gray_images[:1], gray_images[:0:-1]]))
+    np.testing.assert_array_equal(others[0], batch[0])
+    with torch.no_grad():
+        alone = [encoder.eval()(torch.from_numpy(image)[None, None])[0].numpy() for image in gray_images]
+    np.testing.assert_array_equal(batch, np.stack(alone))
+
+
+@pytest.mark.parametrize("case", ["a", "b", "c", "d"])
+def test_to_image_grid_puts_the_maps_over_the_image(gray_images, case):
+    """Through an encoder that passes the image along, each case's maps brought onto the 96×96 grid
+    are the image itself wherever the map has content (a: the central 88×88, its 4-px frame the
+    map's edge values repeated)."""
+    maps = batched_feature_maps(eval_encoder(identity_encoder(case), torch.device("cpu")), gray_images[:2])
+    grid = to_image_grid(maps, case)
+    assert grid.shape == (2, N_MAPS, INPUT_SIZE, INPUT_SIZE)
+    border = (INPUT_SIZE - map_size(case)) // 2 if case == "a" else 0
+    inside = np.s_[border : INPUT_SIZE - border]
+    expected = np.broadcast_to(gray_images[:2, None], grid.shape)
+    np.testing.assert_allclose(grid[..., inside, inside], expected[..., inside, inside], rtol=1e-4, atol=1e-6)
+    if case == "a":
+        np.testing.assert_array_equal(grid, np.pad(maps, [(0, 0), (0, 0), (4, 4), (4, 4)], mode="edge"))
+
+
+def test_case_a_on_the_image_grid_correlates_best_unshifted(gray_images):
+    """A map equal to the image's central 88×88, padded back, lines up with the image at zero shift
+    and no other within ±6 px."""
+    image = gray_images[0]
+    grid = to_image_grid(image[4:92, 4:92], "a")
+    correlation = {(dy, dx): np.corrcoef(np.roll(grid, (dy, dx), axis=(0, 1)).ravel(), image.ravel())[0, 1]
+                   for dy in range(-6, 7) for dx in range(-6, 7)}
+    assert max(correlation, key=correlation.get) == (0, 0)
+
+
+@pytest.mark.parametrize(("maps_shape", "size", "message"), [
+    ((32, 88, 88), "c", r"maps must end in \(96, 96\)"),
+    ((32, 95, 95), 95, "no centred place"),
+])
+def test_to_image_grid_refuses_maps_of_another_size(maps_shape, size, message):
+    """Maps of another case, or a size no encoder of these layers makes, are refused."""
+    with pytest.raises(ValueError, match=message):
+        to_image_grid(np.zeros(maps_shape, np.float32), size)
+
+
+def test_corrected_mi_of_an_independent_smooth_field_is_near_zero(gray_images):
+    """Against a smooth field independent of the image, the plug-in MI (here 0.08–0.10 nats, above
+    even the 0.046 of independent pixels) and Miller–Madow's stay well above 0; the plug-in minus
+    the spatial null is ≈ 0 (within the noise of an 8-shift null). A map made from the image keeps
+    a large corrected MI."""
+    image = gray_images[0]
+    rng = np.random.default_rng(0)
+    fields = np.stack([gaussian_filter(rng.standard_normal(image.shape), 3.0) for _ in range(3)])
+    maps = np.concatenate([fields, gaussian_filter(image, 1.0)[None]]).astype(np.float32)
+    plug_in, madow, corrected = (estimate[0]
+                                 for estimate in corrected_estimates(image[None], maps[None], 30, 8, 0))
+    assert (plug_in[:3] > 0.07).all() and (madow[:3] > 0.04).all()
+    assert (np.abs(corrected[:3]) < 0.025).all()
+    assert corrected[3] > 1.0
+    np.testing.assert_array_equal(plug_in, mutual_information(image, maps, 30))
+    np.testing.assert_array_equal(madow, miller_madow(image, maps, 30))
+    np.testing.assert_allclose(corrected, corrected_mi(image, maps, 30, 8, 0), rtol=0, atol=1e-12)
+
+
+def test_corrected_tables_cover_every_image_and_map(scored_corrected, gray_images):
+    """One row per (image, map) with the three estimates, one summary row per image."""
+    table, summary = scored_corrected
+    assert list(table.columns) == ["image", "map", "mi", "mi_miller_madow", "mi_corrected"]
+    assert len(table) == len(gray_images) * N_MAPS
+    assert list(summary.columns) == CORRECTED_SUMMARY_COLUMNS
+    assert summary["image"].tolist() == list(range(len(gray_images)))
+
+
+def test_corrected_summary_agrees_with_the_table(scored_corrected, gray_images):
+    """max … std over mi_corrected, the means of the two other estimates, bounds on the 96×96 image."""
+    table, summary = scored_corrected
+    grouped = table.groupby("image")
+    np.testing.assert_allclose(summary["mean"], grouped["mi_corrected"].mean(), rtol=1e-12)
+    np.testing.assert_allclose(summary["max"], grouped["mi_corrected"].max(), rtol=1e-12)
+    np.testing.assert_allclose(summary["min"], grouped["mi_corrected"].min(), rtol=1e-12)
+    np.testing.assert_allclose(summary["std"], grouped["mi_corrected"].std(ddof=0), rtol=1e-9)
+    np.testing.assert_allclose(summary["mean_plugin"], grouped["mi"].mean(), rtol=1e-12)
+    np.testing.assert_allclose(summary["mean_miller_madow"], grouped["mi_miller_madow"].mean(), rtol=1e-12)
+    np.testing.assert_array_equal(summary["upper"], [mutual_information(image, image[None], 30)[0]
+                                                     for image in gray_images])
+    np.testing.assert_array_equal(summary["noise"], [noise_bound(image, index, 0, 30)
+                                                     for index, image in enumerate(gray_images)])
+    assert (summary["max"] <= summary["upper"]).all()
+    assert (summary["mean"] < summary["mean_miller_madow"]).all()
+    assert (summary["mean_miller_madow"] < summary["mean_plugin"]).all()
+
+
+def test_corrected_tables_are_reproducible(trained_case, scored_corrected):
+    """The same seeds give the same tables, in any batch size; another null seed moves only mi_corrected."""
+    _, encoder = load_encoder(trained_case["encoder"])
+    images = np.load(trained_case["encoder_images"])
+    for batch_size in (1, 3, 8):
+        table, summary = score_corrected(encoder, "a", images, bins=30, noise_seed=0, null_shifts=4,
+                                         null_seed=0, batch_size=batch_size)
+        pd.testing.assert_frame_equal(table, scored_corrected[0], check_exact=True)
+        pd.testing.assert_frame_equal(summary, scored_corrected[1], check_exact=True)
+    reseeded, _ = score_corrected(encoder, "a", images, bins=30, noise_seed=0, null_shifts=4, null_seed=1)
+    unseeded = ["image", "map", "mi", "mi_miller_madow"]
+    pd.testing.assert_frame_equal(reseeded[unseeded], scored_corrected[0][unseeded], check_exact=True)
+    assert not reseeded["mi_corrected"].equals(scored_corrected[0]["mi_corrected"])
+
+
+@pytest.mark.parametrize(("null_shifts", "batch_size", "message"), [
+    (0, 8, "shifts must be 1 … 2401"), (2402, 8, "shifts must be 1 … 2401"),
+    (4, 0, "batch_size must be ≥ 1")])
+def test_score_corrected_refuses_bad_arguments(trained_case, gray_images, null_shifts, batch_size, message):
+    """A null of no shifts or of more shifts than the grid allows, or an empty batch, is refused up front."""
+    _, encoder = load_encoder(trained_case["encoder"])
+    with pytest.raises(ValueError, match=message):
+        score_corrected(encoder, "a", gray_images, bins=30, noise_seed=0, null_shifts=null_shifts,
+                        batch_size=batch_size)
+
+
+def test_cli_corrected_writes_both_tables(tmp_path, trained_case, scored_corrected):
+    """--protocol corrected writes the library's tables from the 96×96 images alone and records the
+    protocol and the null's parameters."""
+    mi_out, summary_out = tmp_path / "mi.csv", tmp_path / "summary.csv"
+    main(["--encoder", str(trained_case["encoder"]), "--encoder-images", str(trained_case["encoder_images"]),
+          "--protocol", "corrected", "--null-shifts", "4", "--null-seed", "0", "--mi-out", str(mi_out),
+          "--summary-out", str(summary_out), "--batch-size", "3"])
+    for written, expected in ((mi_out, scored_corrected[0]), (summary_out, scored_corrected[1])):
+        pd.testing.assert_frame_equal(pd.read_csv(written), expected, check_exact=False, rtol=1e-15)
+    record = json.loads(provenance.sidecar(summary_out).read_text())
+    assert record["params"] == {"score.bins": 30, "score.noise_seed": 0, "score.null_shifts": 4, "score.null_seed": 0}
+    assert record["context"]["protocol"] == "corrected"
+    assert set(record["inputs"]) == {"encoder", "encoder_images"}
+
+
+def test_cli_records_the_faithful_protocol(tmp_path, trained_case):
+    """The default protocol is the faithful one, recorded as such, with no null parameters."""
+    summary_out = tmp_path / "summary.csv"
+    main(["--encoder", str(trained_case["encoder"]), "--encoder-images", str(trained_case["encoder_images"]),
+          "--sized-images", str(trained_case["sized_images"]), "--mi-out", str(tmp_path / "mi.csv"),
+          "--summary-out", str(summary_out)])
+    record = json.loads(provenance.sidecar(summary_out).read_text())
+    assert record["params"] == {"score.bins": 30, "score.noise_seed": 0}
+    assert record["context"]["protocol"] == "faithful"
+    assert set(record["inputs"]) == {"encoder", "encoder_images", "sized_images"}
+
+
+NULL_IN_FAITHFUL = "--null-shifts and --null-seed belong to the corrected protocol"
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ([], "the faithful protocol needs --sized-images"),
+    (["--sized-images", "y", "--null-shifts", "4"], NULL_IN_FAITHFUL),
+    (["--sized-images", "y", "--null-seed", "1"], NULL_IN_FAITHFUL),
+    (["--protocol", "corrected", "--sized-images", "y"], "--sized-images is not used by the corrected"),
+    (["--protocol", "corrected", "--null-shifts", "0"], "--null-shifts: shifts must be 1 … 2401"),
+    (["--protocol", "corrected", "--null-seed", "-1"], "--null-seed must be ≥ 0, got -1"),
+])
+def test_cli_states_what_each_protocol_needs(tmp_path, trained_case, arguments, message, capsys):
+    """Each protocol's inputs and parameters are usage errors when missing or misplaced."""
+    with pytest.raises(SystemExit):
+        main(["--encoder", str(trained_case["encoder"]), "--encoder-images", "x", *arguments,
+              "--mi-out", str(tmp_path / "m"), "--summary-out", str(tmp_path / "s")])
+    assert message in capsys.readouterr().err

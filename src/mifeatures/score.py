@@ -1,5 +1,8 @@
 """Score stage: MI between each image and each of the 32 feature maps of a trained encoder.
 
+Two protocols. The faithful one (``score``) is the article's code; the corrected one
+(``score_corrected``) fixes what the faithful one keeps on purpose, see its docstring.
+
 Faithful to the article's code, the encoder scores one image at a time in training mode,
 so BatchNorm normalises with that image's own statistics (a known flaw, kept on purpose).
 
@@ -28,12 +31,16 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from mifeatures import provenance
+from mifeatures.estimators import K_SHIFTS, draw_shifts, miller_madow, spatial_null
 from mifeatures.grayscale import load_images
 from mifeatures.io import atomic_write
 from mifeatures.mi import mutual_information, mutual_information_many
 from mifeatures.models import INPUT_SIZE, N_MAPS, build_encoder, map_size, resolve_device
 
 SUMMARY_COLUMNS = ["image", "upper", "noise", "max", "min", "mean", "std"]
+# The corrected summary: max … std over ``mi_corrected``, then the means of the two other estimates.
+CORRECTED_SUMMARY_COLUMNS = [*SUMMARY_COLUMNS, "mean_plugin", "mean_miller_madow"]
+PROTOCOLS = ("faithful", "corrected")
 
 
 def load_encoder(path: str) -> tuple[str, torch.nn.Module]:
@@ -95,28 +102,80 @@ class _OneImageKernelConv(nn.Module):
                                              conv.groups)
 
 
-def per_image_encoder(encoder: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """A copy of ``encoder`` on ``device`` that maps a batch as ``feature_maps`` maps each of its
-    images: every BatchNorm uses each image's own statistics and every convolution one image's
-    kernel. ``encoder`` itself is left untouched."""
+def _one_image_kernel_copy(encoder: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """A copy of ``encoder`` on ``device``, gradients off, whose convolutions run one image's kernel."""
     copied = copy.deepcopy(encoder).to(device).requires_grad_(False)
     for name, module in list(copied.named_modules()):
-        parent, _, child = name.rpartition(".")
-        if isinstance(module, nn.BatchNorm2d):
-            setattr(copied.get_submodule(parent), child, _PerImageBatchNorm(module))
-        elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            parent, _, child = name.rpartition(".")
             setattr(copied.get_submodule(parent), child, _OneImageKernelConv(module))
     return copied
 
 
+def per_image_encoder(encoder: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """A copy of ``encoder`` on ``device`` that maps a batch as ``feature_maps`` maps each of its
+    images: every BatchNorm uses each image's own statistics and every convolution one image's
+    kernel. ``encoder`` itself is left untouched."""
+    copied = _one_image_kernel_copy(encoder, device)
+    for name, module in list(copied.named_modules()):
+        if isinstance(module, nn.BatchNorm2d):
+            parent, _, child = name.rpartition(".")
+            setattr(copied.get_submodule(parent), child, _PerImageBatchNorm(module))
+    return copied
+
+
+def eval_encoder(encoder: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """A copy of ``encoder`` on ``device`` in eval mode: BatchNorm normalises with its running
+    statistics, so an image's maps do not depend on the other images of its batch. Every
+    convolution runs one image's kernel, so that on a CPU they do not depend on the batch size
+    either, bit for bit. ``encoder`` itself is left untouched."""
+    return _one_image_kernel_copy(encoder, device).eval()
+
+
 def batched_feature_maps(per_image: torch.nn.Module, images: np.ndarray) -> np.ndarray:
     """The maps (B, 32, S, S) of 96×96 images (B, 96, 96) in one forward pass of a
-    ``per_image_encoder``, on its device."""
+    ``per_image_encoder`` (or an ``eval_encoder``), on its device."""
     device = next(per_image.parameters()).device
     # On a GPU: float32 convolutions (cuDNN's default is TF32) by kernels that give the same sums every run.
     with torch.no_grad(), torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False,
                                                      deterministic=True, allow_tf32=False):
         return per_image(torch.from_numpy(images)[:, None].to(device)).cpu().numpy()
+
+
+def to_image_grid(maps: np.ndarray, case_or_size: str | int) -> np.ndarray:
+    """Maps (..., S, S) of a case (or of map size S) on the image's own 96×96 grid, pixel over the
+    image pixel their content comes from.
+
+    Every layer is a 3×3, stride-1 convolution. An unpadded one's output pixel o is centred on input
+    pixel o + 1 and the side shrinks by 2; a transposed one's output o sums inputs o − 2 … o, so it
+    is centred on o − 1 and the side grows by 2; padding 1 keeps both. Through any stack, map pixel
+    o therefore lies over image pixel o + (96 − S)/2: case a (88) over the image's central 88×88,
+    case b (104) has the image under its central 96×96, and c and d (96, d's shifts cancel) are
+    aligned already.
+
+    So b's map is cropped to its central 96×96: the 4-px frame cut off lies over no image pixel,
+    it is the transposed convolutions' spill-over. a's map is padded by 4 px on each side, edge
+    values repeated: that frame of the image (1472 of 9216 pixels) has no map pixel over it.
+    Repeating the nearest map value keeps the map's range, hence its histogram bins, and adds no
+    value the map lacks, where zeros or a constant would pile 16 % of the pixels into one bin; unlike
+    a mirror it invents no structure. The frame's pairs are only as dependent as the image is smooth
+    over 4 px, so case a is, if anything, scored a little low. Scoring a on its 88×88 alone would
+    break the common grid: the plug-in MI's bias depends on the number of pixels.
+
+    >>> to_image_grid(np.zeros((2, 32, 88, 88), np.float32), "a").shape
+    (2, 32, 96, 96)
+    >>> to_image_grid(np.arange(104.0 * 104).reshape(104, 104), 104)[0, :2].tolist()
+    [420.0, 421.0]
+    """
+    size = map_size(case_or_size) if isinstance(case_or_size, str) else case_or_size
+    if (INPUT_SIZE - size) % 2:
+        raise ValueError(f"a {size}×{size} map has no centred place on the {INPUT_SIZE}×{INPUT_SIZE} grid")
+    if maps.shape[-2:] != (size, size):
+        raise ValueError(f"maps must end in ({size}, {size}), got {maps.shape}")
+    border = (INPUT_SIZE - size) // 2
+    if border > 0:
+        return np.pad(maps, [(0, 0)] * (maps.ndim - 2) + [(border, border)] * 2, mode="edge")
+    return maps[..., -border : size + border, -border : size + border]
 
 
 def all_images_loop_normalisation(maps: np.ndarray) -> np.ndarray:
@@ -175,14 +234,87 @@ def score(
     return table, summary
 
 
+def corrected_estimates(
+    images: np.ndarray, maps: np.ndarray, bins: int, null_shifts: int, null_seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(plug-in, Miller–Madow, plug-in − spatial null) MI, each (B, K), of images (B, S, S) against
+    their maps (B, K, S, S). Every image gets the same ``null_shifts`` circular shifts, drawn with
+    ``null_seed``, so that every image's null is the same operation."""
+    plug_in = mutual_information_many(images, maps, bins)
+    madow = np.stack([miller_madow(image, image_maps, bins) for image, image_maps in zip(images, maps)])
+    null = np.stack([spatial_null(image, image_maps, bins, null_shifts, null_seed)
+                     for image, image_maps in zip(images, maps)])
+    return plug_in, madow, plug_in - null
+
+
+def score_corrected(
+    encoder: torch.nn.Module, case: str, encoder_images: np.ndarray, bins: int, noise_seed: int,
+    null_shifts: int = K_SHIFTS, null_seed: int = 0, device: torch.device | str = "cpu", batch_size: int = 8,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The corrected protocol: per-map table (image, map, mi, mi_miller_madow, mi_corrected) and
+    per-image summary (CORRECTED_SUMMARY_COLUMNS) for every image.
+
+    What it corrects in the faithful ``score``:
+    - the encoder runs in eval mode under no_grad (``eval_encoder``): BatchNorm uses its running
+      statistics, not each image's own;
+    - every map is brought onto the image's 96×96 grid (``to_image_grid``), aligned with the
+      image content, and scored against the 96×96 encoder input itself, never resampled: every
+      case is scored on the same N = 9216 pixels;
+    - besides the plug-in MI (``mi``), Miller–Madow's (``mi_miller_madow``) and the plug-in minus
+      the spatial null (``mi_corrected``, see ``corrected_estimates``), which is ≈ 0 for a map
+      independent of the image however smooth both are. No all-images loop normalisation: the
+      raw maps are scored, as the histogram ignores each map's own scaling.
+    The summary's max, min, mean and std are over ``mi_corrected``; ``mean_plugin`` and
+    ``mean_miller_madow`` are the means of the other two. ``upper`` (MI of the image with itself)
+    and ``noise`` are plug-in values, as in ``score``, on the 96×96 image.
+
+    Chunks of ``batch_size`` images, on ``device``, as in ``score``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    draw_shifts((INPUT_SIZE, INPUT_SIZE), null_shifts, null_seed)  # refuse a bad null_shifts before any work
+    model = eval_encoder(encoder, torch.device(device))
+    n_images = len(encoder_images)
+    plug_in, madow, corrected = (np.empty((n_images, N_MAPS)) for _ in range(3))
+    upper, noise = np.empty(n_images), np.empty(n_images)
+    with tqdm(total=n_images, desc="score", mininterval=5, unit="image") as progress:
+        for start in range(0, n_images, batch_size):
+            chunk = slice(start, start + batch_size)
+            images = encoder_images[chunk]
+            maps = to_image_grid(batched_feature_maps(model, images), case)
+            estimates = corrected_estimates(images, maps, bins, null_shifts, null_seed)
+            plug_in[chunk], madow[chunk], corrected[chunk] = estimates
+            for index, image in enumerate(images, start):
+                upper[index] = mutual_information(image, image[None], bins)[0]
+                noise[index] = noise_bound(image, index, noise_seed, bins)
+            progress.update(len(images))
+    table = pd.DataFrame({"image": np.repeat(np.arange(n_images), N_MAPS),
+                          "map": np.tile(np.arange(N_MAPS), n_images), "mi": plug_in.ravel(),
+                          "mi_miller_madow": madow.ravel(), "mi_corrected": corrected.ravel()})
+    summary = pd.DataFrame({"image": np.arange(n_images), "upper": upper, "noise": noise,
+                            "max": corrected.max(axis=1), "min": corrected.min(axis=1),
+                            "mean": corrected.mean(axis=1), "std": corrected.std(axis=1),
+                            "mean_plugin": plug_in.mean(axis=1), "mean_miller_madow": madow.mean(axis=1)})
+    return table, summary
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI: score one trained case over every image."""
     parser = argparse.ArgumentParser(prog="mifeatures score", description=__doc__.splitlines()[0])
     parser.add_argument("--encoder", required=True, help="checkpoint written by the train stage")
     parser.add_argument("--encoder-images", required=True, help="96×96 grayscale .npy (encoder input)")
-    parser.add_argument("--sized-images", required=True, help="grayscale .npy at the case's map size")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="faithful",
+                        help="faithful: the article's scoring; corrected: eval mode, maps aligned on the "
+                             "96×96 image grid, bias-corrected MI; default: %(default)s")
+    parser.add_argument("--sized-images",
+                        help="grayscale .npy at the case's map size; faithful protocol only, which needs it")
     parser.add_argument("--bins", type=int, default=30, help="histogram bins per axis; default: %(default)s")
     parser.add_argument("--noise-seed", type=int, default=0, help="seed of the noise bound; default: %(default)s")
+    parser.add_argument("--null-shifts", type=int,
+                        help="corrected protocol only: circular shifts of the spatial null; "
+                             f"default: {K_SHIFTS}")
+    parser.add_argument("--null-seed", type=int,
+                        help="corrected protocol only: seed of the spatial null's shifts; default: 0")
     parser.add_argument("--mi-out", required=True, help="per-map table to write (.csv)")
     parser.add_argument("--summary-out", required=True, help="per-image summary to write (.csv)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch; default: %(default)s")
@@ -192,6 +324,25 @@ def main(argv: list[str] | None = None) -> None:
                         help="images per forward pass; memory grows with it, not with the number of images; "
                              "default: %(default)s")
     args = parser.parse_args(argv)
+    corrected = args.protocol == "corrected"
+    if corrected:
+        if args.sized_images is not None:
+            parser.error("--sized-images is not used by the corrected protocol, which scores against the "
+                         "96×96 --encoder-images")
+        args.null_shifts = K_SHIFTS if args.null_shifts is None else args.null_shifts
+        args.null_seed = 0 if args.null_seed is None else args.null_seed
+        if args.null_seed < 0:
+            parser.error(f"--null-seed must be ≥ 0, got {args.null_seed}")
+        try:
+            draw_shifts((INPUT_SIZE, INPUT_SIZE), args.null_shifts, args.null_seed)
+        except ValueError as error:
+            parser.error(f"--null-shifts: {error}")
+    else:
+        if args.sized_images is None:
+            parser.error("the faithful protocol needs --sized-images")
+        if args.null_shifts is not None or args.null_seed is not None:
+            parser.error("--null-shifts and --null-seed belong to the corrected protocol "
+                         "(--protocol corrected)")
     if args.bins < 2:
         parser.error(f"--bins must be ≥ 2, got {args.bins}")
     if args.batch_size < 1:
@@ -206,19 +357,29 @@ def main(argv: list[str] | None = None) -> None:
     torch.backends.cudnn.allow_tf32 = False
     case, encoder = load_encoder(args.encoder)
     encoder_images = load_images(args.encoder_images, INPUT_SIZE)
-    sized_images = load_images(args.sized_images, map_size(case))
-    table, summary = score(encoder, encoder_images, sized_images, args.bins, args.noise_seed, device,
-                           args.batch_size)
+    inputs = {"encoder": args.encoder, "encoder_images": args.encoder_images}
+    # The protocol is which computation ran, like the case (the workflow will make it a wildcard), so it
+    # is context; params are params.yaml values.
+    params = {"score.bins": args.bins, "score.noise_seed": args.noise_seed}
+    if corrected:
+        table, summary = score_corrected(encoder, case, encoder_images, args.bins, args.noise_seed,
+                                         args.null_shifts, args.null_seed, device, args.batch_size)
+        params |= {"score.null_shifts": args.null_shifts, "score.null_seed": args.null_seed}
+    else:
+        sized_images = load_images(args.sized_images, map_size(case))
+        table, summary = score(encoder, encoder_images, sized_images, args.bins, args.noise_seed, device,
+                               args.batch_size)
+        inputs["sized_images"] = args.sized_images
     for frame, out in ((table, args.mi_out), (summary, args.summary_out)):
         with atomic_write(out, "w") as handle:
             frame.to_csv(handle, index=False)
-    job = provenance.record(
-        "score", {"encoder": args.encoder, "encoder_images": args.encoder_images, "sized_images": args.sized_images},
-        {"score.bins": args.bins, "score.noise_seed": args.noise_seed},
-        {"case": case, "batch_size": args.batch_size}, device=str(device))
+    job = provenance.record("score", inputs, params,
+                            {"case": case, "protocol": args.protocol, "batch_size": args.batch_size},
+                            device=str(device))
     provenance.write([args.mi_out, args.summary_out], job)
-    print(f"case {case}: mean MI {summary['mean'].mean():.4f} nats over {len(summary)} images; "
-          f"wrote {args.mi_out} and {args.summary_out}")
+    measure = "corrected MI" if corrected else "MI"
+    print(f"case {case} ({args.protocol}): mean {measure} {summary['mean'].mean():.4f} nats over "
+          f"{len(summary)} images; wrote {args.mi_out} and {args.summary_out}")
 
 
 if __name__ == "__main__":
