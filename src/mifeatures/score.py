@@ -195,6 +195,36 @@ def noise_bound(image: np.ndarray, index: int, seed: int, bins: int) -> float:
     return float(mutual_information(image, noise[None], bins)[0])
 
 
+def _in_chunks(estimates, images: np.ndarray, batch_size: int, bins: int, noise_seed: int
+               ) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    """Run ``estimates(chunk)`` (a tuple of (B, K) MI arrays) chunk by chunk over ``images``, whose
+    upper and noise bounds come with them; return the estimates joined over all images, and the bounds.
+    Only one chunk's maps exist at a time."""
+    parts, upper, noise = [], np.empty(len(images)), np.empty(len(images))
+    with tqdm(total=len(images), desc="score", mininterval=5, unit="image") as progress:
+        for start in range(0, len(images), batch_size):
+            chunk = slice(start, start + batch_size)
+            parts.append(estimates(chunk))
+            for index, image in enumerate(images[chunk], start):
+                upper[index] = mutual_information(image, image[None], bins)[0]
+                noise[index] = noise_bound(image, index, noise_seed, bins)
+            progress.update(len(images[chunk]))
+    return [np.concatenate(arrays) for arrays in zip(*parts)], {"upper": upper, "noise": noise}
+
+
+def _per_map_table(columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per (image, map) from (N, K) arrays."""
+    n_images = len(next(iter(columns.values())))
+    return pd.DataFrame({"image": np.repeat(np.arange(n_images), N_MAPS), "map": np.tile(np.arange(N_MAPS), n_images),
+                         **{name: values.ravel() for name, values in columns.items()}})
+
+
+def _spread(values: np.ndarray) -> dict[str, np.ndarray]:
+    """Per image (row): max, min, mean and std over the maps."""
+    return {"max": values.max(axis=1), "min": values.min(axis=1), "mean": values.mean(axis=1),
+            "std": values.std(axis=1)}
+
+
 def score(
     encoder: torch.nn.Module, encoder_images: np.ndarray, sized_images: np.ndarray, bins: int,
     noise_seed: int, device: torch.device | str = "cpu", batch_size: int = 8,
@@ -211,26 +241,16 @@ def score(
     if len(encoder_images) != len(sized_images):
         raise ValueError(f"{len(encoder_images)} encoder images but {len(sized_images)} sized images")
     per_image = per_image_encoder(encoder, torch.device(device))
-    n_images = len(encoder_images)
-    mi, loop = np.empty((n_images, N_MAPS)), np.empty((n_images, N_MAPS))
-    upper, noise = np.empty(n_images), np.empty(n_images)
-    with tqdm(total=n_images, desc="score", mininterval=5, unit="image") as progress:
-        for start in range(0, n_images, batch_size):
-            chunk = slice(start, start + batch_size)
-            images = sized_images[chunk]
-            maps = batched_feature_maps(per_image, encoder_images[chunk])
-            mi[chunk] = mutual_information_many(images, maps, bins)
-            loop[chunk] = mutual_information_many(images, map(all_images_loop_normalisation, maps), bins)
-            for index, image in enumerate(images, start):
-                upper[index] = mutual_information(image, image[None], bins)[0]
-                noise[index] = noise_bound(image, index, noise_seed, bins)
-            progress.update(len(images))
-    table = pd.DataFrame({"image": np.repeat(np.arange(n_images), N_MAPS),
-                          "map": np.tile(np.arange(N_MAPS), n_images), "mi": mi.ravel(),
-                          "mi_all_images": loop.ravel()})
-    summary = pd.DataFrame({"image": np.arange(n_images), "upper": upper, "noise": noise,
-                            "max": loop.max(axis=1), "min": loop.min(axis=1), "mean": loop.mean(axis=1),
-                            "std": loop.std(axis=1)})
+
+    def estimates(chunk: slice) -> tuple[np.ndarray, ...]:
+        maps = batched_feature_maps(per_image, encoder_images[chunk])
+        images = sized_images[chunk]
+        return (mutual_information_many(images, maps, bins),
+                mutual_information_many(images, map(all_images_loop_normalisation, maps), bins))
+
+    (mi, loop), bounds = _in_chunks(estimates, sized_images, batch_size, bins, noise_seed)
+    table = _per_map_table({"mi": mi, "mi_all_images": loop})
+    summary = pd.DataFrame({"image": np.arange(len(loop)), **bounds, **_spread(loop)})
     return table, summary
 
 
@@ -274,26 +294,14 @@ def score_corrected(
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
     draw_shifts((INPUT_SIZE, INPUT_SIZE), null_shifts, null_seed)  # refuse a bad null_shifts before any work
     model = eval_encoder(encoder, torch.device(device))
-    n_images = len(encoder_images)
-    plug_in, madow, corrected = (np.empty((n_images, N_MAPS)) for _ in range(3))
-    upper, noise = np.empty(n_images), np.empty(n_images)
-    with tqdm(total=n_images, desc="score", mininterval=5, unit="image") as progress:
-        for start in range(0, n_images, batch_size):
-            chunk = slice(start, start + batch_size)
-            images = encoder_images[chunk]
-            maps = to_image_grid(batched_feature_maps(model, images), case)
-            estimates = corrected_estimates(images, maps, bins, null_shifts, null_seed)
-            plug_in[chunk], madow[chunk], corrected[chunk] = estimates
-            for index, image in enumerate(images, start):
-                upper[index] = mutual_information(image, image[None], bins)[0]
-                noise[index] = noise_bound(image, index, noise_seed, bins)
-            progress.update(len(images))
-    table = pd.DataFrame({"image": np.repeat(np.arange(n_images), N_MAPS),
-                          "map": np.tile(np.arange(N_MAPS), n_images), "mi": plug_in.ravel(),
-                          "mi_miller_madow": madow.ravel(), "mi_corrected": corrected.ravel()})
-    summary = pd.DataFrame({"image": np.arange(n_images), "upper": upper, "noise": noise,
-                            "max": corrected.max(axis=1), "min": corrected.min(axis=1),
-                            "mean": corrected.mean(axis=1), "std": corrected.std(axis=1),
+
+    def estimates(chunk: slice) -> tuple[np.ndarray, ...]:
+        maps = to_image_grid(batched_feature_maps(model, encoder_images[chunk]), case)
+        return corrected_estimates(encoder_images[chunk], maps, bins, null_shifts, null_seed)
+
+    (plug_in, madow, corrected), bounds = _in_chunks(estimates, encoder_images, batch_size, bins, noise_seed)
+    table = _per_map_table({"mi": plug_in, "mi_miller_madow": madow, "mi_corrected": corrected})
+    summary = pd.DataFrame({"image": np.arange(len(corrected)), **bounds, **_spread(corrected),
                             "mean_plugin": plug_in.mean(axis=1), "mean_miller_madow": madow.mean(axis=1)})
     return table, summary
 
