@@ -216,14 +216,19 @@ def test_cli_bf16_trains_in_bfloat16_and_records_it(tmp_path, trained_case, rest
     assert json.loads(provenance.sidecar(out).read_text())["params"]["train.precision"] == "bf16"
 
 
-def test_cli_rejects_an_unknown_precision(tmp_path, trained_case, capsys):
-    """--precision takes fp32, tf32 or bf16 only, before any work."""
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--precision", "fp16", "invalid choice: 'fp16'"),
+    ("--checkpoint-every", "0", "--checkpoint-every must be ≥ 1, got 0"),
+    ("--adversarial-prior", "maybe", "expected true or false, got 'maybe'"),
+])
+def test_cli_rejects_a_bad_option_before_any_work(tmp_path, trained_case, capsys, option, value, message):
+    """A bad value is a usage error naming it, and nothing is written."""
     with pytest.raises(SystemExit):
         main(["--case", "a", "--encoder-images", str(trained_case["encoder_images"]),
               "--critic-images", str(trained_case["sized_images"]),
               "--encoder-out", str(tmp_path / "encoder.pt"), "--loss-out", str(tmp_path / "loss.csv"),
-              "--precision", "fp16"])
-    assert "invalid choice: 'fp16'" in capsys.readouterr().err
+              option, value])
+    assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -244,17 +249,6 @@ def test_cli_rejects_images_of_the_wrong_size(tmp_path, trained_case):
         main(["--case", "b", "--encoder-images", str(trained_case["encoder_images"]),
               "--critic-images", str(trained_case["sized_images"]), "--encoder-out", str(out),
               "--loss-out", str(tmp_path / "loss.csv")])
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_cli_rejects_checkpoint_every_below_one(tmp_path, trained_case, capsys):
-    """--checkpoint-every 0 is a usage error naming the option, before any work."""
-    with pytest.raises(SystemExit):
-        main(["--case", "a", "--encoder-images", str(trained_case["encoder_images"]),
-              "--critic-images", str(trained_case["sized_images"]),
-              "--encoder-out", str(tmp_path / "encoder.pt"), "--loss-out", str(tmp_path / "loss.csv"),
-              "--checkpoint-every", "0"])
-    assert "--checkpoint-every must be ≥ 1, got 0" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
