@@ -145,7 +145,7 @@ def test_show_prints_the_chain(chain, capsys):
     """`mifeatures provenance FIGURE` prints each job with its params down to the source data."""
     audit.main([str(chain["maps_c"])])
     shown = capsys.readouterr().out
-    for expected in ("made by figures [case c] [image 2] on cpu", "made by train [case c] on cpu", "train.lr=0.0001",
+    for expected in ("made by figures [case c] [image 2] on cpu", "made by train [case c] [protocol faithful] [seed 78] on cpu", "train.lr=0.0001",
                      "made by score [case c]", "data.sample.seed=78", f"{chain['raw']}  sha256:", "made by data"):
         assert expected in shown
 
@@ -229,6 +229,15 @@ def test_changed_param_of_one_case_flags_exactly_its_figures(chain, capsys, tmp_
     assert "param train.lr (case c): 0.0001 when made, 0.0002 now" in output
     changed.write_text(changed.read_text().replace("lr: 0.0002", "lr: 1e-04"))  # as DVC writes floats
     assert verify(chain, capsys, changed)[0] == 0
+
+
+def test_seed_dropped_from_train_seeds_is_drift(chain, capsys, tmp_path):
+    """A figure made from a run whose seed is no longer in train.seeds no longer matches the params."""
+    changed = tmp_path / "params.yaml"
+    changed.write_text(yaml.safe_dump(merge(yaml.safe_load(chain["params"].read_text()), {"train": {"seeds": [79]}})))
+    code, output = verify(chain, capsys, changed)
+    assert code == 1 and set(status(output).values()) == {"DRIFTED"}
+    assert "seed 78 (case c): trained with it, not in train.seeds [79] now" in output
 
 
 def test_missing_record_and_missing_input_are_drift(chain, capsys, tmp_path):

@@ -219,7 +219,7 @@ def test_cli_bf16_trains_in_bfloat16_and_records_it(tmp_path, trained_case, rest
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("--precision", "fp16", "invalid choice: 'fp16'"),
     ("--checkpoint-every", "0", "--checkpoint-every must be ≥ 1, got 0"),
-    ("--adversarial-prior", "maybe", "expected true or false, got 'maybe'"),
+    ("--protocol", "adversarial", "invalid choice: 'adversarial'"),
 ])
 def test_cli_rejects_a_bad_option_before_any_work(tmp_path, trained_case, capsys, option, value, message):
     """A bad value is a usage error naming it, and nothing is written."""
@@ -457,16 +457,17 @@ def test_non_finite_loss_names_the_first_bad_step_and_saves_no_state(tmp_path, t
     assert sorted(path.name for path in tmp_path.iterdir()) == ["nan96.npy"]
 
 
-# The adversarial prior (opt-in): TrainConfig.adversarial_prior, --adversarial-prior.
+# The adversarial prior: TrainConfig.adversarial_prior, set by --protocol corrected.
 
 
-def test_cli_adversarial_prior_trains_reproducibly_and_records_it(tmp_path, trained_case):
-    """--adversarial-prior: finite rows in the same columns, loss = local + global + prior; the first step's
+def test_cli_corrected_protocol_plays_the_prior_adversarially_and_records_it(tmp_path, trained_case):
+    """--protocol corrected: finite rows in the same columns, loss = local + global + prior; the first step's
     local and global terms are the faithful run's (same weights, same batch) but its prior term and every
-    later value differ; run() repeats the log byte for byte; checkpoint and provenance name the flag."""
+    later value differ; run() repeats the log byte for byte; the checkpoint names the flag, and the
+    record the protocol and seed as context, leaving no param that params.yaml lacks."""
     out = tmp_path / "cli"
     out.mkdir()
-    main(["--case", "a", "--epochs", "1", "--batch-size", "4", "--adversarial-prior", "true",
+    main(["--case", "a", "--epochs", "1", "--batch-size", "4", "--protocol", "corrected",
           "--encoder-images", str(trained_case["encoder_images"]),
           "--critic-images", str(trained_case["sized_images"]),
           "--encoder-out", str(out / "encoder.pt"), "--loss-out", str(out / "loss.csv")])
@@ -484,8 +485,9 @@ def test_cli_adversarial_prior_trains_reproducibly_and_records_it(tmp_path, trai
     assert not torch.equal(adversarial_encoder.state_dict()["c0.weight"],
                            faithful_encoder.state_dict()["c0.weight"])
     assert torch.load(out / "encoder.pt", weights_only=True)["config"]["adversarial_prior"] is True
-    params = json.loads(provenance.sidecar(out / "encoder.pt").read_text())["params"]
-    assert params["train.adversarial_prior"] is True
+    record = json.loads(provenance.sidecar(out / "encoder.pt").read_text())
+    assert record["context"] == {"case": "a", "protocol": "corrected", "seed": TrainConfig().seed}
+    assert not {"train.adversarial_prior", "train.seed"} & record["params"].keys()
 
     run("a", trained_case["encoder_images"], trained_case["sized_images"],
         TrainConfig(epochs=1, batch_size=4, adversarial_prior=True), tmp_path / "encoder.pt",

@@ -86,6 +86,10 @@ def drift(figure: str | Path, params: dict[str, Any], code_root: Path = sources.
             if now != value:
                 where = f" (case {current['context']['case']})" if "case" in current["context"] else ""
                 problems.append(f"param {key}{where}: {value!r} when made, {now!r} now")
+        seed, seeds = current["context"].get("seed"), lookup(params, "train.seeds", {})
+        if seed is not None and (not isinstance(seeds, list) or seed not in seeds):
+            problems.append(f"seed {seed} (case {current['context'].get('case')}): trained with it, not in "
+                            f"train.seeds {seeds} now")
     for file, recorded in files.items():
         if not Path(file).exists():
             problems.append(f"input {file}: missing")

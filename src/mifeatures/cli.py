@@ -9,7 +9,7 @@ import importlib
 import sys
 
 # Sub-command → module; ``provenance`` shows and verifies records, which is the audit module's job.
-STAGES = ("data", "grayscale", "train", "score", "aggregate", "figures", "article")
+STAGES = ("data", "grayscale", "train", "score", "crosscheck", "aggregate", "findings", "figures", "article")
 COMMANDS = {name: name for name in (*STAGES, "params", "pull")} | {"provenance": "audit"}
 
 

@@ -14,7 +14,7 @@ arrays, whose pixels are not independent samples. Three estimates, each (K,) for
   subsample of pixel positions.
 
 Binning is that of ``mi`` (``np.histogram2d``: each array over its own min–max, both in their
-common dtype). scikit-learn is imported only by ``ksg_mi``.
+common dtype).
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def ksg_mi(
     >>> bool(ksg_mi(x, np.stack([x ** 2, np.random.default_rng(1).random((32, 32))]), sample=500)[0] > 1)
     True
     """
-    from sklearn.feature_selection import mutual_info_regression  # test-time dependency
+    from sklearn.feature_selection import mutual_info_regression  # imported here: slow to import
 
     if maps.ndim != 3 or maps.shape[1:] != image.shape or maps.shape[0] == 0:
         raise ValueError(f"maps must be (K ≥ 1, {image.shape[0]}, {image.shape[1]}), got {maps.shape}")

@@ -106,6 +106,28 @@ def wins_figure(cases: pd.DataFrame, win_by: str) -> plt.Figure:
     return figure
 
 
+def protocols_figure(cases: pd.DataFrame, confidence: float) -> plt.Figure:
+    """Per case, the mean MI with its interval under each (protocol, estimator): faithful vs corrected,
+    plug-in vs bias-corrected, side by side."""
+    series = list(dict.fromkeys(zip(cases["protocol"], cases["estimator"])))
+    names = list(dict.fromkeys(cases["case"]))
+    width = 0.8 / len(series)
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    for index, (protocol, estimator) in enumerate(series):
+        rows = cases[(cases["protocol"] == protocol) & (cases["estimator"] == estimator)].set_index("case").loc[names]
+        error = [rows["mean_mi"] - rows["low"], rows["high"] - rows["mean_mi"]]
+        axis.bar(np.arange(len(names)) + (index - (len(series) - 1) / 2) * width, rows["mean_mi"], width,
+                 yerr=error, capsize=3, color=f"C{index}", label=f"{protocol}, {estimator}")
+    axis.axhline(0, color="black", linewidth=0.8)
+    axis.set_xticks(np.arange(len(names)), [f"case {case}" for case in names])
+    axis.set(ylabel="mean MI per image and map (nats)",
+             title=f"Mean MI with {confidence:.0%} CI over {cases['seeds'].iloc[0]} seeds × "
+                   f"{cases['images'].iloc[0]} images")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
 def save(figure: plt.Figure, out: str, job: dict) -> None:
     """Write ``figure`` as a PNG with the essentials of its provenance inside, then its full record."""
     with atomic_write(out) as handle:
@@ -135,7 +157,10 @@ def main(argv: list[str] | None = None) -> None:
     wins = commands.add_parser("wins", help="images won per case")
     wins.add_argument("--cases", required=True, help="per-case table of the aggregate stage")
     wins.add_argument("--win-by", required=True, choices=WIN_STATISTICS, help="statistic the winner was picked by")
-    for command in (loss, maps, chosen, distribution, wins):
+    protocols = commands.add_parser("protocols", help="mean MI with CI per case, protocol and estimator")
+    protocols.add_argument("--cases", required=True, help="per-case table of the findings stage")
+    protocols.add_argument("--confidence", type=float, required=True, help="coverage of its intervals")
+    for command in (loss, maps, chosen, distribution, wins, protocols):
         command.add_argument("--out", required=True, help="PNG to write")
     args = parser.parse_args(argv)
 
@@ -169,6 +194,9 @@ def main(argv: list[str] | None = None) -> None:
             params = {"figures.images": args.images}
         else:
             figure = distribution_figure(summaries)
+    elif args.figure == "protocols":
+        figure = protocols_figure(pd.read_csv(args.cases), args.confidence)
+        inputs, params = {"cases": args.cases}, {"findings.confidence": args.confidence}
     else:
         figure = wins_figure(pd.read_csv(args.cases), args.win_by)
         inputs, params = {"cases": args.cases}, {"aggregate.win_by": args.win_by}

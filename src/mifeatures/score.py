@@ -36,11 +36,11 @@ from mifeatures.grayscale import load_images
 from mifeatures.io import atomic_write
 from mifeatures.mi import mutual_information, mutual_information_many
 from mifeatures.models import INPUT_SIZE, N_MAPS, build_encoder, map_size, resolve_device
+from mifeatures.params import PROTOCOLS
 
 SUMMARY_COLUMNS = ["image", "upper", "noise", "max", "min", "mean", "std"]
 # The corrected summary: max … std over ``mi_corrected``, then the means of the two other estimates.
 CORRECTED_SUMMARY_COLUMNS = [*SUMMARY_COLUMNS, "mean_plugin", "mean_miller_madow"]
-PROTOCOLS = ("faithful", "corrected")
 
 
 def load_encoder(path: str) -> tuple[str, torch.nn.Module]:

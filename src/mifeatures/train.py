@@ -29,9 +29,12 @@ from mifeatures.grayscale import load_images
 from mifeatures.io import atomic_write
 from mifeatures.models import INPUT_SIZE, build_encoder, map_size, resolve_device
 from mifeatures.objective import DeepInfoMaxLoss, LossWeights
+from mifeatures.params import PROTOCOLS
 
 log = logging.getLogger(__name__)
 
+# What each protocol trains: the corrected one plays the prior as the official DIM code does.
+ADVERSARIAL_PRIOR = {"faithful": False, "corrected": True}
 LOSS_COLUMNS = ["epoch", "step", "loss", "local", "global", "prior"]
 LOSS_TERMS = LOSS_COLUMNS[2:]
 # Read back and checked with the logged terms in adversarial-prior mode, but not logged: the columns stay.
@@ -356,13 +359,6 @@ def run(case: str, encoder_images_path: str, critic_images_path: str, config: Tr
     return losses
 
 
-def _boolean(text: str) -> bool:
-    """true/false, as written in params.yaml or by Snakemake (True/False)."""
-    if text.lower() not in ("true", "false"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return text.lower() == "true"
-
-
 def main(argv: list[str] | None = None) -> None:
     """CLI: train one case."""
     defaults = TrainConfig()
@@ -382,10 +378,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=defaults.device, help="auto, cpu or cuda; default: %(default)s")
     parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
                         help="fp32 (no TF32), tf32 (CUDA only) or bf16 autocast; default: %(default)s")
-    parser.add_argument("--adversarial-prior", type=_boolean, default=False, metavar="true|false",
-                        help="true: play the prior adversarially, as the official DIM code does (the encoder "
-                             "fools a discriminator trained on detached maps); default: false, the article's "
-                             "single loss")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="faithful",
+                        help="faithful: the article's single loss; corrected: the prior played adversarially, "
+                             "as the official DIM code does (the encoder fools a discriminator trained on "
+                             "detached maps); default: %(default)s")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch; default: %(default)s")
     parser.add_argument("--resume-state", help="state to resume from and save to; default: none")
     parser.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY,
@@ -395,13 +391,16 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--checkpoint-every must be ≥ 1, got {args.checkpoint_every}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = TrainConfig(args.epochs, args.batch_size, args.lr, args.seed, args.alpha, args.beta,
-                         args.gamma, args.device, args.precision, args.adversarial_prior)
+                         args.gamma, args.device, args.precision, ADVERSARIAL_PRIOR[args.protocol])
     losses = run(args.case, args.encoder_images, args.critic_images, config, args.encoder_out, args.loss_out,
                  args.threads, args.resume_state, args.checkpoint_every)
+    # Protocol and seed say which run this is, as the case does: context. The params are params.yaml's
+    # train keys (train.seeds holds the seed; the protocol sets adversarial_prior).
+    params = {f"train.{key}": value for key, value in asdict(config).items()
+              if key not in ("seed", "adversarial_prior")}
     job = provenance.record(
-        "train", {"encoder_images": args.encoder_images, "critic_images": args.critic_images},
-        {f"train.{key}": value for key, value in asdict(config).items()}, {"case": args.case},
-        device=str(resolve_device(config.device)))
+        "train", {"encoder_images": args.encoder_images, "critic_images": args.critic_images}, params,
+        {"case": args.case, "protocol": args.protocol, "seed": args.seed}, device=str(resolve_device(config.device)))
     provenance.write([args.encoder_out, args.loss_out], job)
     final = losses[losses.epoch == losses.epoch.max()].loss.mean()
     print(f"case {args.case}: {len(losses)} steps, last-epoch mean loss {final:.4f}; wrote "

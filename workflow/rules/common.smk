@@ -11,7 +11,7 @@ sys.path.insert(0, SOURCE)
 
 from mifeatures import sources
 from mifeatures.models import INPUT_SIZE, map_size
-from mifeatures.params import STL10_TRAIN_IMAGES, validate_params
+from mifeatures.params import PROTOCOLS, STL10_TRAIN_IMAGES, validate_params
 from mifeatures.provenance import CONFIG_FILES_VARIABLE, SUFFIX
 
 CONFIG_FILES = ["params.yaml", *map(str, workflow.overwrite_configfiles or [])]
@@ -31,18 +31,25 @@ shell.prefix(
 )
 
 CASES = config["cases"]
+SEEDS = config["train"]["seeds"]
+# The article's figures come from one run per case: the faithful protocol, first seed. The
+# findings take every (protocol, seed, case) from the same rules.
+ARTICLE_RUN = {"protocol": "faithful", "seed": SEEDS[0]}
 CONDA_ENV = "../../environment.yml"
 
 RAW_IMAGES = f"data/{config['data']['dataset']}/stl10_binary/train_X.bin"
 GRAY = "results/grayscale/size{size}.npy"
-ENCODER = "results/train/{case}/encoder.pt"
-LOSS = "results/train/{case}/loss.csv"
+RUN = "{protocol}/seed{seed}/{case}"
+ENCODER = f"results/train/{RUN}/encoder.pt"
+LOSS = f"results/train/{RUN}/loss.csv"
 RESUME = (
-    "results/train/{case}/resume.pt"  # exists only while a training job is unfinished
+    f"results/train/{RUN}/resume.pt"  # exists only while a training job is unfinished
 )
-MI_TABLE = "results/score/{case}/mi.csv"
-SUMMARY = "results/score/{case}/summary.csv"
+MI_TABLE = f"results/score/{RUN}/mi.csv"
+SUMMARY = f"results/score/{RUN}/summary.csv"
+CROSSCHECK = f"results/crosscheck/{RUN}.csv"
 FIGURES = "results/figures"
+FINDINGS = "results/findings"
 
 
 def code(stage):
@@ -68,15 +75,38 @@ def sized_images(wildcards):
     return GRAY.format(size=map_size(wildcards.case))
 
 
+def faithful_sized_images(wildcards):
+    """The faithful protocol scores maps against the image resized to their size; the corrected
+    one against the 96×96 encoder input."""
+    return sized_images(wildcards) if wildcards.protocol == "faithful" else []
+
+
+def score_protocol_args(wildcards, input):
+    """What each protocol's scoring needs: only these values reach (and can rerun) its jobs."""
+    if wildcards.protocol == "faithful":
+        return f"--sized-images {input.sized_images}"
+    null = config["score"]
+    return f"--null-shifts {null['null_shifts']} --null-seed {null['null_seed']}"
+
+
+def crosscheck_protocol_args(wildcards, input):
+    return (
+        f"--sized-images {input.sized_images}"
+        if wildcards.protocol == "faithful"
+        else ""
+    )
+
+
 def train_params(wildcards):
     """train: hyperparameters with the case's overrides applied; only these values reach the job.
 
-    checkpoint_every is left out: how often state is saved never changes a result.
+    checkpoint_every is left out: how often state is saved never changes a result. The seed is
+    the job's own, a wildcard.
     """
     params = {
         key: value
         for key, value in config["train"].items()
-        if key not in ("overrides", "checkpoint_every")
+        if key not in ("overrides", "checkpoint_every", "seeds")
     }
     params.update(config["train"]["overrides"].get(wildcards.case, {}))
     return params
@@ -105,13 +135,38 @@ def train_runtime(wildcards):
     return max(10, round(2 * seconds / 60))
 
 
+def article(pattern):
+    """``pattern`` of the article's run, ``{case}`` left open."""
+    return expand(pattern, allow_missing=True, **ARTICLE_RUN)[0]
+
+
 def per_case(pattern):
-    return [pattern.format(case=case) for case in CASES]
+    """``pattern`` for each case of the article's run."""
+    return [article(pattern).format(case=case) for case in CASES]
 
 
 def case_pairs(pattern):
-    """CASE=PATH arguments for the CLIs that combine cases."""
+    """CASE=PATH arguments for the CLIs that combine the article's cases."""
     return [f"{case}={path}" for case, path in zip(CASES, per_case(pattern))]
+
+
+def every_run(pattern):
+    """``pattern`` for every (protocol, seed, case)."""
+    return expand(pattern, protocol=PROTOCOLS, seed=SEEDS, case=CASES)
+
+
+def findings_runs():
+    """--run arguments of the findings stage: each run with its three tables."""
+    return [
+        f"--run {protocol} {seed} {case} "
+        + " ".join(
+            pattern.format(protocol=protocol, seed=seed, case=case)
+            for pattern in (SUMMARY, MI_TABLE, CROSSCHECK)
+        )
+        for protocol in PROTOCOLS
+        for seed in SEEDS
+        for case in CASES
+    ]
 
 
 def map_figures():

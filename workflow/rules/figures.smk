@@ -23,11 +23,11 @@ rule figure_loss:
 
 rule figure_maps:
     input:
-        encoder=ENCODER,
+        encoder=article(ENCODER),
         encoder_images=encoder_images(),
         sized_images=sized_images,
-        mi=MI_TABLE,
-        summary=SUMMARY,
+        mi=article(MI_TABLE),
+        summary=article(SUMMARY),
     output:
         **recorded(
             figure=report(

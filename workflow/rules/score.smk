@@ -2,11 +2,11 @@ rule score:
     input:
         encoder=ENCODER,
         encoder_images=encoder_images(),
-        sized_images=sized_images,
+        sized_images=faithful_sized_images,
     output:
         **recorded(mi=MI_TABLE, summary=SUMMARY),
     log:
-        "results/logs/score/{case}.log",
+        f"results/logs/score/{RUN}.log",
     conda:
         CONDA_ENV
     threads: 1
@@ -17,11 +17,12 @@ rule score:
     params:
         bins=config["score"]["bins"],
         noise_seed=config["score"]["noise_seed"],
+        protocol=score_protocol_args,
         device=lambda wildcards: train_params(wildcards)["device"],  # where the case trained
         code=code("score"),
     shell:
         "python -m mifeatures.score --encoder {input.encoder}"
-        " --encoder-images {input.encoder_images} --sized-images {input.sized_images}"
+        " --encoder-images {input.encoder_images} --protocol {wildcards.protocol} {params.protocol}"
         " --bins {params.bins} --noise-seed {params.noise_seed} --device {params.device}"
         " --threads {threads}"
         " --mi-out {output.mi} --summary-out {output.summary} > {log} 2>&1"

@@ -1,4 +1,4 @@
-# One job per case; a job killed after a saved epoch resumes from RESUME when rerun.
+# One job per (protocol, seed, case); a job killed after a saved epoch resumes from RESUME when rerun.
 # threads stays 1: torch's CPU results change in the last bits with the
 # thread count, and a fixed count keeps reruns byte-identical.
 # checkpoint_every changes no result, so it is a resource (not a rerun trigger) rather than a param.
@@ -9,7 +9,7 @@ rule train:
     output:
         **recorded(encoder=ENCODER, loss=LOSS),
     log:
-        "results/logs/train/{case}.log",
+        f"results/logs/train/{RUN}.log",
     conda:
         CONDA_ENV
     threads: 1
@@ -26,8 +26,8 @@ rule train:
         "python -m mifeatures.train --case {wildcards.case}"
         " --encoder-images {input.encoder_images} --critic-images {input.critic_images}"
         " --epochs {params.hp[epochs]} --batch-size {params.hp[batch_size]} --lr {params.hp[lr]}"
-        " --seed {params.hp[seed]} --alpha {params.hp[alpha]} --beta {params.hp[beta]}"
-        " --gamma {params.hp[gamma]} --adversarial-prior {params.hp[adversarial_prior]}"
+        " --seed {wildcards.seed} --alpha {params.hp[alpha]} --beta {params.hp[beta]}"
+        " --gamma {params.hp[gamma]} --protocol {wildcards.protocol}"
         " --device {params.hp[device]} --precision {params.hp[precision]}"
         " --threads {threads}"
         " --resume-state {params.resume} --checkpoint-every {resources.checkpoint_every}"

@@ -1,0 +1,28 @@
+# The KSG estimate of a seeded subsample of each run's image–map pairs, for the findings.
+rule crosscheck:
+    input:
+        encoder=ENCODER,
+        encoder_images=encoder_images(),
+        sized_images=faithful_sized_images,
+    output:
+        **recorded(table=CROSSCHECK),
+    log:
+        f"results/logs/crosscheck/{RUN}.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        gpu=gpus,
+        mem_mb=2000,
+        runtime=30,
+    params:
+        ksg=config["score"]["ksg"],
+        protocol=crosscheck_protocol_args,
+        device=lambda wildcards: train_params(wildcards)["device"],
+        code=code("crosscheck"),
+    shell:
+        "python -m mifeatures.crosscheck --encoder {input.encoder}"
+        " --encoder-images {input.encoder_images} --protocol {wildcards.protocol} {params.protocol}"
+        " --images {params.ksg[images]} --maps {params.ksg[maps]} --pixels {params.ksg[pixels]}"
+        " --neighbors {params.ksg[neighbors]} --seed {params.ksg[seed]}"
+        " --device {params.device} --threads {threads} --out {output.table} > {log} 2>&1"

@@ -1,0 +1,55 @@
+rule findings:
+    input:
+        summaries=every_run(SUMMARY),
+        mi=every_run(MI_TABLE),
+        crosschecks=every_run(CROSSCHECK),
+    output:
+        **recorded(
+            cases=f"{FINDINGS}/cases.csv",
+            differences=f"{FINDINGS}/differences.csv",
+            ksg=f"{FINDINGS}/ksg.csv",
+            report=report(
+                f"{FINDINGS}.md",
+                caption="../report/findings.rst",
+                category="6. Protocols",
+                labels={"figure": "findings"},
+            ),
+        ),
+    log:
+        "results/logs/findings.log",
+    conda:
+        CONDA_ENV
+    params:
+        runs=findings_runs(),
+        settings=config["findings"],
+        code=code("findings"),
+    shell:
+        "python -m mifeatures.findings {params.runs}"
+        " --bootstrap {params.settings[bootstrap]} --confidence {params.settings[confidence]}"
+        " --seed {params.settings[seed]} --cases-out {output.cases}"
+        " --differences-out {output.differences} --ksg-out {output.ksg}"
+        " --report-out {output.report} > {log} 2>&1"
+
+
+rule figure_protocols:
+    input:
+        cases=f"{FINDINGS}/cases.csv",
+    output:
+        **recorded(
+            figure=report(
+                f"{FIGURES}/protocols.png",
+                caption="../report/protocols.rst",
+                category="6. Protocols",
+                labels={"figure": "faithful vs corrected"},
+            ),
+        ),
+    log:
+        "results/logs/figures/protocols.log",
+    conda:
+        CONDA_ENV
+    params:
+        confidence=config["findings"]["confidence"],
+        code=code("figures"),
+    shell:
+        "python -m mifeatures.figures protocols --cases {input.cases}"
+        " --confidence {params.confidence} --out {output.figure} > {log} 2>&1"
