@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-SECTIONS = ("1. Training", "2. Feature maps", "3. Mean MI per case", "4. All images", "5. Provenance")
+SECTIONS = ("1. Training", "2. Feature maps", "3. Mean MI per case", "4. All images", "5. Provenance",
+            "6. Protocols")
 
 
 def snakemake(root: Path, *args: str) -> str:
@@ -36,15 +37,16 @@ def snakemake(root: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
-    """report.html of a one-case, one-image build of the tiny config."""
+    """report.html of a two-case, one-image build of the tiny config: the article's figures and the
+    protocols' findings (two cases being the fewest the findings compare)."""
     root = tmp_path_factory.mktemp("report")
     for name in ("workflow", "src", "environment.yml"):
         (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, root / name)
     params = merge(load_params([REPO / "params.yaml", REPO / "config/tiny.yaml"]),
-                   {"cases": ["a"], "figures": {"images": [10]}})
+                   {"cases": ["a", "c"], "figures": {"images": [10]}})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    snakemake(root, "all")
-    snakemake(root, "--report", "results/report.html")
+    snakemake(root, "all", "protocols")
+    snakemake(root, "--report", "results/report.html", "all", "protocols")
     return root / "results/report.html"
 
 
@@ -86,7 +88,8 @@ def test_every_figure_renders_in_chromium(report, browser):
             image.src = r.data_uri;
         }))).then(done);""")
     sizes = {name: (width, height) for name, width, height in decoded}
-    expected = {"loss.png", "maps_a_image10.png", "chosen_mean_mi.png", "mi_distribution.png", "wins.png"}
+    expected = {"loss.png", "maps_a_image10.png", "maps_c_image10.png", "chosen_mean_mi.png", "mi_distribution.png",
+                "wins.png", "protocols.png"}
     assert set(sizes) == expected
     for name in expected:
         with Image.open(report.parent / "figures" / name) as on_disk:
@@ -102,7 +105,7 @@ def test_report_groups_figures_by_article_section(report, browser):
     for section in SECTIONS:
         assert section in text
     names = browser.execute_script("return Object.values(results).map(r => r.filename)")
-    assert {"provenance.txt", "cases.csv"} <= set(names)
+    assert {"provenance.txt", "cases.csv", "findings.md"} <= set(names)
 
 
 def test_readme_rule_graph_is_the_generated_one():

@@ -101,7 +101,8 @@ def branch(case: str) -> set[str]:
     """Files that must be rebuilt, and only they, when one case's training hyperparameter changes."""
     return {
         f"train/{ARTICLE_RUN}/{case}/encoder.pt", f"train/{ARTICLE_RUN}/{case}/loss.csv",
-        f"score/{ARTICLE_RUN}/{case}/mi.csv", f"score/{ARTICLE_RUN}/{case}/summary.csv", "aggregate/cases.csv", "aggregate/images.csv",
+        f"score/{ARTICLE_RUN}/{case}/mi.csv", f"score/{ARTICLE_RUN}/{case}/summary.csv",
+        "aggregate/cases.csv", "aggregate/images.csv",
         "aggregate/metrics.json", "figures/loss.png", f"figures/maps_{case}_image10.png",
         f"figures/maps_{case}_image11.png", "figures/chosen_mean_mi.png", "figures/mi_distribution.png",
         "figures/wins.png", "provenance.txt", "article_losses.csv",
@@ -172,9 +173,9 @@ def test_second_run_has_nothing_to_do(project):
     assert "Nothing to be done" in snakemake(project, "-n", "all").stdout
 
 
-def planned(root: Path, *args: str) -> dict[str, int]:
-    """{rule: number of jobs} that `snakemake -n all` would run now."""
-    dry = snakemake(root, "-n", "all", *args).stdout
+def planned(root: Path, *args: str, target: str = "all") -> dict[str, int]:
+    """{rule: number of jobs} that `snakemake -n TARGET` would run now."""
+    dry = snakemake(root, "-n", target, *args).stdout
     if "Nothing to be done" in dry:
         return {}
     table = dry[dry.index("Job stats:"):dry.index("Reasons:")]
@@ -484,3 +485,31 @@ def test_dvc_experiment_is_comparable_in_exp_show(pulled_clone):
     assert float(baseline["train.lr"]) == 1e-4 and float(experiment["train.lr"]) == 1e-5
     assert all(experiment[f"mean_mi.{case}"] and baseline[f"mean_mi.{case}"] for case in "abcd")
     assert any(experiment[f"mean_mi.{case}"] != baseline[f"mean_mi.{case}"] for case in "abcd")
+
+
+def test_protocols_and_seeds_are_wildcards_of_the_same_rules(project):
+    """`snakemake protocols` runs the corrected protocol beside the article's run, whose outputs it
+    leaves byte for byte; the findings read the same faithful numbers as the aggregate; a param of the
+    corrected scoring reruns corrected jobs only; a second seed trains every (protocol, case) once more
+    and leaves the article's figures current."""
+    params = project / "params.yaml"
+    original = params.read_text()
+    article_outputs = contents(project)
+    try:
+        snakemake(project, "protocols")
+        assert contents(project) == article_outputs and planned(project) == {}
+        findings = pd.read_csv(project / "results/findings/cases.csv")
+        faithful = findings[findings["protocol"] == "faithful"].set_index("case")["mean_mi"]
+        aggregate = pd.read_csv(project / "results/aggregate/cases.csv").set_index("case")["mean_mi"]
+        pd.testing.assert_series_equal(faithful, aggregate, check_names=False, rtol=1e-12)
+        assert set(findings["protocol"]) == {"faithful", "corrected"}
+        assert "**Only 1 seed**" in (project / "results/findings.md").read_text()
+        set_params(project, {"score": {"null_shifts": 4}})
+        assert planned(project, target="protocols") == {"score": 4, "findings": 1, "figure_protocols": 1,
+                                                         "protocols": 1}
+        set_params(project, {"train": {"seeds": [78, 79]}})
+        assert planned(project, target="protocols") == {"train": 8, "score": 12, "crosscheck": 8, "findings": 1,
+                                                         "figure_protocols": 1, "protocols": 1}
+        assert planned(project) == {}
+    finally:
+        params.write_text(original)
