@@ -497,7 +497,8 @@ def test_protocols_and_seeds_are_wildcards_of_the_same_rules(project):
     article_outputs = contents(project)
     try:
         snakemake(project, "protocols")
-        assert contents(project) == article_outputs and planned(project) == {}
+        after = contents(project)
+        assert {path: after[path] for path in article_outputs} == article_outputs and planned(project) == {}
         findings = pd.read_csv(project / "results/findings/cases.csv")
         faithful = findings[findings["protocol"] == "faithful"].set_index("case")["mean_mi"]
         aggregate = pd.read_csv(project / "results/aggregate/cases.csv").set_index("case")["mean_mi"]

@@ -112,7 +112,7 @@ def protocols_figure(cases: pd.DataFrame, confidence: float) -> plt.Figure:
     series = list(dict.fromkeys(zip(cases["protocol"], cases["estimator"])))
     names = list(dict.fromkeys(cases["case"]))
     width = 0.8 / len(series)
-    figure, axis = plt.subplots(figsize=(8, 4.5))
+    figure, axis = plt.subplots(figsize=(10, 4.5))
     for index, (protocol, estimator) in enumerate(series):
         rows = cases[(cases["protocol"] == protocol) & (cases["estimator"] == estimator)].set_index("case").loc[names]
         error = [rows["mean_mi"] - rows["low"], rows["high"] - rows["mean_mi"]]
@@ -123,7 +123,7 @@ def protocols_figure(cases: pd.DataFrame, confidence: float) -> plt.Figure:
     axis.set(ylabel="mean MI per image and map (nats)",
              title=f"Mean MI with {confidence:.0%} CI over {cases['seeds'].iloc[0]} seeds × "
                    f"{cases['images'].iloc[0]} images")
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     figure.tight_layout()
     return figure
 
