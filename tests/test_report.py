@@ -108,13 +108,15 @@ def test_report_groups_figures_by_article_section(report, browser):
     assert {"provenance.txt", "cases.csv", "findings.md"} <= set(names)
 
 
-def test_readme_rule_graph_is_the_generated_one():
-    """The README's Mermaid graph has the nodes and edges `snakemake --rulegraph mermaid-js` prints now.
+def test_readme_rule_graphs_are_the_generated_ones():
+    """The README's two Mermaid graphs, of `all` and of `protocols`, have the nodes and edges
+    `snakemake --rulegraph mermaid-js TARGET` prints now.
 
     Snakemake prints the edges in no fixed order, so the graphs are compared as sets of lines.
     """
-    result = subprocess.run([str(BIN / "snakemake"), "--rulegraph", "mermaid-js"], cwd=REPO, env=ENV,
-                            capture_output=True, text=True, timeout=120, check=True)
-    generated = result.stdout.strip()
-    block = re.search(r"```mermaid\n(.*?)\n```", (REPO / "README.md").read_text(), re.S)
-    assert block and sorted(block.group(1).strip().splitlines()) == sorted(generated.splitlines())
+    blocks = re.findall(r"```mermaid\n(.*?)\n```", (REPO / "README.md").read_text(), re.S)
+    assert len(blocks) == 2
+    for target, block in zip(("all", "protocols"), blocks):
+        result = subprocess.run([str(BIN / "snakemake"), "--rulegraph", "mermaid-js", target], cwd=REPO, env=ENV,
+                                capture_output=True, text=True, timeout=120, check=True)
+        assert sorted(block.strip().splitlines()) == sorted(result.stdout.strip().splitlines()), target
