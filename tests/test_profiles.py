@@ -25,11 +25,12 @@ def project(tmp_path_factory) -> Path:
     return root
 
 
-def dry_run(root: Path, profile: str) -> dict[str, list[dict[str, str]]]:
-    """{rule: [resources of each job]} that `snakemake -n` plans under ``profile`` and the article's config."""
+def dry_run(root: Path, profile: str, *configs: str, target: str = "all") -> dict[str, list[dict[str, str]]]:
+    """{rule: [resources of each job]} that `snakemake -n TARGET` plans under ``profile`` and the
+    article's config (with ``configs`` merged over it)."""
     result = subprocess.run(
-        [str(BIN / "snakemake"), "-n", "--profile", f"workflow/profiles/{profile}", "--configfile",
-         "config/article.yaml"], cwd=root, capture_output=True, text=True, timeout=300,
+        [str(BIN / "snakemake"), target, "-n", "--profile", f"workflow/profiles/{profile}", "--configfile",
+         "config/article.yaml", *configs], cwd=root, capture_output=True, text=True, timeout=300,
         env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
     assert result.returncode == 0, result.stdout + result.stderr
     jobs: dict[str, list[dict[str, str]]] = {}
@@ -57,3 +58,13 @@ def test_gpu_profile_lets_the_four_trainings_share_the_gpu(project):
     assert all(job["gpu"] == "1" for job in jobs["train"] + jobs["score"])
     assert "gpu" not in jobs["aggregate"][0]
     assert yaml.safe_load((REPO / "workflow/profiles/gpu/config.yaml").read_text())["resources"] == ["gpu=4"]
+
+
+def test_slurm_profile_runs_the_findings_at_the_articles_scale(project):
+    """config/article.yaml + config/findings.yaml: every (protocol, seed, case) trains, scores and is
+    cross-checked on a GPU of its own; the findings themselves need none."""
+    jobs = dry_run(project, "slurm", "config/findings.yaml", target="protocols")
+    assert {rule: len(planned) for rule, planned in jobs.items() if rule in ("train", "score", "crosscheck")} == {
+        "train": 24, "score": 24, "crosscheck": 24}
+    assert all(job["gpu"] == "1" for job in jobs["train"] + jobs["score"] + jobs["crosscheck"])
+    assert "gpu" not in jobs["findings"][0]
