@@ -83,18 +83,19 @@ def faithful_sized_images(wildcards):
 
 # Params functions of wildcards only: Snakemake leaves a function that takes input, output, threads
 # or resources out of its params trigger (Rule._is_deriving_function), so a change would rerun nothing.
-def score_protocol_args(wildcards):
-    """What each protocol's scoring needs: only these values reach (and can rerun) its jobs."""
-    if wildcards.protocol == "faithful":
-        return f"--sized-images {sized_images(wildcards)}"
-    null = config["score"]
-    return f"--null-shifts {null['null_shifts']} --null-seed {null['null_seed']}"
-
-
-def crosscheck_protocol_args(wildcards):
+def sized_images_arg(wildcards):
+    """--sized-images for the faithful protocol, which pairs each map with the image at its size."""
     if wildcards.protocol == "faithful":
         return f"--sized-images {sized_images(wildcards)}"
     return ""
+
+
+def score_protocol_args(wildcards):
+    """What each protocol's scoring needs: only these values reach (and can rerun) its jobs."""
+    if wildcards.protocol == "faithful":
+        return sized_images_arg(wildcards)
+    null = config["score"]
+    return f"--null-shifts {null['null_shifts']} --null-seed {null['null_seed']}"
 
 
 def train_params(wildcards):

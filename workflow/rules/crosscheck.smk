@@ -17,7 +17,7 @@ rule crosscheck:
         runtime=30,
     params:
         ksg=config["score"]["ksg"],
-        protocol=crosscheck_protocol_args,
+        protocol=sized_images_arg,
         device=lambda wildcards: train_params(wildcards)["device"],
         code=code("crosscheck"),
     shell:
