@@ -102,6 +102,13 @@ def test_record_names_the_code_each_stage_ran(chain):
     assert "mifeatures/aggregate.py" in aggregate_modules and "mifeatures/train.py" not in aggregate_modules
 
 
+@pytest.mark.parametrize("stage", ["train", "score", "crosscheck", "findings"])
+def test_protocol_stages_depend_on_the_protocol_names_not_on_params_validation(stage):
+    """The stages of the protocol wildcard take its names from a module of their own, so an edit of the
+    schema checks in params.py reruns no training or scoring."""
+    assert "protocols" in sources.modules(stage) and "params" not in sources.modules(stage)
+
+
 def test_record_names_the_device_precision_and_torch_build(chain):
     """Jobs that run torch say on which device and with which float settings; the torch build is named."""
     record = json.loads(provenance.sidecar(chain["maps_c"]).read_text())

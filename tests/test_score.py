@@ -15,7 +15,7 @@ from mifeatures import provenance
 from mifeatures.crosscheck import crosscheck, draw_pairs
 from mifeatures.crosscheck import main as crosscheck_main
 from mifeatures.estimators import corrected_mi, ksg_mi, miller_madow
-from mifeatures.params import PROTOCOLS
+from mifeatures.protocols import PROTOCOLS
 from mifeatures.mi import mutual_information
 from mifeatures.models import INPUT_SIZE, N_MAPS, build_encoder, map_size
 from mifeatures.score import (CORRECTED_SUMMARY_COLUMNS, SUMMARY_COLUMNS, all_images_loop_normalisation,

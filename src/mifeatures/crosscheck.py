@@ -21,7 +21,7 @@ from mifeatures.estimators import ksg_mi
 from mifeatures.grayscale import load_images
 from mifeatures.io import atomic_write
 from mifeatures.models import INPUT_SIZE, N_MAPS, map_size, resolve_device
-from mifeatures.params import PROTOCOLS
+from mifeatures.protocols import PROTOCOLS
 from mifeatures.score import batched_feature_maps, eval_encoder, load_encoder, per_image_encoder, to_image_grid
 
 COLUMNS = ["image", "map", "ksg"]

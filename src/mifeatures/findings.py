@@ -22,7 +22,7 @@ import pandas as pd
 
 from mifeatures import provenance
 from mifeatures.io import atomic_write
-from mifeatures.params import PROTOCOLS
+from mifeatures.protocols import PROTOCOLS
 
 CLAIM_CASE = "c"  # the article: the encoder whose maps keep the input's size keeps the most MI
 # Estimator → column of the score stage's per-image summary, per protocol. The faithful protocol's

@@ -13,10 +13,6 @@ import jsonschema
 import yaml
 
 
-# The two ways of running the experiment, a wildcard of the workflow: the article's, flaws kept
-# ("faithful"), and one that fixes them ("corrected"; see README): the adversarial prior in
-# training (mifeatures.train), eval-mode, aligned and bias-corrected scoring (mifeatures.score).
-PROTOCOLS = ("faithful", "corrected")
 # Images in the STL-10 train split (the sample's count is its own setting).
 STL10_TRAIN_IMAGES = 5000
 # A number as YAML 1.2 spells it. PyYAML follows YAML 1.1, which reads "1e-05" (as DVC writes

@@ -36,7 +36,7 @@ from mifeatures.grayscale import load_images
 from mifeatures.io import atomic_write
 from mifeatures.mi import mutual_information, mutual_information_many
 from mifeatures.models import INPUT_SIZE, N_MAPS, build_encoder, map_size, resolve_device
-from mifeatures.params import PROTOCOLS
+from mifeatures.protocols import PROTOCOLS
 
 SUMMARY_COLUMNS = ["image", "upper", "noise", "max", "min", "mean", "std"]
 # The corrected summary: max … std over ``mi_corrected``, then the means of the two other estimates.

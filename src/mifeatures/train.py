@@ -29,12 +29,10 @@ from mifeatures.grayscale import load_images
 from mifeatures.io import atomic_write
 from mifeatures.models import INPUT_SIZE, build_encoder, map_size, resolve_device
 from mifeatures.objective import DeepInfoMaxLoss, LossWeights
-from mifeatures.params import PROTOCOLS
+from mifeatures.protocols import ADVERSARIAL_PRIOR, PROTOCOLS
 
 log = logging.getLogger(__name__)
 
-# What each protocol trains: the corrected one plays the prior as the official DIM code does.
-ADVERSARIAL_PRIOR = {"faithful": False, "corrected": True}
 LOSS_COLUMNS = ["epoch", "step", "loss", "local", "global", "prior"]
 LOSS_TERMS = LOSS_COLUMNS[2:]
 # Read back and checked with the logged terms in adversarial-prior mode, but not logged: the columns stay.

@@ -11,7 +11,8 @@ sys.path.insert(0, SOURCE)
 
 from mifeatures import sources
 from mifeatures.models import INPUT_SIZE, map_size
-from mifeatures.params import PROTOCOLS, STL10_TRAIN_IMAGES, validate_params
+from mifeatures.params import STL10_TRAIN_IMAGES, validate_params
+from mifeatures.protocols import PROTOCOLS
 from mifeatures.provenance import CONFIG_FILES_VARIABLE, SUFFIX
 
 CONFIG_FILES = ["params.yaml", *map(str, workflow.overwrite_configfiles or [])]
