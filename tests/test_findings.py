@@ -39,7 +39,7 @@ def test_a_draw_resamples_seeds_and_images_and_pairs_every_matrix():
     seeds = np.repeat(np.arange(3), generator.multinomial(3, np.full(3, 1 / 3), size=50)[0])
     images = np.repeat(np.arange(7), generator.multinomial(7, np.full(7, 1 / 7), size=50)[0])
     assert draws["x"][0] == pytest.approx(x[np.ix_(seeds, images)].mean(), abs=1e-12)
-    # A matrix that varies only between images gets no width from the seeds, and none at all if constant.
+    # A constant matrix has a bootstrap distribution of zero width.
     assert np.ptp(bootstrap_means({"c": np.full((3, 7), 0.2)}, 50, seed=4)["c"]) == pytest.approx(0)
 
 
@@ -77,7 +77,7 @@ def write_runs(folder, means, seeds=(1, 2, 3), images=40, ksg_order=None):
                 pd.DataFrame(summary).to_csv(paths["summary"], index=False)
                 pd.DataFrame({"image": np.repeat(np.arange(images), 32), "map": np.tile(np.arange(32), images),
                               HISTOGRAM[protocol]: per_map.ravel()}).to_csv(paths["mi"], index=False)
-                rank = (ksg_order or list(by_case)).index(case) if ksg_order else -mean
+                rank = ksg_order.index(case) if ksg_order else -mean
                 pd.DataFrame({"image": [0, 0, 5], "map": [1, 2, 3], "ksg": 1.0 - 0.1 * rank}).to_csv(
                     paths["ksg"], index=False)
                 runs.append(Run(protocol, seed, case, paths["summary"], paths["mi"], paths["ksg"]))

@@ -190,15 +190,14 @@ def report(cases: pd.DataFrame, differences: pd.DataFrame, ranking: pd.DataFrame
     verdicts = []
     for (protocol, estimator), table in cases.groupby(["protocol", "estimator"], sort=False):
         table = table.sort_values("mean_mi", ascending=False)
-        best, runner = table.iloc[0], table.iloc[1] if len(table) > 1 else None
+        best, runner = table.iloc[0], table.iloc[1]  # main refuses fewer than two cases
         lines += [f"## {protocol} protocol, {estimator} MI", "",
                   f"| case | mean MI | {percent} CI | share of images won | {percent} CI |", "|---|---|---|---|---|"]
         lines += [f"| {r.case} | {_nats(r.mean_mi)} | {_ci(r.low, r.high)} | {r.win_share:.1%} | "
                   f"[{r.win_low:.1%}, {r.win_high:.1%}] |" for r in table.itertuples()]
         lines.append("")
-        sentence = f"Highest mean MI: case {best.case}, {_nats(best.mean_mi)} {_ci(best.low, best.high)}"
-        sentence += f", {_nats(best.mean_mi - runner.mean_mi)} above case {runner.case}." if runner is not None else "."
-        lines.append(sentence)
+        lines.append(f"Highest mean MI: case {best.case}, {_nats(best.mean_mi)} {_ci(best.low, best.high)}, "
+                     f"{_nats(best.mean_mi - runner.mean_mi)} above case {runner.case}.")
         paired = differences[(differences["protocol"] == protocol) & (differences["estimator"] == estimator)]
         if paired.empty:
             lines += [f"Case {CLAIM_CASE} was not run: the article's claim is not tested.", ""]
