@@ -216,20 +216,39 @@ def test_float32_image_is_binned_in_the_maps_float64(image):
 def test_maps_with_values_on_and_beside_every_edge(image, feature_maps):
     """Maps whose values sit exactly on each of their bin edges, one ulp either side, and at the
     maximum (many times), in float32 and float64, agree with the reference."""
-    maps = []
     for dtype in (np.float32, np.float64):
         for source in (feature_maps[0], feature_maps[5]):
-            values = source.astype(dtype).ravel().copy()
-            edges = np.histogram2d(values, values, 30)[1]
-            special = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf)])
-            special = special[(special >= edges[0]) & (special <= edges[-1])]
-            values[: special.size] = special
-            values[-500:] = edges[-1]  # ties at the maximum
-            maps.append(values.reshape(image.shape))
-    for values in maps:
-        np.testing.assert_array_equal(bin_indices(values, 30), numpy_bins(values, 30))
-        got = mutual_information(image, values[None], 30)
-        np.testing.assert_allclose(got, reference_mi(image, values[None], 30), rtol=0, atol=1e-9)
+            values = map_with_values_on_and_beside_every_edge(source.astype(dtype))
+            np.testing.assert_array_equal(bin_indices(values, 30), numpy_bins(values, 30))
+            got = mutual_information(image, values[None], 30)
+            np.testing.assert_allclose(got, reference_mi(image, values[None], 30), rtol=0, atol=1e-9)
+
+
+def map_with_values_on_and_beside_every_edge(source: np.ndarray) -> np.ndarray:
+    """``source`` with values exactly on each of its histogram2d edges, one ulp either side, and
+    many at the maximum."""
+    values = source.ravel().copy()
+    edges = np.histogram2d(values, values, 30)[1]
+    special = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf)])
+    special = special[(special >= edges[0]) & (special <= edges[-1])]
+    values[: special.size] = special
+    values[-500:] = edges[-1]  # ties at the maximum
+    return values.reshape(source.shape)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_joint_tables_are_histogram2d_tables(image, feature_maps, dtype):
+    """Count for count, the tables behind the MI are np.histogram2d's: binned by the compiled
+    pass (float32, float64) or by numpy (float16, and rows too narrow for the arithmetic), on
+    real maps, maps with values on and beside every edge, and a range of a few dozen ulps."""
+    ulps = np.random.default_rng(11).integers(0, 40, image.shape)
+    narrow = (dtype(1000) + ulps * np.spacing(dtype(1000))).astype(dtype)
+    edge_values = map_with_values_on_and_beside_every_edge(feature_maps[5].astype(dtype))
+    maps, pixels = np.stack([*feature_maps[:3].astype(dtype), edge_values, narrow]), image.astype(dtype)
+    counts, binner = mi._joint_counts(pixels.reshape(1, -1), [maps.reshape(len(maps), -1)], 30)
+    assert binner.unprovable.tolist() == [len(maps)]  # the narrow map (row 0 is the image)
+    for table, values in zip(counts[0], maps):
+        np.testing.assert_array_equal(table, np.histogram2d(pixels.ravel(), values.ravel(), 30)[0])
 
 
 def test_constant_image_gives_zero_for_every_map(feature_maps):

@@ -4,8 +4,8 @@ The numbers are those of ``np.histogram2d(x, y, bins)`` (each axis over its own 
 followed by ``sklearn.metrics.mutual_info_score`` on the counts, in nats; the tests hold
 them to that reference to 1e-9.
 
-Speed comes from binning by arithmetic instead of a search (see ``_RowBinner``), from
-``np.bincount`` over a small-integer joint index of several maps at once, and from MI as sums
+Speed comes from binning by arithmetic instead of a search (see ``_RowBinner``), fused with
+the count into one compiled pass over each map (``_bin_and_count``, numba), and from MI as sums
 of n·log n looked up in a table. Whatever does not grow with the pixels (edges, the MI from
 the counts) is done once for many images by ``mutual_information_many``.
 """
@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
+import numba
 import numpy as np
 
-# Values binned per np.bincount call: their temporaries (about 17 bytes a value, bincount's
-# own intp copy included) then stay in a core's L2 cache.
-_STEP_VALUES = 2**16
+# The dtypes the compiled binning is built for; others (float16, longdouble) are binned by numpy.
+_COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # Images per call of the vectorised core in mutual_information_many.
 _IMAGES_PER_CALL = 8
 # Half-width, in bins, of the band around each bin edge inside which a value is binned by
@@ -120,50 +120,9 @@ def _mutual_information_pairs(
 
 def _mutual_information(images: np.ndarray, maps: Sequence[np.ndarray], bins: int) -> np.ndarray:
     """MI (B, K) of each of ``images`` (B, N) against its maps ``maps[b]`` (K, N), all of one dtype."""
-    n_images, n_pixels = images.shape
-    n_maps = len(maps[0])
-    # Binner rows: the B images, then the B·K maps, image by image.
-    binner = _RowBinner(
-        np.concatenate([images.min(axis=1), *(image_maps.min(axis=1) for image_maps in maps)]),
-        np.concatenate([images.max(axis=1), *(image_maps.max(axis=1) for image_maps in maps)]),
-        bins,
-    )
-    # bincount converts its input to intp itself, so the joint index is built in the narrowest
-    # integer that holds it.
-    per_step = max(1, min(n_maps, _STEP_VALUES // n_pixels, 2**15 // bins**2))
-    n_steps = -(-n_maps // per_step)
-    index_dtype = np.int16 if per_step * bins**2 <= 2**15 else np.intp
-    image_bins = binner.bin(images, 0, np.empty(images.shape, index_dtype))
-    # Joint cell of (image bin i, map m of a step, map bin j): (i · per_step + m) · bins + j.
-    step_map_offsets = (np.arange(per_step, dtype=index_dtype) * bins)[:, None]
-    counts = np.empty((n_images, n_steps, bins, per_step, bins), np.intp)
-    # Per value near an edge: its position, value, and the flat index of the count it went to.
-    near_edge, near_values, near_cells, step_starts = [], [], [], []
-    for image, (pixel_bins, image_maps) in enumerate(zip(image_bins, maps)):
-        joint_offsets = pixel_bins * index_dtype(per_step * bins) + step_map_offsets
-        for step in range(n_steps):
-            step_maps = image_maps[step * per_step : (step + 1) * per_step]
-            first_row = n_images + image * n_maps + step * per_step
-            joint = np.empty(step_maps.shape, index_dtype)
-            near = binner.guess(step_maps, first_row, joint)
-            joint += joint_offsets[: len(step_maps)]
-            step_counts = np.bincount(joint.reshape(-1), minlength=counts[0, 0].size)
-            counts[image, step] = step_counts.reshape(counts.shape[2:])
-            near_edge.append(near)
-            near_values.append(step_maps.reshape(-1)[near])
-            near_cells.append(joint.reshape(-1)[near])
-            step_starts.append((first_row, (image * n_steps + step) * counts[0, 0].size))
-    # Values near an edge were counted in their guessed bin, numpy's or the one below; move
-    # those of the bin below up one, all at once.
-    near_per_step = [len(near) for near in near_edge]
-    first_rows, step_cells = np.repeat(np.array(step_starts, np.intp), near_per_step, axis=0).T
-    row = first_rows + np.concatenate(near_edge) // n_pixels
-    cell = step_cells + np.concatenate(near_cells)
-    moved = cell[binner.exact(np.concatenate(near_values), row, cell % bins) > cell % bins]
-    np.subtract.at(counts.reshape(-1), moved, 1)
-    np.add.at(counts.reshape(-1), moved + 1, 1)  # the map bin is the last axis
-
-    mi = _plug_in_mi(counts, n_pixels).reshape(n_images, n_steps * per_step)[:, :n_maps]
+    n_images, n_maps = len(images), len(maps[0])
+    counts, binner = _joint_counts(images, maps, bins)
+    mi = _plug_in_mi(counts, images.shape[1])
     # sklearn's MI is exactly 0 when a variable takes a single value.
     mi[binner.constant[n_images:].reshape(n_images, n_maps)] = 0.0
     mi[binner.constant[:n_images]] = 0.0
@@ -173,13 +132,48 @@ def _mutual_information(images: np.ndarray, maps: Sequence[np.ndarray], bins: in
     return mi
 
 
+def _joint_counts(images: np.ndarray, maps: Sequence[np.ndarray], bins: int) -> tuple[np.ndarray, _RowBinner]:
+    """``np.histogram2d``'s table of each image of ``images`` (B, N) against each of its maps
+    ``maps[b]`` (K, N), all of one dtype: shape (B, K, bins, bins); and the binner of the rows
+    (the B images, then the B·K maps, image by image). Rows it calls irregular get a table in
+    range but not numpy's."""
+    n_images, n_pixels = images.shape
+    n_maps = len(maps[0])
+    binner = _RowBinner(
+        np.concatenate([images.min(axis=1), *(image_maps.min(axis=1) for image_maps in maps)]),
+        np.concatenate([images.max(axis=1), *(image_maps.max(axis=1) for image_maps in maps)]),
+        bins,
+    )
+    image_bins = binner.bin(images, 0, np.empty(images.shape, np.intp))
+    counts = np.zeros((n_images, n_maps, bins * bins), np.intp)
+    compiled = images.dtype in _COMPILED_DTYPES
+    for image, (pixel_bins, image_maps) in enumerate(zip(image_bins, maps)):
+        joint_offsets = pixel_bins * bins
+        rows = slice(n_images + image * n_maps, n_images + (image + 1) * n_maps)
+        if compiled:
+            _bin_and_count(
+                joint_offsets, image_maps, binner.scale[rows, 0], binner.shift_up[rows, 0],
+                binner.shift_down[rows, 0], binner.upper_edges[rows], counts[image],
+            )  # fmt: skip
+            # The compiled binning holds only on provable rows; numpy's search bins the others.
+            unprovable = binner.unprovable[(binner.unprovable >= rows.start) & (binner.unprovable < rows.stop)]
+            searched = unprovable - rows.start
+        else:
+            searched = range(n_maps)
+        for map_index in searched:
+            map_row = image_maps[map_index][None]
+            map_bins = binner.bin(map_row, rows.start + map_index, np.empty(map_row.shape, np.intp))[0]
+            counts[image, map_index] = np.bincount(joint_offsets + map_bins, minlength=bins * bins)
+    return counts.reshape(n_images, n_maps, bins, bins), binner
+
+
 def _histogram2d_mi(x: np.ndarray, y: np.ndarray, bins: int) -> float:
     """MI of numpy's own histogram2d table: for edges numpy builds out of order, where its
     search may leave values out of the table."""
     table = np.histogram2d(x, y, bins)[0].astype(np.intp)
     if np.count_nonzero(table.any(axis=1)) < 2 or np.count_nonzero(table.any(axis=0)) < 2:
         return 0.0
-    return float(_plug_in_mi(table[None, None, :, None, :], int(table.sum()))[0, 0, 0])
+    return float(_plug_in_mi(table[None, None], int(table.sum()))[0, 0])
 
 
 class _RowBinner:
@@ -285,8 +279,7 @@ def _linspace_rows(low: np.ndarray, high: np.ndarray, bins: int) -> np.ndarray:
 
 
 def _plug_in_mi(counts: np.ndarray, total: int) -> np.ndarray:
-    """MI of each map of ``counts`` (image, step, image bin, map of the step, map bin): shape
-    (image, step, map of the step).
+    """MI of each joint histogram of ``counts`` (image, map, image bin, map bin): shape (image, map).
 
     Σ p(i,j) log(p(i,j) / (p(i) p(j))) as (1/N)[Σ n_ij log n_ij − Σ a_i log a_i − Σ b_j log b_j
     + N log N], clipped at 0 as sklearn does.
@@ -294,9 +287,34 @@ def _plug_in_mi(counts: np.ndarray, total: int) -> np.ndarray:
     n_log_n = _n_log_n(total)
     joint = np.take(n_log_n, counts).sum(axis=2).sum(axis=-1)
     # Any map's row sums are its image's counts.
-    image_part = np.take(n_log_n, counts[:, 0, :, 0].sum(axis=-1)).sum(axis=-1)
+    image_part = np.take(n_log_n, counts[:, 0].sum(axis=-1)).sum(axis=-1)
     map_part = np.take(n_log_n, counts.sum(axis=2)).sum(axis=-1)
-    return np.clip((joint - image_part[:, None, None] - map_part + n_log_n[total]) / total, 0.0, None)
+    return np.clip((joint - image_part[:, None] - map_part + n_log_n[total]) / total, 0.0, None)
+
+
+@numba.njit(cache=True)
+def _bin_and_count(joint_offsets, maps, scale, shift_up, shift_down, upper_edges, counts):
+    """Add to ``counts[k, joint_offsets[n] + bin]`` one for each value n of map k: ``_RowBinner.bin``
+    fused with the count. The arithmetic is numpy's, in the maps' own dtype: numba contracts no
+    multiply-add unless asked to (fastmath), so the binner's proofs hold here too.
+
+    The two truncations run as one vectorised pass; the rare values where they differ, near an
+    edge, are then compared with the edge in the counting pass, as ``_RowBinner.exact`` does.
+    """
+    n_pixels = maps.shape[1]
+    below, above = np.empty(n_pixels, np.int32), np.empty(n_pixels, np.int32)
+    for map_index in range(maps.shape[0]):
+        values, map_counts, edges = maps[map_index], counts[map_index], upper_edges[map_index]
+        scale_k, up, down = scale[map_index], shift_up[map_index], shift_down[map_index]
+        for n in range(n_pixels):
+            g = values[n] * scale_k
+            below[n] = np.int32(g - up)
+            above[n] = np.int32(g - down)
+        for n in range(n_pixels):
+            bin_index = below[n]
+            if bin_index != above[n]:
+                bin_index += values[n] >= edges[bin_index]
+            map_counts[joint_offsets[n] + bin_index] += 1
 
 
 @lru_cache(maxsize=8)

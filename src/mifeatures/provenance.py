@@ -30,7 +30,7 @@ SUFFIX = ".prov.json"
 # Set by the workflow to the config files it merged (os.pathsep-separated), so that a figure is
 # verified against the config that made it.
 CONFIG_FILES_VARIABLE = "MIFEATURES_CONFIG_FILES"
-PACKAGES = ("torch", "numpy", "pandas", "scikit-image", "matplotlib", "snakemake", "dvc")
+PACKAGES = ("torch", "numpy", "numba", "pandas", "scikit-image", "scikit-learn", "matplotlib", "snakemake", "dvc")
 
 
 def sidecar(path: str | Path) -> Path:
