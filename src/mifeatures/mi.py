@@ -156,8 +156,8 @@ def _joint_counts(images: np.ndarray, maps: Sequence[np.ndarray], bins: int) -> 
                 binner.shift_down[rows, 0], binner.upper_edges[rows], counts[image],
             )  # fmt: skip
             # The compiled binning holds only on provable rows; numpy's search bins the others.
-            unprovable = binner.unprovable[(binner.unprovable >= rows.start) & (binner.unprovable < rows.stop)]
-            searched = unprovable - rows.start
+            unprovable = binner.unprovable
+            searched = unprovable[(unprovable >= rows.start) & (unprovable < rows.stop)] - rows.start
         else:
             searched = range(n_maps)
         for map_index in searched:
