@@ -3,9 +3,13 @@
     python benchmarks/report.py [--device auto|cpu|cuda] [--sizes 256 1000 5000] [--project DIR]
 
 Prints a Markdown table (the README's comes from it) headed by the machine it ran on:
-- MI of one image against 32 maps: the article's per-map np.histogram2d + mutual_info_score vs ours;
+- MI of one image against 32 maps, and of 64 images each against its 32: the article's per-map
+  np.histogram2d + mutual_info_score vs ours;
 - a training step: the loop as the article's code ran it (a DataLoader on the host, the loss terms read
   with .item() every step) vs ours, same math, same device, per case;
+- a training step of case a under each train.precision the device offers, and in fp32 without
+  deterministic algorithms (what determinism costs), against fp32: its time, how far its per-step
+  loss strays from fp32's, and whether a rerun gives the same losses bit for bit;
 - scoring throughput: the article's all-images loop (one image at a time, histogram2d per map) vs ours
   in chunks (which also computes each map's MI a second way, see mifeatures.score);
 - a no-op `snakemake -n all` and a no-op `dvc repro` on a built tiny project (built here unless
@@ -34,7 +38,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mifeatures.data import make_sample
 from mifeatures.grayscale import resize_images, to_grayscale
-from mifeatures.mi import mutual_information
+from mifeatures.mi import mutual_information, mutual_information_many
 from mifeatures.models import ENCODERS, build_encoder, map_size, resolve_device
 from mifeatures.objective import DeepInfoMaxLoss
 from mifeatures.params import load_params
@@ -70,13 +74,20 @@ def article_mi(image: np.ndarray, maps: np.ndarray) -> np.ndarray:
 
 
 def mi_rows(gray: np.ndarray) -> list[tuple]:
+    """One image's 32 maps, called again and again (its data stays in cache), then 64 images' maps
+    each once, as the score stage streams them."""
     torch.manual_seed(0)
+    encoder = build_encoder("c").train()
     with torch.no_grad():
-        maps = build_encoder("c").train()(torch.from_numpy(gray[0])[None, None])[0].numpy()
-    assert np.allclose(article_mi(gray[0], maps), mutual_information(gray[0], maps, BINS), rtol=0, atol=1e-9)
-    article = best_of(lambda: article_mi(gray[0], maps), 5)
-    ours = best_of(lambda: mutual_information(gray[0], maps, BINS), 20)
-    return [("MI, 1 image × 32 maps 96×96", f"{article * 1e3:.2f} ms", f"{ours * 1e3:.2f} ms", article / ours)]
+        maps = np.stack([encoder(torch.from_numpy(image)[None, None])[0].numpy() for image in gray[:64]])
+    assert np.allclose(article_mi(gray[0], maps[0]), mutual_information(gray[0], maps[0], BINS), rtol=0, atol=1e-9)
+    article = best_of(lambda: article_mi(gray[0], maps[0]), 5)
+    ours = best_of(lambda: mutual_information(gray[0], maps[0], BINS), 20)
+    article_many = best_of(lambda: [article_mi(image, image_maps) for image, image_maps in zip(gray[:64], maps)], 2)
+    ours_many = best_of(lambda: mutual_information_many(gray[:64], maps, BINS), 5)
+    return [("MI, 1 image × 32 maps 96×96", f"{article * 1e3:.2f} ms", f"{ours * 1e3:.2f} ms", article / ours),
+            ("MI, 64 images × 32 maps 96×96, per image", f"{article_many / 64 * 1e3:.2f} ms",
+             f"{ours_many / 64 * 1e3:.2f} ms", article_many / ours_many)]
 
 
 def training_parts(case: str, gray: np.ndarray, device: torch.device):
@@ -107,11 +118,16 @@ def article_loop(case: str, gray: np.ndarray, device: torch.device, steps: int) 
     return losses
 
 
-def our_loop(case: str, gray: np.ndarray, device: torch.device, steps: int) -> list[float]:
+def our_loop(case: str, gray: np.ndarray, device: torch.device, steps: int, precision: str = "fp32",
+             deterministic: bool = True) -> list[float]:
     encoder, objective, optimizers, sized = training_parts(case, gray[: steps * 10], device)
+    # What determinism costs: the kernels torch would pick without it (training_parts asked for it).
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
     batches = Batches(gray[: steps * 10], sized, 10, 78, device)
     prior = torch.Generator(device=device).manual_seed(78)
-    return train(encoder, objective, batches, optimizers, 1, device, prior)["loss"].tolist()
+    log = train(encoder, objective, batches, optimizers, 1, device, prior, precision=precision)
+    return log["loss"].tolist()
 
 
 def synchronised(function):
@@ -133,6 +149,31 @@ def training_rows(gray: np.ndarray, device: torch.device) -> list[tuple]:
         ours = best_of(synchronised(lambda: our_loop(case, gray, device, steps)), 2) / steps
         rows.append((f"training step, case {case}, batch 10", f"{article * 1e3:.1f} ms", f"{ours * 1e3:.1f} ms",
                      article / ours))
+    return rows
+
+
+def precision_rows(gray: np.ndarray, device: torch.device) -> list[tuple]:
+    steps = 50 if device.type == "cuda" else 3
+    # (name, precision, deterministic); TF32 exists on CUDA only.
+    variants = [("fp32", "fp32", True), ("fp32, not deterministic", "fp32", False), ("bf16", "bf16", True)]
+    if device.type == "cuda":
+        variants.insert(2, ("tf32", "tf32", True))
+    seconds, losses, rerun_identical = {}, {}, {}
+    for name, precision, deterministic in variants:
+        runs = []
+
+        def run():
+            runs.append(our_loop("a", gray, device, steps, precision, deterministic))
+
+        seconds[name] = best_of(synchronised(run), 2) / steps
+        losses[name], rerun_identical[name] = np.array(runs[0]), runs[0] == runs[1]
+    rows = []
+    for name, _, _ in variants:
+        strays = np.abs(losses[name] - losses["fp32"]).max()
+        rerun = "bit-identical" if rerun_identical[name] else "differs"
+        rows.append((f"training step, case a, {name} (baseline: fp32)", f"{seconds['fp32'] * 1e3:.1f} ms",
+                     f"{seconds[name] * 1e3:.1f} ms; loss off fp32's by ≤ {strays:.1e} over {steps} steps; "
+                     f"rerun {rerun}", seconds["fp32"] / seconds[name]))
     return rows
 
 
@@ -222,7 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     gray = to_grayscale(make_sample(200, 78))
     print(f"machine: {machine(device)}\n")
     print("| figure | article's way | ours | speed-up |\n|---|---|---|---|")
-    for section in (lambda: mi_rows(gray), lambda: training_rows(gray, device), lambda: scoring_rows(gray, device),
+    for section in (lambda: mi_rows(gray), lambda: training_rows(gray, device), lambda: precision_rows(gray, device),
+                    lambda: scoring_rows(gray, device),
                     lambda: project_rows(args.project), lambda: size_rows(args.sizes, device)):
         for figure, baseline, ours, ratio in section():
             print(f"| {figure} | {baseline} | {ours} | {f'{ratio:.1f}×' if ratio else ''} |", flush=True)

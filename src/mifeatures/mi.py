@@ -292,7 +292,9 @@ def _plug_in_mi(counts: np.ndarray, total: int) -> np.ndarray:
     return np.clip((joint - image_part[:, None] - map_part + n_log_n[total]) / total, 0.0, None)
 
 
-@numba.njit(cache=True)
+# Compiled once per process (about 0.3 s a dtype): numba's on-disk cache is not safe for
+# parallel jobs compiling at once (numba#10128, numba#10434).
+@numba.njit
 def _bin_and_count(joint_offsets, maps, scale, shift_up, shift_down, upper_edges, counts):
     """Add to ``counts[k, joint_offsets[n] + bin]`` one for each value n of map k: ``_RowBinner.bin``
     fused with the count. The arithmetic is numpy's, in the maps' own dtype: numba contracts no
