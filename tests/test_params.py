@@ -101,3 +101,68 @@ def test_strings_that_look_like_numbers_stay_strings_where_the_schema_wants_stri
     params = merge(load_params([PARAMS]), {"data": {"stl10": {"md5": "1" * 31 + "0"}}, "train": {"epochs": "3"}})
     validate_params(params, SCHEMA)
     assert params["data"]["stl10"]["md5"] == "1" * 31 + "0" and params["train"]["epochs"] == 3
+
+
+TINY = REPO / "config/tiny.yaml"
+
+
+def file_error(tmp_path, text: str) -> str:
+    """What `mifeatures params params.yaml tiny.yaml OVERRIDE` says of an override file holding ``text``."""
+    override = tmp_path / "override.yaml"
+    override.write_text(text)
+    with pytest.raises(ParamsError) as error:
+        validate_params(load_params([PARAMS, TINY, override]), SCHEMA, source="override.yaml")
+    return str(error.value)
+
+
+@pytest.mark.parametrize("spelling", ["1.0", "'1e0'", "1e9", "2.0"])
+def test_epochs_as_a_float_validator_says_valid_then_train_fails(tmp_path, spelling):
+    """`train: {epochs: 1.0}` was "valid" to jsonschema (1.0 counts as an integer there) and the train job's
+    argparse then refused it, after Snakemake had deleted the models: integers are integers here."""
+    said = file_error(tmp_path, f"train: {{epochs: {spelling}}}\n")
+    assert "train.epochs:" in said and "is not of type 'integer'" in said, said
+
+
+def test_seed_as_a_float_is_refused_before_a_missing_input(tmp_path):
+    """`seeds: [78.0]` gave "Nothing to be done", then `Missing input … seed78.0`."""
+    assert "train.seeds.0: 78.0 is not of type 'integer'" in file_error(tmp_path, "train: {seeds: [78.0]}\n")
+
+
+@pytest.mark.parametrize("override", ["train: {batch_size: 30}", "train: {overrides: {c: {batch_size: 30}}}"])
+def test_batch_size_over_the_images_deletes_every_train_folder(tmp_path, override):
+    """`batch_size: 30` on 20 images failed every train job (whose old outputs were already deleted)."""
+    said = file_error(tmp_path, override + "\n")
+    assert "batch_size: 30 exceeds the 20 images of data.sample.n_images" in said, said
+
+
+@pytest.mark.parametrize(("override", "key"), [("score: {bins: 100000}", "score.bins: 100000 is greater than the "
+                                                "maximum of 256"),
+                                               ("data: {sample: {n_images: 10000000}}", "data.sample.n_images"),
+                                               ("findings: {bootstrap: 100000000}", "findings.bootstrap")])
+def test_bins_100000_passes_validation_and_asks_for_terabytes(tmp_path, override, key):
+    """`bins: 100000` passed and the score job asked for 18.6 TiB: sizes that allocate memory are bounded."""
+    assert key in file_error(tmp_path, override + "\n")
+
+
+def test_duplicate_epochs_key_valid_to_us_refused_by_dvc(tmp_path):
+    """A duplicate `epochs:` key: Snakemake took the last, DVC refused the file; now both are refused."""
+    said = file_error(tmp_path, "train:\n  epochs: 1\n  lr: 1.0e-4\n  epochs: 3\n")
+    assert "override.yaml, line 4: key 'epochs' given twice in one mapping" in said, said
+
+
+@pytest.mark.parametrize(("spelling", "problem"), [("010", "leading zero"), ("0o12", "octal prefix"),
+                                                   ("1:18", "sexagesimal"), ("yes", "YAML 1.1 boolean")])
+def test_seed_010_is_8_to_snakemake_and_10_to_dvc(tmp_path, spelling, problem):
+    """`seed: 010`: Snakemake (YAML 1.1) used 8, DVC's lock and `dvc params diff` said 10. Every spelling the
+    two YAML versions read differently is refused, naming the file, line, key and both readings."""
+    said = file_error(tmp_path, f"data:\n  sample:\n    seed: {spelling}\n")
+    assert f"override.yaml, line 3: seed: '{spelling}' has a" in said and problem in said, said
+
+
+def test_spellings_both_yaml_versions_agree_on_are_read(tmp_path):
+    """Quoted strings, 0, plain decimals and true/false are read as before."""
+    override = tmp_path / "override.yaml"
+    override.write_text("data: {sample: {seed: 0, n_images: 12}, stl10: {md5: '0123456789abcdef0123456789abcdef'}}\n")
+    params = load_params([PARAMS, override])
+    validate_params(params, SCHEMA)
+    assert params["data"]["sample"] == {"seed": 0, "n_images": 12}

@@ -553,3 +553,31 @@ def test_adversarial_step_steps_each_side_on_its_own_loss(gray_images):
     for mine, theirs in ((encoder, hand_encoder), (objective, hand_objective)):
         for name, tensor in theirs.state_dict().items():
             assert torch.equal(mine.state_dict()[name], tensor), name
+
+
+def test_sigkill_while_a_resume_state_is_written_leaves_a_temporary_file(tmp_path, trained_case, uninterrupted):
+    """A save killed mid-way left `.resume.pt.XXXXXXXX.tmp` (289 MB at the tiny config), which outlived the
+    successful rerun; the rerun now removes it when it starts, and resumes to the same bytes."""
+    kill_at_first_state(train_command(trained_case, tmp_path, EPOCHS, 1), tmp_path / "resume.pt")
+    stale = tmp_path / ".resume.pt.k3j_x9ab.tmp"  # what atomic_write's mkstemp names look like
+    stale.write_bytes(b"half a state")
+    subprocess.run(train_command(trained_case, tmp_path, EPOCHS, 1), check=True, capture_output=True, timeout=600)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "encoder.pt", "encoder.pt.prov.json", "loss.csv", "loss.csv.prov.json"]
+    assert_same_outputs(tmp_path, uninterrupted)
+
+
+def test_provenance_failing_after_training_loses_the_resume_state(tmp_path, trained_case, uninterrupted):
+    """The resume state was deleted before the provenance was written, so a failure there (here: the record's
+    path is taken by a folder) cost every step; the state now outlives it and the rerun resumes from it."""
+    blocker = tmp_path / "encoder.pt.prov.json"
+    blocker.mkdir()
+    failed = subprocess.run(train_command(trained_case, tmp_path, EPOCHS, 1), capture_output=True, text=True,
+                            timeout=600)
+    assert failed.returncode != 0 and "IsADirectoryError" in failed.stderr, failed.stderr[-2000:]
+    assert torch.load(tmp_path / "resume.pt", weights_only=True)["epochs_done"] == EPOCHS - 1
+    blocker.rmdir()
+    rerun = subprocess.run(train_command(trained_case, tmp_path, EPOCHS, 1), check=True, capture_output=True,
+                           text=True, timeout=600)
+    assert f"after epoch {EPOCHS - 1}" in rerun.stderr and not (tmp_path / "resume.pt").exists()
+    assert_same_outputs(tmp_path, uninterrupted)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
@@ -21,6 +22,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    discard_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
     try:
@@ -33,6 +35,25 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def discard_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary siblings that writes of ``path`` killed mid-way (SIGKILL, power loss) left;
+    return them. Only one job ever writes a given path, so when it starts no other write of it is live.
+
+    >>> import tempfile; folder = Path(tempfile.mkdtemp())
+    >>> for name in (".loss.csv.k3j_x9ab.tmp", ".loss.csv.prov.json.k3j_x9ab.tmp", "loss.csv"):
+    ...     _ = (folder / name).write_text("")
+    >>> [stale.name for stale in discard_stale_temporaries(folder / "loss.csv")]
+    ['.loss.csv.k3j_x9ab.tmp']
+    """
+    path = Path(path)
+    # mkstemp's names: the prefix, 8 characters of [a-z0-9_], the suffix.
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+    stale = [sibling for sibling in path.parent.glob(f".{path.name}.*.tmp") if pattern.fullmatch(sibling.name)]
+    for sibling in stale:
+        sibling.unlink(missing_ok=True)
+    return stale
 
 
 def parse_case_paths(pairs: list[str]) -> dict[str, Path]:

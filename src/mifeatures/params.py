@@ -16,8 +16,26 @@ import yaml
 # Images in the STL-10 train split (the sample's count is its own setting).
 STL10_TRAIN_IMAGES = 5000
 # A number as YAML 1.2 spells it. PyYAML follows YAML 1.1, which reads "1e-05" (as DVC writes
-# 1e-5) as a string; where the schema wants a number, such a string is read as one.
+# 1e-5) as a string; where the schema wants a number, such a string is read as one. An integer
+# key takes digits only: "1e0" is refused there, as 1.0 is.
 _YAML12_NUMBER = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+_DIGITS = re.compile(r"[-+]?[0-9]+")
+# Plain scalars that Snakemake's YAML 1.1 (PyYAML) and DVC's YAML 1.2 (ruamel) read as different
+# values: `010` is 8 to one and 10 to the other, `1:30` is 90 or a string, `yes` True or a string.
+_AMBIGUOUS = {
+    "a leading zero (YAML 1.1 reads 010 as octal 8, DVC's YAML 1.2 as 10)": re.compile(r"[-+]?0[0-9_]+"),
+    "an octal prefix (a string to YAML 1.1, 8 for 0o10 to DVC's YAML 1.2)": re.compile(r"[-+]?0o[0-7]+"),
+    "a sexagesimal number (YAML 1.1 reads 1:30 as 90, DVC's YAML 1.2 as a string)":
+        re.compile(r"[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?"),
+    "a YAML 1.1 boolean (True or False to YAML 1.1, a string to DVC's YAML 1.2)":
+        re.compile(r"y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF"),
+}
+# jsonschema counts 1.0 as an integer; a job's argparse does not. Integers here are ints only.
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)),
+)
 
 
 class ParamsError(ValueError):
@@ -49,7 +67,7 @@ def validate_params(params: dict[str, Any], schema_path: str | Path, source: str
     """
     schema = yaml.safe_load(Path(schema_path).read_text())
     _coerce_numbers(params, schema, schema)
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _Validator(schema)
     errors = sorted(validator.iter_errors(params), key=lambda e: list(map(str, e.absolute_path)))
     problems = [_describe(error) for error in errors] or _contradictions(params)
     if problems:
@@ -71,9 +89,10 @@ def _coerce_numbers(value: Any, schema: dict[str, Any], root: dict[str, Any]) ->
             value[key] = _coerce_numbers(item, sub, root)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         value[:] = [_coerce_numbers(item, schema["items"], root) for item in value]
-    elif isinstance(value, str) and schema.get("type") in ("number", "integer") and _YAML12_NUMBER.fullmatch(value):
-        number = float(value)
-        return int(number) if number.is_integer() and re.fullmatch(r"[-+]?[0-9]+", value) else number
+    elif isinstance(value, str) and schema.get("type") == "integer" and _DIGITS.fullmatch(value):
+        return int(value)
+    elif isinstance(value, str) and schema.get("type") == "number" and _YAML12_NUMBER.fullmatch(value):
+        return float(value)
     return value
 
 
@@ -92,6 +111,13 @@ def _contradictions(params: dict[str, Any]) -> list[str]:
         if image >= count:
             problems.append(f"figures.images: image {image} does not exist: {where} has {count} images, "
                             f"indices 0 to {count - 1}")
+    batch_sizes = {"train.batch_size": params["train"]["batch_size"]} | {
+        f"train.overrides.{case}.batch_size": override["batch_size"]
+        for case, override in params["train"]["overrides"].items() if "batch_size" in override}
+    for key, batch_size in batch_sizes.items():
+        if batch_size > count:
+            problems.append(f"{key}: {batch_size} exceeds the {count} images of {where}; a training step "
+                            f"needs a full batch (at most {count})")
     return problems
 
 
@@ -110,15 +136,48 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def read_yaml(text: str, name: str) -> Any:
+    """``text`` as YAML, refusing what Snakemake's YAML 1.1 and DVC's YAML 1.2 would read differently:
+    a key given twice (Snakemake takes the last, DVC refuses the file) and the spellings in _AMBIGUOUS.
+
+    >>> read_yaml("seed: 010", "params.yaml")
+    Traceback (most recent call last):
+    ...
+    mifeatures.params.ParamsError: params.yaml, line 1: seed: '010' has a leading zero (...); write it without (...)
+    """
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    stack = [(root, None)] if root is not None else []
+    while stack:
+        node, key = stack.pop()
+        where = f"{name}, line {node.start_mark.line + 1}"
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, value_node in node.value:
+                if key_node.value in seen:
+                    raise ParamsError(f"{name}, line {key_node.start_mark.line + 1}: key {key_node.value!r} given twice in one mapping; "
+                                      "Snakemake would take the last, DVC refuses the file: keep one")
+                seen.add(key_node.value)
+                stack.append((value_node, key_node.value))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, key) for item in node.value)
+        elif node.style is None:  # plain scalars only: a quoted '010' is a string to both
+            for problem, pattern in _AMBIGUOUS.items():
+                if pattern.fullmatch(node.value):
+                    raise ParamsError(f"{where}: {key}: {node.value!r} has {problem}; write it without "
+                                      "(a plain decimal number, true or false, or a quoted string)")
+    return yaml.safe_load(text)
+
+
 def load_params(paths: list[str | Path]) -> dict[str, Any]:
     """Read params.yaml and override files (later files win), failing with the file name on bad YAML.
 
-    The values are as YAML 1.1 reads them; ``validate_params`` makes them typed.
+    The values are as YAML 1.1 reads them, where YAML 1.2 (DVC) agrees (``read_yaml``);
+    ``validate_params`` makes them typed.
     """
     params: dict[str, Any] = {}
     for path in paths:
         try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
+            loaded = read_yaml(Path(path).read_text(), str(path))
         except (OSError, yaml.YAMLError) as error:
             raise ParamsError(f"{path}: cannot read it as YAML ({error})") from error
         if not isinstance(loaded, dict):

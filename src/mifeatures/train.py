@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from mifeatures import provenance, sources
 from mifeatures.grayscale import load_images
-from mifeatures.io import atomic_write
+from mifeatures.io import atomic_write, discard_stale_temporaries
 from mifeatures.models import INPUT_SIZE, build_encoder, map_size, resolve_device
 from mifeatures.objective import DeepInfoMaxLoss, LossWeights
 from mifeatures.protocols import ADVERSARIAL_PRIOR, PROTOCOLS
@@ -317,13 +317,15 @@ def train(
 
 def run(case: str, encoder_images_path: str, critic_images_path: str, config: TrainConfig,
         encoder_out: str, loss_out: str, threads: int = 1, resume_path: str | None = None,
-        checkpoint_every: int = CHECKPOINT_EVERY) -> pd.DataFrame:
+        checkpoint_every: int = CHECKPOINT_EVERY, discard_resume: bool = True) -> pd.DataFrame:
     """Train case ``case`` from the grayscale arrays and write the encoder checkpoint and loss log.
 
     ``threads`` is set here, not left to the caller: torch's CPU results change in the last
     digits with the thread count, so a fixed count is part of a reproducible run. With
     ``resume_path``, state is saved every ``checkpoint_every`` epochs, and a run killed after
-    one continues from there when started again.
+    one continues from there when started again; the state is removed once the outputs are
+    written, or left to a caller with more to write (``discard_resume=False``), so that
+    nothing that can still fail runs after it is gone.
     """
     torch.set_num_threads(threads)
     size = map_size(case)
@@ -344,6 +346,8 @@ def run(case: str, encoder_images_path: str, critic_images_path: str, config: Tr
     prior_generator = torch.Generator(device=device).manual_seed(config.seed)
     resume = (ResumeState(resume_path, fingerprint(case, config, device, encoder_images, critic_images))
               if resume_path else None)
+    if resume_path:  # a save killed mid-way left its temporary file (as large as a state)
+        discard_stale_temporaries(resume_path)
     losses = train(encoder, objective, batches, optimizers, config.epochs, device, prior_generator,
                    description=f"train case {case}", resume=resume, checkpoint_every=checkpoint_every,
                    precision=config.precision)
@@ -352,7 +356,7 @@ def run(case: str, encoder_images_path: str, critic_images_path: str, config: Tr
         torch.save(checkpoint, handle)
     with atomic_write(loss_out, "w") as handle:
         losses.to_csv(handle, index=False)
-    if resume:
+    if resume and discard_resume:
         resume.discard()
     return losses
 
@@ -391,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
     config = TrainConfig(args.epochs, args.batch_size, args.lr, args.seed, args.alpha, args.beta,
                          args.gamma, args.device, args.precision, ADVERSARIAL_PRIOR[args.protocol])
     losses = run(args.case, args.encoder_images, args.critic_images, config, args.encoder_out, args.loss_out,
-                 args.threads, args.resume_state, args.checkpoint_every)
+                 args.threads, args.resume_state, args.checkpoint_every, discard_resume=False)
     # Protocol and seed say which run this is, as the case does: context. The params are params.yaml's
     # train keys (train.seeds holds the seed; the protocol sets adversarial_prior).
     params = {f"train.{key}": value for key, value in asdict(config).items()
@@ -400,6 +404,8 @@ def main(argv: list[str] | None = None) -> None:
         "train", {"encoder_images": args.encoder_images, "critic_images": args.critic_images}, params,
         {"case": args.case, "protocol": args.protocol, "seed": args.seed}, device=str(resolve_device(config.device)))
     provenance.write([args.encoder_out, args.loss_out], job)
+    if args.resume_state:  # only now is the job's output complete
+        Path(args.resume_state).unlink(missing_ok=True)
     final = losses[losses.epoch == losses.epoch.max()].loss.mean()
     print(f"case {args.case}: {len(losses)} steps, last-epoch mean loss {final:.4f}; wrote "
           f"{Path(args.encoder_out)} and {Path(args.loss_out)}")
