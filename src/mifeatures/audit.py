@@ -12,7 +12,11 @@ checks every record in the chain against the world as it is now:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,9 +24,11 @@ from typing import Any, Iterator
 from mifeatures import sources
 from mifeatures.io import atomic_write
 from mifeatures.params import ParamsError, load_params, validate_params
+from mifeatures.plan import PlannedJob, needed_by, options, plan
 from mifeatures.provenance import SUFFIX, sha256, sidecar
 
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow/schemas/params.schema.yaml"
+SCHEMA = "workflow/schemas/params.schema.yaml"  # the checkout's own
+_REEXEC = "MIFEATURES_AUDIT_OF_CHECKOUT"  # set in the process that verifies with the checkout's library
 
 
 def chain(job: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -94,7 +100,8 @@ def drift(figure: str | Path, params: dict[str, Any], code_root: Path = sources.
         if not Path(file).exists():
             problems.append(f"input {file}: missing")
         elif sha256(file) != recorded:
-            problems.append(f"input {file}: content changed since the figure was made")
+            problems.append(f"{'output' if file == str(path) else 'input'} {file}: its bytes are not those "
+                            "its record gives (changed since it was made)")
         elif sidecar(file).exists():
             own = json.loads(sidecar(file).read_text())["output"]["sha256"]
             if own != recorded:
@@ -146,20 +153,125 @@ def summary(job: dict[str, Any]) -> Iterator[str]:
         yield f"  {key} = {'; '.join(variants)}"
 
 
+def identity_problems(record: dict[str, Any], producer: dict[str, PlannedJob], configfiles: list[str]) -> list[str]:
+    """Where a job in the chain of ``record`` differs from the job the workflow would run for the same path
+    now (another case, protocol, seed, image, input, param or config file), one line per record."""
+    problems = []
+    for current in chain(record):
+        path = current["output"]["path"]
+        job = producer.get(path)
+        if job is None:
+            problems.append(f"{path}: made by {current['stage']}, but the workflow under {' + '.join(configfiles)} "
+                            "makes no such file")
+            continue
+        made, now = options(shlex.split(current["command"])[1:]), options(job.command)
+        differences = [f"{option or 'arguments'} {' '.join(made.get(option, ('(absent)',)))} "
+                       f"(now {' '.join(now.get(option, ('(absent)',)))})"
+                       for option in sorted(made.keys() | now.keys()) if made.get(option) != now.get(option)]
+        if differences:
+            problems.append(f"{path}: made by another job than the workflow's {job.rule} job for it now: "
+                            + "; ".join(differences))
+        if config_files(current) != configfiles:
+            problems.append(f"{path}: made under config files {config_files(current)}, now {configfiles}")
+    return problems
+
+
+def output_problems(path: str, producer: dict[str, PlannedJob], params: dict[str, Any], checkout: Path,
+                    configfiles: list[str]) -> list[str]:
+    """Why ``path`` is not exactly what the workflow, run now, would make; empty when it is."""
+    job = producer[path]
+    if not Path(path).exists():
+        return [f"missing: the {job.rule} job makes it; `snakemake --cores 4 all` (make) rebuilds it and what "
+                "depends on it"]
+    problems = []
+    if f"{path}{SUFFIX}" in job.outputs:
+        if not sidecar(path).exists():
+            return [f"no provenance record ({sidecar(path)}), which the {job.rule} job writes beside it"]
+        record = json.loads(sidecar(path).read_text())
+        problems += identity_problems(record, producer, configfiles)
+        problems += drift(path, params, checkout / "src" / sources.PACKAGE)
+    if job.rerun:
+        problems.append(f"Snakemake would run the {job.rule} job again: {job.rerun}")
+    return problems
+
+
+def _record_config(paths: list[Path]) -> list[str]:
+    """The config files of the first of ``paths`` that has a record; params.yaml if none has."""
+    for path in paths:
+        if sidecar(path).exists():
+            return config_files(json.loads(sidecar(path).read_text()))
+    return ["params.yaml"]
+
+
+def verify(checkout: Path, figures: list[Path], every: bool, params_files: list[str] | None,
+           schema: str | Path) -> int:
+    """Print each output's verdict against the workflow's plan; return the number not current."""
+    with contextlib.chdir(checkout):
+        configfiles = params_files or _record_config(
+            figures or sorted(Path("results/figures").glob("*.png")) or sorted(Path("results").rglob(f"*{SUFFIX}")))
+        params = load_params(configfiles)
+        validate_params(params, schema, source=" + ".join(configfiles))
+        jobs = plan(".", configfiles, ["all", "protocols"])
+        producer = {output: job for job in jobs for output in job.outputs}
+        if every:
+            article = needed_by(jobs, "all")
+            extra = [job for job in needed_by(jobs, "protocols") if job not in article]
+            built = [job for job in extra if any(map(os.path.exists, job.outputs))]
+            paths = [output for job in article + built for output in job.outputs if not output.endswith(SUFFIX)]
+        else:
+            paths = [str(figure) for figure in figures]
+        failed = 0
+        for path in paths:
+            problems = (output_problems(path, producer, params, checkout.resolve(), configfiles) if path in producer
+                        else [f"not an output of the workflow under {' + '.join(configfiles)}"])
+            failed += bool(problems)
+            print(f"{path}: " + ("current" if not problems else "DRIFTED"))
+            for problem in problems:
+                print(f"  - {problem}")
+        if every and len(built) < len(extra):
+            print("(the findings' runs are not built: `snakemake protocols` builds them; nothing of them verified)")
+    return failed
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI: show or verify where figures came from."""
     parser = argparse.ArgumentParser(prog="mifeatures provenance", description=__doc__.splitlines()[0])
-    parser.add_argument("figures", nargs="*", help="figure PNGs; with --all, every figure in --figures-dir")
-    parser.add_argument("--all", action="store_true", help="every figure that has a record in --figures-dir")
+    parser.add_argument("figures", nargs="*", help="outputs (figures, tables) to show or verify")
+    parser.add_argument("--all", action="store_true",
+                        help="with --verify: every output the workflow declares under data/ and results/ (the "
+                             "findings' too once built); otherwise every figure with a record in --figures-dir")
     parser.add_argument("--figures-dir", default="results/figures", help="default: %(default)s")
-    parser.add_argument("--verify", action="store_true", help="re-hash inputs, compare params; exit 1 on drift")
+    parser.add_argument("--verify", action="store_true",
+                        help="would the workflow, run now, make exactly these files from exactly these inputs? "
+                             "exit 1 if not")
+    parser.add_argument("--directory", default=".", type=Path,
+                        help="the checkout whose workflow and src/ --verify uses; default: the current directory")
     parser.add_argument("--params", nargs="+",
-                        help="params files to compare with, later override earlier; default: the config files "
-                             "that made each figure (params.yaml and any --configfile)")
+                        help="params files to compare with, later override earlier, relative to the checkout; "
+                             "default: the config files that made the outputs (params.yaml and any --configfile)")
     parser.add_argument("--schema", default=SCHEMA, help="params schema; default: %(default)s")
     parser.add_argument("--summary", metavar="OUT", help="write a short summary of every figure's record to OUT")
     args = parser.parse_args(argv)
     figures = [Path(f) for f in args.figures]
+    if args.verify:
+        checkout = args.directory
+        if not (checkout / "workflow/Snakefile").is_file():
+            parser.error(f"{checkout.resolve()} is not a mifeatures checkout (it has no workflow/Snakefile), so "
+                         "there is no workflow to verify against: run this in the checkout or pass --directory")
+        if not figures and not args.all:
+            parser.error("name outputs to verify, or use --all")
+        own = (checkout / "src" / sources.PACKAGE).resolve()
+        if own.is_dir() and own != sources.ROOT and not os.environ.get(_REEXEC):
+            # Verify with the checkout's own library (its code digests), not whichever copy is installed.
+            path = os.pathsep.join(filter(None, [str(own.parent), os.environ.get("PYTHONPATH")]))
+            result = subprocess.run([sys.executable, "-m", "mifeatures.audit", *(sys.argv[1:] if argv is None else argv)],
+                                    env={**os.environ, "PYTHONPATH": path, _REEXEC: "1"})
+            sys.exit(result.returncode)
+        try:
+            failed = verify(checkout, figures, args.all, args.params, (checkout / args.schema).resolve())
+        except ParamsError as error:
+            parser.exit(2, f"{error}\n")
+        sys.exit(1 if failed else 0)
     if args.all:
         figures += sorted(p.with_name(p.name[: -len(SUFFIX)]) for p in Path(args.figures_dir).glob(f"*.png{SUFFIX}"))
     if not figures:
@@ -169,26 +281,10 @@ def main(argv: list[str] | None = None) -> None:
             for figure in figures:
                 handle.write("\n".join(summary(json.loads(sidecar(figure).read_text()))) + "\n\n")
         return
-    if not args.verify:
-        for figure in figures:
-            if not sidecar(figure).exists():
-                parser.error(f"{figure}: no provenance record ({sidecar(figure)}); was it built by the workflow?")
-            print("\n".join(render(json.loads(sidecar(figure).read_text()))), end="\n\n")
-        return
-    drifted = 0
     for figure in figures:
-        files = args.params or config_files(json.loads(sidecar(figure).read_text()) if sidecar(figure).exists() else {})
-        try:
-            params = load_params(files)
-            validate_params(params, args.schema, source=" + ".join(files))
-        except ParamsError as error:
-            parser.exit(2, f"{error}\n")
-        problems = drift(figure, params)
-        drifted += bool(problems)
-        print(f"{figure}: " + ("current" if not problems else "DRIFTED"))
-        for problem in problems:
-            print(f"  - {problem}")
-    sys.exit(1 if drifted else 0)
+        if not sidecar(figure).exists():
+            parser.error(f"{figure}: no provenance record ({sidecar(figure)}); was it built by the workflow?")
+        print("\n".join(render(json.loads(sidecar(figure).read_text()))), end="\n\n")
 
 
 if __name__ == "__main__":

@@ -3,26 +3,45 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 # The workflow and its jobs run the library of this tree, whichever copy is installed (a `dvc exp run
 # --temp` copy, a test copy): the code digests below and the jobs' code must be the same files.
 SOURCE = str(Path(workflow.basedir).parent / "src")
 sys.path.insert(0, SOURCE)
 
-from mifeatures import sources
+from mifeatures import runlock, sources
 from mifeatures.models import INPUT_SIZE, map_size
-from mifeatures.params import STL10_TRAIN_IMAGES, validate_params
+from mifeatures.params import STL10_TRAIN_IMAGES, load_params, validate_params
 from mifeatures.protocols import PROTOCOLS
 from mifeatures.provenance import CONFIG_FILES_VARIABLE, SUFFIX
 
-CONFIG_FILES = ["params.yaml", *map(str, workflow.overwrite_configfiles or [])]
+
+def relative(path):
+    """``path`` relative to the working directory when inside it, so records hold it as a copy has it."""
+    absolute = Path(path).resolve()
+    return str(absolute.relative_to(Path.cwd())) if absolute.is_relative_to(Path.cwd()) else str(absolute)
+
+
+CONFIG_FILES = ["params.yaml", *map(relative, workflow.overwrite_configfiles or [])]
 # Fails before any job runs, naming the key (e.g. "params.yaml: train.lr: 0 is less than …")
-# and every file the config was merged from. Numbers DVC writes as 1e-05 become numbers here.
+# and every file the config was merged from. Numbers DVC writes as 1e-05 become numbers here;
+# the files themselves are read again only to refuse what YAML 1.1 (Snakemake) and YAML 1.2 (DVC)
+# read differently, and keys given twice.
+load_params(CONFIG_FILES)
 validate_params(
     config,
     Path(workflow.basedir) / "schemas/params.schema.yaml",
     source=" + ".join(CONFIG_FILES),
 )
+
+# A run killed with its jobs (power loss, SIGKILL) leaves Snakemake's locks: the next run clears
+# them when no run that could hold them is alive (mifeatures.runlock), then registers itself.
+# Jobs on a cluster node parse this file too; they take no locks.
+if not (workflow.remote_exec or workflow.subprocess_exec):
+    for stale in runlock.clear_stale():
+        print(f"removed {stale}: the run that held it is gone", file=sys.stderr)
+    runlock.register()
 # Every job runs this tree's library, and records the config files in its provenance so that a
 # figure is verified against its own config. Set in the shell prefix, so neither is a rerun trigger.
 shell.prefix(
@@ -99,6 +118,12 @@ def score_protocol_args(wildcards):
     return f"--null-shifts {null['null_shifts']} --null-seed {null['null_seed']}"
 
 
+def canonical(section):
+    """A section with its keys sorted: Snakemake compares dict params by repr, key order included, so
+    reordered lines in params.yaml must not rerun anything."""
+    return dict(sorted(section.items()))
+
+
 def train_params(wildcards):
     """train: hyperparameters with the case's overrides applied; only these values reach the job.
 
@@ -111,7 +136,7 @@ def train_params(wildcards):
         if key not in ("overrides", "checkpoint_every", "seeds")
     }
     params.update(config["train"]["overrides"].get(wildcards.case, {}))
-    return params
+    return canonical(params)
 
 
 N_IMAGES = (
@@ -169,6 +194,41 @@ def findings_runs():
         for seed in SEEDS
         for case in CASES
     ]
+
+
+def with_records(files):
+    return [*files, *(f"{file}{SUFFIX}" for file in files)]
+
+
+def article_tables():
+    """Every file behind the article's figures, records included. Named as targets of `all`, so that a
+    deleted table or checkpoint is rebuilt, and what depends on it, rather than left missing while its
+    dependents look current."""
+    sizes = sorted({INPUT_SIZE, *map(map_size, CASES)})
+    return with_records([
+        RAW_IMAGES,
+        *(GRAY.format(size=size) for size in sizes),
+        *(path for pattern in (ENCODER, LOSS, MI_TABLE, SUMMARY) for path in per_case(pattern)),
+        *(f"results/aggregate/{name}" for name in ("cases.csv", "images.csv", "metrics.json")),
+    ])
+
+
+def findings_tables():
+    """Every run's tables behind the findings, records included (see article_tables)."""
+    return with_records([path for pattern in (ENCODER, LOSS, MI_TABLE, SUMMARY, CROSSCHECK)
+                         for path in every_run(pattern)])
+
+
+def check_devices():
+    """`device: cuda` for jobs this machine runs (not a cluster's nodes) needs CUDA here: said before
+    any job starts, so no job deletes its previous outputs only to fail."""
+    wanting = [case for case in CASES if train_params(SimpleNamespace(case=case))["device"] == "cuda"]
+    if wanting and workflow.local_exec:
+        import torch
+
+        if not torch.cuda.is_available():
+            sys.exit(f"{' + '.join(CONFIG_FILES)}: train.device: 'cuda' for case(s) {', '.join(wanting)}, "
+                     "but this machine has no CUDA device; use auto or cpu, or run on a GPU machine or cluster")
 
 
 def map_figures():

@@ -16,7 +16,7 @@ rule crosscheck:
         mem_mb=2000,
         runtime=30,
     params:
-        ksg=config["score"]["ksg"],
+        ksg=canonical(config["score"]["ksg"]),
         protocol=sized_images_arg,
         device=lambda wildcards: train_params(wildcards)["device"],
         code=code("crosscheck"),

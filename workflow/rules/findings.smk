@@ -21,7 +21,7 @@ rule findings:
         CONDA_ENV
     params:
         runs=findings_runs(),
-        settings=config["findings"],
+        settings=canonical(config["findings"]),
         code=code("findings"),
     shell:
         "python -m mifeatures.findings {params.runs}"
