@@ -1,12 +1,19 @@
-"""Audit: show where figures came from and verify that nothing in their chain has changed since.
+"""Audit: show where outputs came from and verify that the workflow, run now, would make exactly them.
 
-``mifeatures provenance FIGURE`` prints a figure's provenance chain as a tree. With ``--verify`` it
-checks every record in the chain against the world as it is now:
+``mifeatures provenance OUTPUT`` prints an output's provenance chain as a tree. ``--verify`` answers, for
+each output (``--all``: every output the workflow declares under data/ and results/), "would the workflow,
+run now, make exactly this file from exactly these inputs?", in the checkout it is run in:
 
+- the job: each record in the chain against the job the workflow's plan (``mifeatures.plan``, Snakemake's
+  own DAG) has for the same path: its command (case, protocol, seed, image, every param, every input
+  path, hence the dataset, the seeds and the cases it spans);
+- Snakemake's own verdict: whether it would rerun that job, and why (every rerun trigger);
 - every file's bytes against the hash its consumer recorded, and against the hash in the file's own
   record (a table edited by hand after its stage wrote it is caught even if a figure was rebuilt on it);
-- the code: a digest of each module a stage ran against the module now (``mifeatures.sources``);
-- the params against the config files that made the figure (or those given with ``--params``).
+- the code: a digest of each module a stage ran against the module in the checkout's ``src/``;
+- the params against the config files that made the output (or those given with ``--params``).
+
+An output that is missing, or has no record, is not current.
 """
 
 from __future__ import annotations
@@ -155,7 +162,8 @@ def summary(job: dict[str, Any]) -> Iterator[str]:
 
 def identity_problems(record: dict[str, Any], producer: dict[str, PlannedJob], configfiles: list[str]) -> list[str]:
     """Where a job in the chain of ``record`` differs from the job the workflow would run for the same path
-    now (another case, protocol, seed, image, input, param or config file), one line per record."""
+    now (another case, protocol, seed, image, input or param), one line per record. Which config files the
+    values came from does not matter, only the values."""
     problems = []
     for current in chain(record):
         path = current["output"]["path"]
@@ -171,14 +179,13 @@ def identity_problems(record: dict[str, Any], producer: dict[str, PlannedJob], c
         if differences:
             problems.append(f"{path}: made by another job than the workflow's {job.rule} job for it now: "
                             + "; ".join(differences))
-        if config_files(current) != configfiles:
-            problems.append(f"{path}: made under config files {config_files(current)}, now {configfiles}")
     return problems
 
 
 def output_problems(path: str, producer: dict[str, PlannedJob], params: dict[str, Any], checkout: Path,
-                    configfiles: list[str]) -> list[str]:
-    """Why ``path`` is not exactly what the workflow, run now, would make; empty when it is."""
+                    configfiles: list[str], pulled: bool = False) -> list[str]:
+    """Why ``path`` is not exactly what the workflow, run now, would make; empty when it is. ``pulled``:
+    the files were just restored by DVC, so their mtimes and the lack of Snakemake metadata say nothing."""
     job = producer[path]
     if not Path(path).exists():
         return [f"missing: the {job.rule} job makes it; `snakemake --cores 4 all` (make) rebuilds it and what "
@@ -190,7 +197,7 @@ def output_problems(path: str, producer: dict[str, PlannedJob], params: dict[str
         record = json.loads(sidecar(path).read_text())
         problems += identity_problems(record, producer, configfiles)
         problems += drift(path, params, checkout / "src" / sources.PACKAGE)
-    if job.rerun:
+    if job.rerun and not pulled:
         problems.append(f"Snakemake would run the {job.rule} job again: {job.rerun}")
     return problems
 
@@ -204,7 +211,7 @@ def _record_config(paths: list[Path]) -> list[str]:
 
 
 def verify(checkout: Path, figures: list[Path], every: bool, params_files: list[str] | None,
-           schema: str | Path) -> int:
+           schema: str | Path, pulled: bool = False) -> int:
     """Print each output's verdict against the workflow's plan; return the number not current."""
     with contextlib.chdir(checkout):
         configfiles = params_files or _record_config(
@@ -222,7 +229,7 @@ def verify(checkout: Path, figures: list[Path], every: bool, params_files: list[
             paths = [str(figure) for figure in figures]
         failed = 0
         for path in paths:
-            problems = (output_problems(path, producer, params, checkout.resolve(), configfiles) if path in producer
+            problems = (output_problems(path, producer, params, checkout.resolve(), configfiles, pulled) if path in producer
                         else [f"not an output of the workflow under {' + '.join(configfiles)}"])
             failed += bool(problems)
             print(f"{path}: " + ("current" if not problems else "DRIFTED"))
@@ -244,6 +251,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--verify", action="store_true",
                         help="would the workflow, run now, make exactly these files from exactly these inputs? "
                              "exit 1 if not")
+    parser.add_argument("--pulled", action="store_true",
+                        help="with --verify: the files were just restored by dvc pull, whose mtimes and missing "
+                             "Snakemake metadata say nothing; compare the records only (mifeatures pull)")
     parser.add_argument("--directory", default=".", type=Path,
                         help="the checkout whose workflow and src/ --verify uses; default: the current directory")
     parser.add_argument("--params", nargs="+",
@@ -268,7 +278,8 @@ def main(argv: list[str] | None = None) -> None:
                                     env={**os.environ, "PYTHONPATH": path, _REEXEC: "1"})
             sys.exit(result.returncode)
         try:
-            failed = verify(checkout, figures, args.all, args.params, (checkout / args.schema).resolve())
+            failed = verify(checkout, figures, args.all, args.params, (checkout / args.schema).resolve(),
+                            args.pulled)
         except ParamsError as error:
             parser.exit(2, f"{error}\n")
         sys.exit(1 if failed else 0)

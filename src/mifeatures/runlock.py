@@ -62,6 +62,19 @@ def _ancestors() -> set[int]:
     return pids
 
 
+def _is_worker(argv: list[str]) -> bool:
+    """A Snakemake run, or a stage job (`python -m mifeatures.STAGE`), by its argv.
+
+    >>> _is_worker(["/venv/bin/python", "/venv/bin/snakemake", "--cores", "4", "all"])
+    True
+    >>> _is_worker(["python", "-m", "mifeatures.train", "--case", "a"]), _is_worker(["vim", "mifeatures/train.py"])
+    (True, False)
+    """
+    modules = [name for flag, name in zip(argv, argv[1:]) if flag == "-m"]
+    return any(Path(word).name in ("snakemake", "mifeatures") for word in argv) or any(
+        name.partition(".")[0] in ("mifeatures", "snakemake") for name in modules)
+
+
 def workers(workdir: Path) -> list[int]:
     """Other processes working in ``workdir``: Snakemake runs and the stage jobs they started (which a
     killed Snakemake may leave running)."""
@@ -72,8 +85,8 @@ def workers(workdir: Path) -> list[int]:
             continue
         with contextlib.suppress(OSError):
             if Path(os.readlink(entry / "cwd")) == here:
-                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-                if b"snakemake" in command or b"mifeatures" in command:
+                argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+                if _is_worker(argv):
                     found.append(pid)
     return found
 
