@@ -475,6 +475,50 @@ def test_pull_refuses_results_built_with_other_params(pulled_clone, tmp_path):
     assert planned(clone)["train"] == 4
 
 
+def test_after_make_pull_changes_stop_rerunning(pulled_clone):
+    """After `make pull`, `snakemake -n` reported "Rules with missing metadata: sample", and changing the
+    sample's seed or size reran nothing. Every job now has metadata, so such a change reruns everything."""
+    _, clone = pulled_clone
+    dry = snakemake(clone, "-n", "all").stdout
+    assert "Nothing to be done" in dry and "missing metadata" not in dry, dry
+    params = clone / "params.yaml"
+    original = params.read_text()
+    try:
+        for change in ({"data": {"sample": {"seed": 79}}}, {"data": {"sample": {"n_images": 30}}}):
+            set_params(clone, change)
+            assert planned(clone) == {"sample": 1, "grayscale": 3, "train": 4, "score": 4, "aggregate": 1,
+                                      **FIGURE_JOBS, "provenance": 1, "article_check": 1, "all": 1}
+            params.write_text(original)
+    finally:
+        params.write_text(original)
+
+
+def test_comment_only_change_in_src_makes_pull_refuse(pulled_clone, tmp_path):
+    """A comment in src/ changed DVC's hash of src, so `make pull` refused and the advised `make` retrained
+    everything. Code digests ignore comments, and so does the pull now."""
+    root, _ = pulled_clone
+    clone = clone_of(root, tmp_path)
+    with (clone / "src/mifeatures/data.py").open("a") as module:
+        module.write("# a comment changes no job\n")
+    said = run(clone, str(BIN / "mifeatures"), "pull", check=False)
+    assert said.returncode == 0, said.stdout + said.stderr
+    assert planned(clone) == {}
+
+
+def test_pull_over_local_edits_dumps_a_traceback(pulled_clone, tmp_path):
+    """`mifeatures pull` over a locally edited result printed a raw traceback; it prints DVC's message, what
+    to do, and exits 1, having marked nothing up to date."""
+    root, _ = pulled_clone
+    clone = clone_of(root, tmp_path)
+    run(clone, DVC, "pull")
+    metrics = clone / "results/aggregate/metrics.json"
+    metrics.write_text(metrics.read_text().replace("mean", "mean ", 1))
+    said = run(clone, str(BIN / "mifeatures"), "pull", check=False)
+    assert said.returncode == 1 and "Traceback" not in said.stdout + said.stderr, said.stdout + said.stderr
+    assert "dvc pull failed" in said.stderr and "unsaved files" in said.stderr, said.stderr  # DVC's own words
+    assert "nothing was marked up to date" in said.stderr, said.stderr
+
+
 def test_dvc_experiment_is_comparable_in_exp_show(pulled_clone):
     """`dvc exp run -S train.lr=1e-5` in the clone (DVC writes `lr: 1e-05`, a string to YAML 1.1) gives an
     experiment row beside the baseline in `dvc exp show`."""
