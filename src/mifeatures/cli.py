@@ -1,4 +1,4 @@
-"""``mifeatures COMMAND …``: one sub-command per workflow stage, plus ``params`` and ``provenance``.
+"""``mifeatures COMMAND …``: one sub-command per workflow stage, plus the checks and the audit.
 
 Each is the same as ``python -m mifeatures.MODULE`` (``provenance``: ``mifeatures.audit``).
 """
@@ -6,20 +6,52 @@ Each is the same as ``python -m mifeatures.MODULE`` (``provenance``: ``mifeature
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import sys
 
-# Sub-command → module; ``provenance`` shows and verifies records, which is the audit module's job.
-STAGES = ("data", "grayscale", "train", "score", "crosscheck", "aggregate", "findings", "figures", "article")
-COMMANDS = {name: name for name in (*STAGES, "params", "pull")} | {"provenance": "audit"}
+# Sub-command → (module, what it does); ``provenance`` shows and verifies records, the audit module's job.
+COMMANDS = {
+    "data": ("data", "make the embedded sample or download STL-10 (rules sample, download)"),
+    "grayscale": ("grayscale", "grayscale and resize the images to one size (rule grayscale)"),
+    "train": ("train", "train one encoder and its critics with DeepInfoMax (rule train)"),
+    "score": ("score", "score every map of every image by its MI with the image (rule score)"),
+    "crosscheck": ("crosscheck", "KSG k-NN MI of a seeded subsample of pairs (rule crosscheck)"),
+    "aggregate": ("aggregate", "per-case and per-image tables, metrics.json (rule aggregate)"),
+    "findings": ("findings", "does the article's claim survive? results/findings.md (rule findings)"),
+    "figures": ("figures", "draw one figure (rules figure_*)"),
+    "article": ("article", "the article's printed losses beside this run's (rule article_check)"),
+    "params": ("params", "check params.yaml and override files as the workflow does"),
+    "provenance": ("audit", "show an output's provenance, or verify it is what the workflow would make"),
+    "pull": ("pull", "dvc pull results built elsewhere and mark them up to date, if they are current"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    listed = "\n".join(f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items())
+    return (f"usage: mifeatures [--help] [--version] COMMAND [ARGS …]\n\n{__doc__.splitlines()[0]}\n\n"
+            f"commands:\n{listed}\n\n`mifeatures COMMAND --help` describes a command's arguments.\n")
+
+
+def _usage_error(message: str) -> None:
+    print(f"{usage()}\nmifeatures: error: {message}", file=sys.stderr)
+    sys.exit(2)  # as argparse exits on a usage error
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Dispatch to the stage module's own ``main``."""
+    """Dispatch to the command's module's own ``main``."""
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print(f"usage: mifeatures {{{','.join(COMMANDS)}}} [ARGS …]\n\n{__doc__}", file=sys.stderr)
-        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
-    importlib.import_module(f"mifeatures.{COMMANDS[argv[0]]}").main(argv[1:])
+    if not argv:
+        _usage_error("a command is required")
+    if argv[0] in ("-h", "--help"):
+        print(usage(), end="")
+        return
+    if argv[0] == "--version":
+        print(f"mifeatures {importlib.metadata.version('mifeatures')}")
+        return
+    if argv[0] not in COMMANDS:
+        _usage_error(f"invalid command {argv[0]!r} (choose from {', '.join(COMMANDS)})")
+    importlib.import_module(f"mifeatures.{COMMANDS[argv[0]][0]}").main(argv[1:])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,36 @@
+"""The `mifeatures` command as users expect it: help on stdout, a version, and an invalid command named."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import subprocess
+import sys
+from pathlib import Path
+
+from mifeatures.cli import COMMANDS
+
+MIFEATURES = str(Path(sys.executable).parent / "mifeatures")
+
+
+def test_help_wrote_to_stderr_and_listed_commands_without_what_they_do():
+    """`mifeatures --help` goes to stdout, exit 0, one line per command saying what it does."""
+    said = subprocess.run([MIFEATURES, "--help"], capture_output=True, text=True)
+    assert said.returncode == 0 and said.stderr == ""
+    for name, (_, summary) in COMMANDS.items():
+        assert any(line.split() and line.split()[0] == name and summary in line for line in said.stdout.splitlines())
+
+
+def test_there_was_no_version():
+    said = subprocess.run([MIFEATURES, "--version"], capture_output=True, text=True)
+    assert said.returncode == 0 and said.stdout == f"mifeatures {importlib.metadata.version('mifeatures')}\n"
+
+
+def test_bogus_printed_usage_without_saying_the_choice_is_invalid():
+    said = subprocess.run([MIFEATURES, "bogus"], capture_output=True, text=True)
+    assert said.returncode == 2 and "mifeatures: error: invalid command 'bogus'" in said.stderr
+
+
+def test_every_command_has_a_module_with_a_main():
+    for module, _ in COMMANDS.values():
+        assert callable(importlib.import_module(f"mifeatures.{module}").main)
