@@ -21,7 +21,7 @@ from mifeatures.models import INPUT_SIZE, N_MAPS, build_encoder, map_size
 from mifeatures.score import (CORRECTED_SUMMARY_COLUMNS, SUMMARY_COLUMNS, all_images_loop_normalisation,
                               batched_feature_maps, corrected_estimates, eval_encoder, feature_maps,
                               load_encoder, main, noise_bound, per_image_encoder, score, score_corrected,
-                              to_image_grid)
+                              to_image_grid, valid_region)
 
 
 @pytest.fixture(scope="module")
@@ -339,9 +339,11 @@ def test_corrected_mi_of_an_independent_smooth_field_is_near_zero(gray_images):
 
 
 def test_corrected_tables_cover_every_image_and_map(scored_corrected, gray_images):
-    """One row per (image, map) with the three estimates, one summary row per image."""
+    """One row per (image, map) with the three estimates on the grid and on the valid region, one summary
+    row per image."""
     table, summary = scored_corrected
-    assert list(table.columns) == ["image", "map", "mi", "mi_miller_madow", "mi_corrected"]
+    assert list(table.columns) == ["image", "map", "mi", "mi_miller_madow", "mi_corrected", "mi_valid",
+                                   "mi_valid_miller_madow", "mi_valid_corrected"]
     assert len(table) == len(gray_images) * N_MAPS
     assert list(summary.columns) == CORRECTED_SUMMARY_COLUMNS
     assert summary["image"].tolist() == list(range(len(gray_images)))
@@ -357,6 +359,9 @@ def test_corrected_summary_agrees_with_the_table(scored_corrected, gray_images):
     np.testing.assert_allclose(summary["std"], grouped["mi_corrected"].std(ddof=0), rtol=1e-9)
     np.testing.assert_allclose(summary["mean_plugin"], grouped["mi"].mean(), rtol=1e-12)
     np.testing.assert_allclose(summary["mean_miller_madow"], grouped["mi_miller_madow"].mean(), rtol=1e-12)
+    for column in ("plugin", "miller_madow", "corrected"):
+        source = {"plugin": "mi_valid"}.get(column, f"mi_valid_{column}")
+        np.testing.assert_allclose(summary[f"mean_valid_{column}"], grouped[source].mean(), rtol=1e-12)
     np.testing.assert_array_equal(summary["upper"], [mutual_information(image, image[None], 30)[0]
                                                      for image in gray_images])
     np.testing.assert_array_equal(summary["noise"], [noise_bound(image, index, 0, 30)
@@ -477,3 +482,31 @@ def test_crosscheck_cli_records_its_params_and_refuses_a_misplaced_input(tmp_pat
     assert record["params"] == {"score.ksg.images": 2, "score.ksg.maps": 2, "score.ksg.pixels": 300,
                                 "score.ksg.neighbors": 3, "score.ksg.seed": 0}
     assert len(pd.read_csv(out)) == 4
+
+
+def test_common_grid_decides_c_minus_a(trained_case, gray_images):
+    """Cases a and c have the same parameter shapes, so with shared weights they are one network, and the
+    corrected protocol (eval mode) gives c's map over the central 88×88 exactly a's map: on the valid
+    region the two tie to the last bit, while on the whole 96×96 grid the frames (c's zero padding, a's
+    repeated edge) make them differ, which is what c − a measured there."""
+    _, encoder_a = load_encoder(trained_case["encoder"])
+    encoder_c = build_encoder("c")
+    encoder_c.load_state_dict(encoder_a.state_dict())
+    scored = {case: score_corrected(encoder, case, gray_images, 30, 0)[0]
+              for case, encoder in (("a", encoder_a), ("c", encoder_c))}
+    for column in ("mi_valid", "mi_valid_miller_madow", "mi_valid_corrected"):
+        np.testing.assert_array_equal(scored["a"][column], scored["c"][column])
+    assert np.abs(scored["a"]["mi"] - scored["c"]["mi"]).mean() > 1e-3
+
+
+def test_valid_region_is_the_estimate_on_the_central_88_pixels(trained_case, scored_corrected, gray_images):
+    """Every case's valid-region MI is the corrected estimate of the image's and the grid map's central
+    88×88, with the spatial null drawn at that size."""
+    table, _ = scored_corrected
+    case, encoder = load_encoder(trained_case["encoder"])
+    maps = to_image_grid(batched_feature_maps(eval_encoder(encoder, torch.device("cpu")), gray_images[:2]), case)
+    expected = corrected_estimates(valid_region(gray_images[:2]), valid_region(maps), 30, 4, 0)
+    first = table[table["image"] < 2]
+    for column, values in zip(("mi_valid", "mi_valid_miller_madow", "mi_valid_corrected"), expected):
+        np.testing.assert_array_equal(first[column].to_numpy(), values.ravel())
+    assert valid_region(gray_images).shape[-2:] == (88, 88)

@@ -39,8 +39,14 @@ from mifeatures.models import INPUT_SIZE, N_MAPS, build_encoder, map_size, resol
 from mifeatures.protocols import PROTOCOLS
 
 SUMMARY_COLUMNS = ["image", "upper", "noise", "max", "min", "mean", "std"]
-# The corrected summary: max … std over ``mi_corrected``, then the means of the two other estimates.
-CORRECTED_SUMMARY_COLUMNS = [*SUMMARY_COLUMNS, "mean_plugin", "mean_miller_madow"]
+# The corrected summary: max … std over ``mi_corrected``, then the means of the other estimates, on the
+# whole 96×96 grid and on the valid region.
+CORRECTED_SUMMARY_COLUMNS = [*SUMMARY_COLUMNS, "mean_plugin", "mean_miller_madow", "mean_valid_plugin",
+                             "mean_valid_miller_madow", "mean_valid_corrected"]
+# Four 3×3 layers see 4 px around a pixel: over the image's central 88×88 every case's map is computed
+# from image pixels only, and every case has map pixels there.
+RECEPTIVE_RADIUS = 4
+VALID = INPUT_SIZE - 2 * RECEPTIVE_RADIUS
 
 
 def load_encoder(path: str) -> tuple[str, torch.nn.Module]:
@@ -178,6 +184,19 @@ def to_image_grid(maps: np.ndarray, case_or_size: str | int) -> np.ndarray:
     return maps[..., -border : size + border, -border : size + border]
 
 
+def valid_region(grid: np.ndarray) -> np.ndarray:
+    """The central VALID×VALID of arrays on the image's 96×96 grid: where every case's map pixels lie over
+    the image and are computed from image pixels only (no zero padding, no transposed convolution's
+    spill-over, no edge-padded frame), the same N = 7744 pixels for every case.
+
+    >>> valid_region(np.zeros((2, 96, 96))).shape
+    (2, 88, 88)
+    """
+    if grid.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
+        raise ValueError(f"expected arrays on the {INPUT_SIZE}×{INPUT_SIZE} grid, got {grid.shape}")
+    return grid[..., RECEPTIVE_RADIUS:INPUT_SIZE - RECEPTIVE_RADIUS, RECEPTIVE_RADIUS:INPUT_SIZE - RECEPTIVE_RADIUS]
+
+
 def all_images_loop_normalisation(maps: np.ndarray) -> np.ndarray:
     """The article's all-images loop: ``(M - M.min((0,1,2))) / (M.max((0,1,2)) - M.min((0,1,2)) + 1e-8)``
     on the (1, 32, H, W) maps, in their float32; one scale per image column, shared by all maps.
@@ -271,8 +290,9 @@ def score_corrected(
     encoder: torch.nn.Module, case: str, encoder_images: np.ndarray, bins: int, noise_seed: int,
     null_shifts: int = K_SHIFTS, null_seed: int = 0, device: torch.device | str = "cpu", batch_size: int = 8,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The corrected protocol: per-map table (image, map, mi, mi_miller_madow, mi_corrected) and
-    per-image summary (CORRECTED_SUMMARY_COLUMNS) for every image.
+    """The corrected protocol: per-map table (image, map, mi, mi_miller_madow, mi_corrected, and the same
+    three on the valid region: mi_valid, mi_valid_miller_madow, mi_valid_corrected) and per-image
+    summary (CORRECTED_SUMMARY_COLUMNS) for every image.
 
     What it corrects in the faithful ``score``:
     - the encoder runs in eval mode under no_grad (``eval_encoder``): BatchNorm uses its running
@@ -284,25 +304,37 @@ def score_corrected(
       the spatial null (``mi_corrected``, see ``corrected_estimates``), which is ≈ 0 for a map
       independent of the image however smooth both are. No all-images loop normalisation: the
       raw maps are scored, as the histogram ignores each map's own scaling.
-    The summary's max, min, mean and std are over ``mi_corrected``; ``mean_plugin`` and
-    ``mean_miller_madow`` are the means of the other two. ``upper`` (MI of the image with itself)
+    - every estimate also on the valid region (``valid_region``), the findings' primary score: on the
+      whole grid case c's zero-padded frame holds a map's extreme value in most maps and stretches its
+      bins, and a's edge-padded frame repeats values, so c − a there partly measures the frames.
+    The summary's max, min, mean and std are over ``mi_corrected``; ``mean_plugin``,
+    ``mean_miller_madow`` and the ``mean_valid_*`` columns are the means of the others. ``upper`` (MI of the image with itself)
     and ``noise`` are plug-in values, as in ``score``, on the 96×96 image.
 
     Chunks of ``batch_size`` images, on ``device``, as in ``score``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-    draw_shifts((INPUT_SIZE, INPUT_SIZE), null_shifts, null_seed)  # refuse a bad null_shifts before any work
+    for side in (INPUT_SIZE, VALID):  # refuse a bad null_shifts before any work
+        draw_shifts((side, side), null_shifts, null_seed)
     model = eval_encoder(encoder, torch.device(device))
 
     def estimates(chunk: slice) -> tuple[np.ndarray, ...]:
         maps = to_image_grid(batched_feature_maps(model, encoder_images[chunk]), case)
-        return corrected_estimates(encoder_images[chunk], maps, bins, null_shifts, null_seed)
+        images = encoder_images[chunk]
+        return (*corrected_estimates(images, maps, bins, null_shifts, null_seed),
+                *corrected_estimates(valid_region(images), valid_region(maps), bins, null_shifts, null_seed))
 
-    (plug_in, madow, corrected), bounds = _in_chunks(estimates, encoder_images, batch_size, bins, noise_seed)
-    table = _per_map_table({"mi": plug_in, "mi_miller_madow": madow, "mi_corrected": corrected})
+    (plug_in, madow, corrected, valid_plug_in, valid_madow, valid_corrected), bounds = _in_chunks(
+        estimates, encoder_images, batch_size, bins, noise_seed)
+    table = _per_map_table({"mi": plug_in, "mi_miller_madow": madow, "mi_corrected": corrected,
+                            "mi_valid": valid_plug_in, "mi_valid_miller_madow": valid_madow,
+                            "mi_valid_corrected": valid_corrected})
     summary = pd.DataFrame({"image": np.arange(len(corrected)), **bounds, **_spread(corrected),
-                            "mean_plugin": plug_in.mean(axis=1), "mean_miller_madow": madow.mean(axis=1)})
+                            "mean_plugin": plug_in.mean(axis=1), "mean_miller_madow": madow.mean(axis=1),
+                            "mean_valid_plugin": valid_plug_in.mean(axis=1),
+                            "mean_valid_miller_madow": valid_madow.mean(axis=1),
+                            "mean_valid_corrected": valid_corrected.mean(axis=1)})
     return table, summary
 
 

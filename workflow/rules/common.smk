@@ -119,9 +119,9 @@ def score_protocol_args(wildcards):
 
 
 def canonical(section):
-    """A section with its keys sorted: Snakemake compares dict params by repr, key order included, so
-    reordered lines in params.yaml must not rerun anything."""
-    return dict(sorted(section.items()))
+    """A section with its keys sorted, at every depth: Snakemake compares dict params by repr, key order
+    included, so reordered lines in params.yaml must not rerun anything."""
+    return {key: canonical(value) if isinstance(value, dict) else value for key, value in sorted(section.items())}
 
 
 def train_params(wildcards):

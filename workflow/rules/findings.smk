@@ -26,7 +26,9 @@ rule findings:
     shell:
         "python -m mifeatures.findings {params.runs}"
         " --bootstrap {params.settings[bootstrap]} --confidence {params.settings[confidence]}"
-        " --seed {params.settings[seed]} --cases-out {output.cases}"
+        " --seed {params.settings[seed]} --margin {params.settings[margin]}"
+        " --primary {params.settings[primary][protocol]} {params.settings[primary][estimator]:q}"
+        " --cases-out {output.cases}"
         " --differences-out {output.differences} --ksg-out {output.ksg}"
         " --report-out {output.report} > {log} 2>&1"
 
