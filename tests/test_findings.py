@@ -142,7 +142,8 @@ def write_runs(folder, means, seeds=(1, 2, 3), images=40, ksg_order=None, seed_s
                     summary |= {"mean_plugin": per_map.mean(1) + 0.05, "mean_miller_madow": per_map.mean(1) + 0.01,
                                 "mean_valid_plugin": per_map.mean(1) + 0.04,
                                 "mean_valid_miller_madow": per_map.mean(1) + 0.005,
-                                "mean_valid_corrected": per_map.mean(1) - 0.01}
+                                "mean_valid_corrected": per_map.mean(1) - 0.01,
+                                "mean_valid_corrected_mismatched": rng.normal(0.002, 0.001, images)}
                 pd.DataFrame(summary).to_csv(paths["summary"], index=False)
                 pd.DataFrame({"image": np.repeat(np.arange(images), 32), "map": np.tile(np.arange(32), images),
                               HISTOGRAM[protocol]: per_map.ravel()}).to_csv(paths["mi"], index=False)
@@ -154,12 +155,14 @@ def write_runs(folder, means, seeds=(1, 2, 3), images=40, ksg_order=None, seed_s
 
 
 def run_cli(folder, runs, *extra):
-    outputs = {name: folder / f"out/{name}" for name in ("cases.csv", "differences.csv", "ksg.csv", "findings.md")}
+    outputs = {name: folder / f"out/{name}"
+               for name in ("cases.csv", "differences.csv", "controls.csv", "ksg.csv", "findings.md")}
     arguments = [item for run in runs for item in ("--run", run.protocol, str(run.seed), run.case, str(run.summary),
                                                     str(run.mi), str(run.crosscheck))]
     main([*arguments, "--bootstrap", "500", "--margin", "0.01", "--primary", "corrected", "null-corrected, valid 88×88",
           "--cases-out", str(outputs["cases.csv"]),
-          "--differences-out", str(outputs["differences.csv"]), "--ksg-out", str(outputs["ksg.csv"]),
+          "--differences-out", str(outputs["differences.csv"]), "--controls-out", str(outputs["controls.csv"]),
+          "--ksg-out", str(outputs["ksg.csv"]),
           "--report-out", str(outputs["findings.md"]), *extra])
     return outputs
 
@@ -195,12 +198,17 @@ def test_report_states_each_verdict_from_the_numbers(tmp_path):
     assert "it does not corroborate the histogram" in text
     assert "**Fewer than 5 seeds** (3)" in text and "Only" not in text
     assert "Power: at the largest seed-level SD of a difference this run measured" in text
+    controls = pd.read_csv(outputs["controls.csv"])
+    assert set(controls["case"]) == {"a", "b", "c"} and set(controls["protocol"]) == {"corrected"}
+    assert (controls["mean_mi"].abs() < 0.01).all() and (controls["low"] < controls["mean_mi"]).all()
+    assert "## Calibration: mismatched image, null-corrected, valid 88×88" in text
     record = json.loads(provenance.sidecar(outputs["findings.md"]).read_text())
     assert record["params"] == {"findings.bootstrap": 500, "findings.confidence": 0.95, "findings.seed": 0,
                                 "findings.margin": 0.01,
                                 "findings.primary": {"estimator": "null-corrected, valid 88×88",
                                                      "protocol": "corrected"}}
     assert len(record["inputs"]) == 3 * len(runs)
+    assert provenance.sidecar(outputs["controls.csv"]).exists()
 
 
 def test_report_says_when_it_cannot_decide(tmp_path):

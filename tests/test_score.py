@@ -343,7 +343,7 @@ def test_corrected_tables_cover_every_image_and_map(scored_corrected, gray_image
     row per image."""
     table, summary = scored_corrected
     assert list(table.columns) == ["image", "map", "mi", "mi_miller_madow", "mi_corrected", "mi_valid",
-                                   "mi_valid_miller_madow", "mi_valid_corrected"]
+                                   "mi_valid_miller_madow", "mi_valid_corrected", "mi_valid_corrected_mismatched"]
     assert len(table) == len(gray_images) * N_MAPS
     assert list(summary.columns) == CORRECTED_SUMMARY_COLUMNS
     assert summary["image"].tolist() == list(range(len(gray_images)))
@@ -359,7 +359,7 @@ def test_corrected_summary_agrees_with_the_table(scored_corrected, gray_images):
     np.testing.assert_allclose(summary["std"], grouped["mi_corrected"].std(ddof=0), rtol=1e-9)
     np.testing.assert_allclose(summary["mean_plugin"], grouped["mi"].mean(), rtol=1e-12)
     np.testing.assert_allclose(summary["mean_miller_madow"], grouped["mi_miller_madow"].mean(), rtol=1e-12)
-    for column in ("plugin", "miller_madow", "corrected"):
+    for column in ("plugin", "miller_madow", "corrected", "corrected_mismatched"):
         source = {"plugin": "mi_valid"}.get(column, f"mi_valid_{column}")
         np.testing.assert_allclose(summary[f"mean_valid_{column}"], grouped[source].mean(), rtol=1e-12)
     np.testing.assert_array_equal(summary["upper"], [mutual_information(image, image[None], 30)[0]
@@ -510,3 +510,16 @@ def test_valid_region_is_the_estimate_on_the_central_88_pixels(trained_case, sco
     for column, values in zip(("mi_valid", "mi_valid_miller_madow", "mi_valid_corrected"), expected):
         np.testing.assert_array_equal(first[column].to_numpy(), values.ravel())
     assert valid_region(gray_images).shape[-2:] == (88, 88)
+
+
+def test_mismatched_image_control_is_near_zero_and_pairs_each_image_with_the_next(trained_case, scored_corrected,
+                                                                                gray_images):
+    """The control scores image i's maps against image i + 1 (the last against the first) as the primary
+    score does: far below the matched MI, near 0 on average, and exactly the estimate of that pairing."""
+    table, summary = scored_corrected
+    case, encoder = load_encoder(trained_case["encoder"])
+    maps = to_image_grid(batched_feature_maps(eval_encoder(encoder, torch.device("cpu")), gray_images[-1:]), case)
+    last = corrected_estimates(valid_region(gray_images[:1]), valid_region(maps), 30, 4, 0)[2]
+    np.testing.assert_array_equal(table[table["image"] == len(gray_images) - 1]["mi_valid_corrected_mismatched"],
+                                  last.ravel())
+    assert summary["mean_valid_corrected_mismatched"].abs().mean() < 0.2 * summary["mean_valid_corrected"].mean()

@@ -48,6 +48,8 @@ ESTIMATORS = {
                   f"Miller–Madow, {VALID}": "mean_valid_miller_madow", "null-corrected": "mean",
                   "plug-in": "mean_plugin", "Miller–Madow": "mean_miller_madow"},
 }
+# Calibration controls: the score stage's per-image column of an estimate whose true value is ≈ 0.
+CONTROLS = {"corrected": {f"mismatched image, null-corrected, {VALID}": "mean_valid_corrected_mismatched"}}
 # The per-map column of the score stage's table the KSG estimate is ranked against.
 HISTOGRAM = {"faithful": "mi_all_images", "corrected": "mi_corrected"}
 OUTCOMES = {"holds": "holds", "fails": "fails", "equivalent": "finds no difference that matters",
@@ -91,6 +93,27 @@ def per_image(runs: list[Run]) -> dict[tuple[str, str], dict[str, np.ndarray]]:
     return {(protocol, estimator): {case: np.stack([frames[protocol, seed, case][column].to_numpy()
                                                     for seed in seeds]) for case in cases}
             for protocol in protocols for estimator, column in ESTIMATORS[protocol].items()}
+
+
+def controls(runs: list[Run], confidence: float) -> pd.DataFrame:
+    """Per protocol, control and case: the control's mean over seeds and images, with its t-interval over
+    the seeds' means (cf. ``statistics``)."""
+    rows = []
+    for (protocol, control, case), group in _control_values(runs).items():
+        test = seed_test(group, confidence, margin=1.0)
+        rows.append({"protocol": protocol, "control": control, "case": case, "seeds": len(group),
+                     "mean_mi": group.mean(), "low": test.low, "high": test.high})
+    return pd.DataFrame(rows, columns=["protocol", "control", "case", "seeds", "mean_mi", "low", "high"])
+
+
+def _control_values(runs: list[Run]) -> dict[tuple[str, str, str], np.ndarray]:
+    """{(protocol, control, case): (seeds, images)} of every control the runs' summaries hold."""
+    values: dict[tuple[str, str, str], list[np.ndarray]] = {}
+    for run in sorted(runs, key=lambda run: run.seed):
+        for control, column in CONTROLS.get(run.protocol, {}).items():
+            values.setdefault((run.protocol, control, run.case), []).append(
+                pd.read_csv(run.summary)[column].to_numpy())
+    return {key: np.stack(rows) for key, rows in values.items()}
 
 
 def winners(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -291,8 +314,8 @@ def _power(paired: pd.DataFrame, seeds: int, n_cases: int, confidence: float) ->
             f"over every other case with {POWER:.0%} power with, for an advantage {sizes}.")
 
 
-def report(cases: pd.DataFrame, differences: pd.DataFrame, ranking: pd.DataFrame, confidence: float,
-           draws: int, primary: tuple[str, str], margin: float) -> str:
+def report(cases: pd.DataFrame, differences: pd.DataFrame, calibration: pd.DataFrame, ranking: pd.DataFrame,
+           confidence: float, draws: int, primary: tuple[str, str], margin: float) -> str:
     """results/findings.md: every sentence generated from the three tables; the primary verdict first."""
     percent = f"{confidence:.0%}"
     first = cases.iloc[0]
@@ -347,6 +370,14 @@ def report(cases: pd.DataFrame, differences: pd.DataFrame, ranking: pd.DataFrame
         verdicts.append((protocol, estimator, outcome))
         lines += [*_differences(paired), "", f"**The article's claim {OUTCOMES[outcome]}** under the {protocol} "
                   f"protocol with the {estimator} estimate: {EXPLANATIONS[outcome]}", ""]
+    for control, table in calibration.groupby("control", sort=False):
+        lines += [f"## Calibration: {control}", "",
+                  "Each image's maps scored, as the primary score does, against the next image, whose true MI "
+                  "with them is ≈ 0: what is left is the bias the estimate keeps for that case.", "",
+                  f"| protocol | case | mean MI | {percent} CI |", "|---|---|---|---|"]
+        lines += [f"| {r.protocol} | {r.case} | {_nats(r.mean_mi)} | {_ci(r.low, r.high)} |"
+                  for r in table.itertuples()]
+        lines.append("")
     lines += ["## Cross-check: KSG k-nearest-neighbour MI", "",
               "KSG has no spatial correction, so on smooth maps it is biased as the plug-in histogram is: the "
               "same order from both describes the data, it does not corroborate the histogram.", ""]
@@ -378,6 +409,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="the (protocol, estimator) whose verdict answers the question, declared beforehand")
     parser.add_argument("--cases-out", required=True, help="per-case table to write (.csv)")
     parser.add_argument("--differences-out", required=True, help="paired-difference table to write (.csv)")
+    parser.add_argument("--controls-out", required=True, help="calibration-control table to write (.csv)")
     parser.add_argument("--ksg-out", required=True, help="KSG ranking table to write (.csv)")
     parser.add_argument("--report-out", required=True, help="findings to write (.md)")
     args = parser.parse_args(argv)
@@ -397,13 +429,15 @@ def main(argv: list[str] | None = None) -> None:
         cases, differences = statistics(per_image(runs), args.bootstrap, args.confidence, args.seed, args.margin)
     except ValueError as error:
         parser.error(str(error))
-    ranking = ksg_ranking(runs)
-    outputs = {args.cases_out: cases, args.differences_out: differences, args.ksg_out: ranking}
+    ranking, calibration = ksg_ranking(runs), controls(runs, args.confidence)
+    outputs = {args.cases_out: cases, args.differences_out: differences, args.controls_out: calibration,
+               args.ksg_out: ranking}
     for out, frame in outputs.items():
         with atomic_write(out, "w") as handle:
             frame.to_csv(handle, index=False)
     with atomic_write(args.report_out, "w") as handle:
-        handle.write(report(cases, differences, ranking, args.confidence, args.bootstrap, primary, args.margin))
+        handle.write(report(cases, differences, calibration, ranking, args.confidence, args.bootstrap, primary,
+                            args.margin))
     inputs = {f"{kind}[{run.protocol}/seed{run.seed}/{run.case}]": path for run in runs
               for kind, path in (("summary", run.summary), ("mi", run.mi), ("crosscheck", run.crosscheck))}
     params = {"findings.bootstrap": args.bootstrap, "findings.confidence": args.confidence,

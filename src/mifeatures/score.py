@@ -42,7 +42,7 @@ SUMMARY_COLUMNS = ["image", "upper", "noise", "max", "min", "mean", "std"]
 # The corrected summary: max … std over ``mi_corrected``, then the means of the other estimates, on the
 # whole 96×96 grid and on the valid region.
 CORRECTED_SUMMARY_COLUMNS = [*SUMMARY_COLUMNS, "mean_plugin", "mean_miller_madow", "mean_valid_plugin",
-                             "mean_valid_miller_madow", "mean_valid_corrected"]
+                             "mean_valid_miller_madow", "mean_valid_corrected", "mean_valid_corrected_mismatched"]
 # Four 3×3 layers see 4 px around a pixel: over the image's central 88×88 every case's map is computed
 # from image pixels only, and every case has map pixels there.
 RECEPTIVE_RADIUS = 4
@@ -307,9 +307,12 @@ def score_corrected(
     - every estimate also on the valid region (``valid_region``), the findings' primary score: on the
       whole grid case c's zero-padded frame holds a map's extreme value in most maps and stretches its
       bins, and a's edge-padded frame repeats values, so c − a there partly measures the frames.
+    - a calibration control, ``mi_valid_corrected_mismatched``: each image's maps scored, as the primary
+      score, against the next image (the last against the first), whose true MI with them is ≈ 0; what
+      it leaves is the bias the null does not remove for that case.
     The summary's max, min, mean and std are over ``mi_corrected``; ``mean_plugin``,
-    ``mean_miller_madow`` and the ``mean_valid_*`` columns are the means of the others. ``upper`` (MI of the image with itself)
-    and ``noise`` are plug-in values, as in ``score``, on the 96×96 image.
+    ``mean_miller_madow`` and the ``mean_valid_*`` columns are the means of the others. ``upper`` (MI of
+    the image with itself) and ``noise`` are plug-in values, as in ``score``, on the 96×96 image.
 
     Chunks of ``batch_size`` images, on ``device``, as in ``score``.
     """
@@ -322,19 +325,22 @@ def score_corrected(
     def estimates(chunk: slice) -> tuple[np.ndarray, ...]:
         maps = to_image_grid(batched_feature_maps(model, encoder_images[chunk]), case)
         images = encoder_images[chunk]
+        others = encoder_images[(np.arange(len(encoder_images))[chunk] + 1) % len(encoder_images)]
         return (*corrected_estimates(images, maps, bins, null_shifts, null_seed),
-                *corrected_estimates(valid_region(images), valid_region(maps), bins, null_shifts, null_seed))
+                *corrected_estimates(valid_region(images), valid_region(maps), bins, null_shifts, null_seed),
+                corrected_estimates(valid_region(others), valid_region(maps), bins, null_shifts, null_seed)[2])
 
-    (plug_in, madow, corrected, valid_plug_in, valid_madow, valid_corrected), bounds = _in_chunks(
+    (plug_in, madow, corrected, valid_plug_in, valid_madow, valid_corrected, mismatched), bounds = _in_chunks(
         estimates, encoder_images, batch_size, bins, noise_seed)
     table = _per_map_table({"mi": plug_in, "mi_miller_madow": madow, "mi_corrected": corrected,
                             "mi_valid": valid_plug_in, "mi_valid_miller_madow": valid_madow,
-                            "mi_valid_corrected": valid_corrected})
+                            "mi_valid_corrected": valid_corrected, "mi_valid_corrected_mismatched": mismatched})
     summary = pd.DataFrame({"image": np.arange(len(corrected)), **bounds, **_spread(corrected),
                             "mean_plugin": plug_in.mean(axis=1), "mean_miller_madow": madow.mean(axis=1),
                             "mean_valid_plugin": valid_plug_in.mean(axis=1),
                             "mean_valid_miller_madow": valid_madow.mean(axis=1),
-                            "mean_valid_corrected": valid_corrected.mean(axis=1)})
+                            "mean_valid_corrected": valid_corrected.mean(axis=1),
+                            "mean_valid_corrected_mismatched": mismatched.mean(axis=1)})
     return table, summary
 
 

@@ -7,6 +7,7 @@ rule findings:
         **recorded(
             cases=f"{FINDINGS}/cases.csv",
             differences=f"{FINDINGS}/differences.csv",
+            controls=f"{FINDINGS}/controls.csv",
             ksg=f"{FINDINGS}/ksg.csv",
             report=report(
                 f"{FINDINGS}.md",
@@ -29,7 +30,8 @@ rule findings:
         " --seed {params.settings[seed]} --margin {params.settings[margin]}"
         " --primary {params.settings[primary][protocol]} {params.settings[primary][estimator]:q}"
         " --cases-out {output.cases}"
-        " --differences-out {output.differences} --ksg-out {output.ksg}"
+        " --differences-out {output.differences} --controls-out {output.controls}"
+        " --ksg-out {output.ksg}"
         " --report-out {output.report} > {log} 2>&1"
 
 
