@@ -30,7 +30,7 @@ def simulated_differences(rng, trials, seeds, images, seed_sd, image_sd, noise_s
 def test_with_3_seeds_the_95_percent_interval_covers_about_75_percent(seeds, seed_sd, image_sd):
     """The bootstrap over 3 seeds (resampled with replacement) covered about 75 % whatever level was asked.
     The t-interval over the seeds' means covers the estimand within 2.5 points of 95 % in 4000 simulated
-    experiments, whether training runs vary more than images (a seed SD of 0.028 nats, the README's spread)
+    experiments, whether training runs vary more than images (a seed SD of 0.028 nats)
     or less, at 3 and at 5 seeds."""
     rng = np.random.default_rng(seeds)
     values, truth = simulated_differences(rng, 4000, seeds, 60, seed_sd, image_sd, 0.02)
@@ -180,6 +180,7 @@ def test_report_states_each_verdict_from_the_numbers(tmp_path):
         (protocol, estimator) for protocol in ESTIMATORS for estimator in ESTIMATORS[protocol]}
     faithful_b = cases[(cases.protocol == "faithful") & (cases.case == "b")].iloc[0]
     assert faithful_b.low < faithful_b.mean_mi < faithful_b.high and faithful_b.win_share == 1.0
+    assert (cases["win_low"] >= 0).all() and (cases["win_high"] <= 1).all()
     assert faithful_b.mean_mi == pytest.approx(0.40, abs=0.01)
     assert "Highest mean MI: case b" not in text  # only c's differences are tested: b is not shown highest
     assert f"Means in order: b {faithful_b.mean_mi:.4f}, c " in text

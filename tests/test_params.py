@@ -166,3 +166,12 @@ def test_spellings_both_yaml_versions_agree_on_are_read(tmp_path):
     params = load_params([PARAMS, override])
     validate_params(params, SCHEMA)
     assert params["data"]["sample"] == {"seed": 0, "n_images": 12}
+
+
+@pytest.mark.parametrize(("primary", "message"), [
+    ("{protocol: faithful, estimator: null-corrected}", "findings.primary.estimator: 'plug-in' was expected"),
+    ("{protocol: corrected, estimator: median}", "findings.primary.estimator: 'median' is not one of"),
+])
+def test_primary_verdict_that_no_stage_computes_is_refused(tmp_path, primary, message):
+    """The primary (protocol, estimator) is declared before any job and must be one the findings compute."""
+    assert message in file_error(tmp_path, f"findings: {{primary: {primary}}}\n")

@@ -1,4 +1,4 @@
-"""The Snakemake report in real headless Chromium, and the README's generated rule graph."""
+"""The Snakemake report in real headless Chromium, and the generated rule graphs in docs/audit.md."""
 
 from __future__ import annotations
 
@@ -108,13 +108,13 @@ def test_report_groups_figures_by_article_section(report, browser):
     assert {"provenance.txt", "cases.csv", "findings.md"} <= set(names)
 
 
-def test_readme_rule_graphs_are_the_generated_ones():
-    """The README's two Mermaid graphs, of `all` and of `protocols`, have the nodes and edges
+def test_docs_rule_graphs_are_the_generated_ones():
+    """docs/audit.md's two Mermaid graphs, of `all` and of `protocols`, have the nodes and edges
     `snakemake --rulegraph mermaid-js TARGET` prints now.
 
     Snakemake prints the edges in no fixed order, so the graphs are compared as sets of lines.
     """
-    blocks = re.findall(r"```mermaid\n(.*?)\n```", (REPO / "README.md").read_text(), re.S)
+    blocks = re.findall(r"```mermaid\n(.*?)\n```", (REPO / "docs/audit.md").read_text(), re.S)
     assert len(blocks) == 2
     for target, block in zip(("all", "protocols"), blocks):
         result = subprocess.run([str(BIN / "snakemake"), "--rulegraph", "mermaid-js", target], cwd=REPO, env=ENV,

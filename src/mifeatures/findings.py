@@ -179,7 +179,8 @@ def statistics(values: dict[tuple[str, str], dict[str, np.ndarray]], draws: int,
                margin: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-case table, paired-difference table) for every (protocol, estimator).
 
-    Per case: mean MI and win share, each with its t-interval over seeds. Differences: case c minus each
+    Per case: mean MI and win share, each with its t-interval over seeds (a share's clipped to [0, 1]).
+    Differences: case c minus each
     other case, paired by seed and image, with the seed-level tests (Holm-adjusted p for "below") and the
     within-seed bootstrap interval. Every (protocol, estimator) uses the same resampling draws.
     """
@@ -191,7 +192,8 @@ def statistics(values: dict[tuple[str, str], dict[str, np.ndarray]], draws: int,
             mean, share = seed_test(matrix, confidence, margin), seed_test(wins[case], confidence, margin)
             case_rows.append({"protocol": protocol, "estimator": estimator, "case": case, "seeds": n_seeds,
                               "images": n_images, "mean_mi": matrix.mean(), "low": mean.low, "high": mean.high,
-                              "win_share": wins[case].mean(), "win_low": share.low, "win_high": share.high})
+                              "win_share": wins[case].mean(),  # a share's t-interval, clipped to [0, 1]
+                              "win_low": max(share.low, 0.0), "win_high": min(share.high, 1.0)})
         if CLAIM_CASE not in by_case:
             continue
         paired = {other: by_case[CLAIM_CASE] - m for other, m in by_case.items() if other != CLAIM_CASE}

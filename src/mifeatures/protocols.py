@@ -1,6 +1,6 @@
 """The two ways of running the experiment, a wildcard of the workflow.
 
-``faithful`` is the article's, flaws kept; ``corrected`` fixes them (see README): the prior played
+``faithful`` is the article's, flaws kept; ``corrected`` fixes them (see docs/protocols.md): the prior played
 adversarially in training (``ADVERSARIAL_PRIOR``), and eval-mode, aligned, bias-corrected scoring
 (``mifeatures.score.score_corrected``). A module of its own, without imports, so that the stages
 that need the names do not depend on, and rerun with, anything else.
