@@ -8,7 +8,9 @@ import pytest
 from PIL import Image
 
 from mifeatures.aggregate import per_case, per_image
-from mifeatures.figures import main, maps_figure
+from mifeatures.figures import image_bounds, main, maps_figure
+from mifeatures.mi import mutual_information
+from mifeatures.models import build_encoder
 from mifeatures.score import load_encoder, score
 
 
@@ -43,8 +45,7 @@ def test_every_figure_is_written(tmp_path, stage_outputs):
     commands = {
         "loss": ["loss", f"a={s['loss']}", f"c={s['loss']}"],
         "maps": ["maps", "--encoder", str(s["encoder"]), "--encoder-images", str(s["encoder_images"]),
-                 "--sized-images", str(s["sized_images"]), "--mi", str(s["mi"]), "--summary", str(s["summary"]),
-                 "--image", "3"],
+                 "--mi", str(s["mi"]), "--image", "3", "--bins", "30", "--noise-seed", "0"],
         "chosen": ["chosen", *pairs, "--images", "1", "3"],
         "distribution": ["distribution", *pairs],
         "wins": ["wins", "--cases", str(s["cases"]), "--win-by", "mean"],
@@ -73,6 +74,20 @@ def test_maps_cli_refuses_an_image_outside_the_dataset(tmp_path, stage_outputs):
     s = stage_outputs
     with pytest.raises(SystemExit):
         main(["maps", "--encoder", str(s["encoder"]), "--encoder-images", str(s["encoder_images"]),
-              "--sized-images", str(s["sized_images"]), "--mi", str(s["mi"]), "--summary", str(s["summary"]),
-              "--image", "99", "--out", str(tmp_path / "maps.png")])
+              "--mi", str(s["mi"]), "--image", "99", "--bins", "30", "--noise-seed", "0",
+              "--out", str(tmp_path / "maps.png")])
     assert not (tmp_path / "maps.png").exists()
+
+
+def test_a_and_b_map_figures_show_the_bounds_of_the_resized_image(stage_outputs):
+    """The article titled every case's map figure with the bounds of the 96×96 image; case a's summary holds
+    those of the image resized to 88×88. The figure's bounds are the 96×96 image's: for c and d they are
+    the summary's (the same image), for a they differ from it."""
+    encoder_images, summary = np.load(stage_outputs["encoder_images"]), pd.read_csv(stage_outputs["summary"])
+    upper, noise = image_bounds(encoder_images[3], 3, 30, 0)
+    sized = np.load(stage_outputs["sized_images"])[3]
+    assert upper == pytest.approx(float(mutual_information(encoder_images[3], encoder_images[3][None], 30)[0]))
+    assert summary.loc[3, "upper"] == pytest.approx(float(mutual_information(sized, sized[None], 30)[0]))
+    assert upper != summary.loc[3, "upper"] and noise != summary.loc[3, "noise"]
+    _, c_summary = score(build_encoder("c"), encoder_images, encoder_images, 30, 0)
+    assert image_bounds(encoder_images[3], 3, 30, 0) == (c_summary.loc[3, "upper"], c_summary.loc[3, "noise"])

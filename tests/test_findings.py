@@ -197,6 +197,7 @@ def test_report_states_each_verdict_from_the_numbers(tmp_path):
         assert f"**The article's claim holds** under the corrected protocol with the {estimator} estimate" in text
     assert "KSG orders b > c > a, the histogram b > c > a on the same pairs: the orders are the same." in text
     assert "it does not corroborate the histogram" in text
+    assert "Case b was never scored in the article's notebooks" in text
     assert "**Fewer than 5 seeds** (3)" in text and "Only" not in text
     assert "Power: at the largest seed-level SD of a difference this run measured" in text
     controls = pd.read_csv(outputs["controls.csv"])

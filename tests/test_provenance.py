@@ -46,8 +46,8 @@ def chain(tmp_path_factory) -> dict[str, Path]:
                     "--sized-images", str(gray[size]), "--mi-out", str(out / "mi.csv"),
                     "--summary-out", str(out / "summary.csv")])
         figures.main(["maps", "--encoder", str(out / "encoder.pt"), "--encoder-images", str(gray[96]),
-                      "--sized-images", str(gray[size]), "--mi", str(out / "mi.csv"),
-                      "--summary", str(out / "summary.csv"), "--image", "2", "--out", str(root / f"maps_{case}.png")])
+                      "--mi", str(out / "mi.csv"), "--image", "2", "--bins", "30", "--noise-seed", "0",
+                      "--out", str(root / f"maps_{case}.png")])
         paths[f"encoder_{case}"] = out / "encoder.pt"
         paths[f"maps_{case}"] = root / f"maps_{case}.png"
     summaries = [f"{case}={root / case / 'summary.csv'}" for case in CASES]

@@ -19,8 +19,9 @@ from mifeatures import provenance  # noqa: E402
 from mifeatures.aggregate import WIN_STATISTICS  # noqa: E402
 from mifeatures.grayscale import load_images  # noqa: E402
 from mifeatures.io import atomic_write, parse_case_paths  # noqa: E402
-from mifeatures.models import INPUT_SIZE, N_MAPS, map_size  # noqa: E402
-from mifeatures.score import feature_maps, load_encoder  # noqa: E402
+from mifeatures.models import INPUT_SIZE, N_MAPS  # noqa: E402
+from mifeatures.mi import mutual_information  # noqa: E402
+from mifeatures.score import feature_maps, load_encoder, noise_bound  # noqa: E402
 
 GRID_ROWS, GRID_COLS = 4, 8
 
@@ -57,8 +58,16 @@ def maps_figure(image: np.ndarray, maps: np.ndarray, mi: np.ndarray, upper: floa
         axis.imshow(maps[k], cmap="gray")
         axis.set_title(f"{mi[k]:.2f}", fontsize=8)
         axis.axis("off")
-    figure.suptitle(f"Case {case}, image {image_index}: Average MI: {mi.mean():.3f} nats over {N_MAPS} maps")
+    never_scored = " (the article never scored case b: an extrapolation of its method)" if case == "b" else ""
+    figure.suptitle(f"Case {case}, image {image_index}: Average MI: {mi.mean():.3f} nats over {N_MAPS} maps"
+                    + never_scored)
     return figure
+
+
+def image_bounds(image: np.ndarray, index: int, bins: int, noise_seed: int) -> tuple[float, float]:
+    """(upper bound MI(img, img), noise bound) of the 96×96 image, as the article's map figures titled them
+    for every case, a and b included (whose summaries hold the bounds of the image resized to the map)."""
+    return float(mutual_information(image, image[None], bins)[0]), noise_bound(image, index, noise_seed, bins)
 
 
 def chosen_figure(summaries: dict[str, pd.DataFrame], images: list[int]) -> plt.Figure:
@@ -145,10 +154,10 @@ def main(argv: list[str] | None = None) -> None:
     maps = commands.add_parser("maps", help="4×8 grid of one case's maps for one image")
     maps.add_argument("--encoder", required=True, help="checkpoint of the case")
     maps.add_argument("--encoder-images", required=True, help="96×96 grayscale .npy")
-    maps.add_argument("--sized-images", required=True, help="grayscale .npy at the case's map size")
     maps.add_argument("--mi", required=True, help="per-map MI table of the case")
-    maps.add_argument("--summary", required=True, help="per-image summary of the case")
     maps.add_argument("--image", type=int, required=True, help="index of the image in the train split")
+    maps.add_argument("--bins", type=int, required=True, help="histogram bins of the bounds (score.bins)")
+    maps.add_argument("--noise-seed", type=int, required=True, help="seed of the noise bound (score.noise_seed)")
     chosen = commands.add_parser("chosen", help="mean MI per case for the chosen images")
     chosen.add_argument("summaries", nargs="+", metavar="CASE=PATH", help="per-image summary of each case")
     chosen.add_argument("--images", type=int, nargs="+", required=True, help="image indices")
@@ -178,11 +187,11 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--image {args.image} is outside the {len(encoder_images)} images (figures.images)")
         table = pd.read_csv(args.mi)
         mi = table.loc[table["image"] == args.image].sort_values("map")["mi"].to_numpy()
-        summary = pd.read_csv(args.summary).set_index("image").loc[args.image]
-        figure = maps_figure(load_images(args.sized_images, map_size(case))[args.image],
-                             feature_maps(encoder, encoder_images[args.image]), mi,
-                             summary["upper"], summary["noise"], case, args.image)
-        inputs = {role: getattr(args, role) for role in ("encoder", "encoder_images", "sized_images", "mi", "summary")}
+        image = encoder_images[args.image]
+        figure = maps_figure(image, feature_maps(encoder, image), mi,
+                             *image_bounds(image, args.image, args.bins, args.noise_seed), case, args.image)
+        inputs = {role: getattr(args, role) for role in ("encoder", "encoder_images", "mi")}
+        params = {"score.bins": args.bins, "score.noise_seed": args.noise_seed}
         context = {"case": case, "image": args.image}
         device = "cpu"  # the encoder draws the maps again
     elif args.figure in ("chosen", "distribution"):

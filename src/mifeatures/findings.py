@@ -380,6 +380,9 @@ def report(cases: pd.DataFrame, differences: pd.DataFrame, calibration: pd.DataF
         lines += [f"| {r.protocol} | {r.case} | {_nats(r.mean_mi)} | {_ci(r.low, r.high)} |"
                   for r in table.itertuples()]
         lines.append("")
+    if "b" in set(cases.loc[cases["protocol"] == "faithful", "case"]):
+        lines += ["Case b was never scored in the article's notebooks: its faithful scores here (the image "
+                  "resized to b's 104×104) extend the article's method to it, an extrapolation.", ""]
     lines += ["## Cross-check: KSG k-nearest-neighbour MI", "",
               "KSG has no spatial correction, so on smooth maps it is biased as the plug-in histogram is: the "
               "same order from both describes the data, it does not corroborate the histogram.", ""]

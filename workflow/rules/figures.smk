@@ -25,9 +25,7 @@ rule figure_maps:
     input:
         encoder=article(ENCODER),
         encoder_images=encoder_images(),
-        sized_images=sized_images,
         mi=article(MI_TABLE),
-        summary=article(SUMMARY),
     output:
         **recorded(
             figure=report(
@@ -43,12 +41,13 @@ rule figure_maps:
     conda:
         CONDA_ENV
     params:
+        bins=config["score"]["bins"],
+        noise_seed=config["score"]["noise_seed"],
         code=code("figures"),
     shell:
         "python -m mifeatures.figures maps --encoder {input.encoder}"
-        " --encoder-images {input.encoder_images} --sized-images {input.sized_images}"
-        " --mi {input.mi} --summary {input.summary} --image {wildcards.image}"
-        " --out {output.figure} > {log} 2>&1"
+        " --encoder-images {input.encoder_images} --mi {input.mi} --image {wildcards.image}"
+        " --bins {params.bins} --noise-seed {params.noise_seed} --out {output.figure} > {log} 2>&1"
 
 
 rule figure_chosen:
