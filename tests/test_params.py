@@ -175,3 +175,18 @@ def test_spellings_both_yaml_versions_agree_on_are_read(tmp_path):
 def test_primary_verdict_that_no_stage_computes_is_refused(tmp_path, primary, message):
     """The primary (protocol, estimator) is declared before any job and must be one the findings compute."""
     assert message in file_error(tmp_path, f"findings: {{primary: {primary}}}\n")
+
+
+def test_schema_enums_are_the_codes_own():
+    """The schema's lists of cases, precisions, win statistics and protocols are the ones the stages use,
+    so neither can accept what the other refuses."""
+    from mifeatures.aggregate import WIN_STATISTICS
+    from mifeatures.models import ENCODERS
+    from mifeatures.protocols import PROTOCOLS
+    from mifeatures.train import PRECISIONS
+    schema = yaml.safe_load(SCHEMA.read_text())
+    train = schema["$defs"]["train_keys"]
+    assert schema["$defs"]["case"]["enum"] == list(ENCODERS)
+    assert train["precision"]["enum"] == list(PRECISIONS)
+    assert schema["properties"]["aggregate"]["properties"]["win_by"]["enum"] == list(WIN_STATISTICS)
+    assert schema["properties"]["findings"]["properties"]["primary"]["properties"]["protocol"]["enum"] == list(PROTOCOLS)

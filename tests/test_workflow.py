@@ -822,3 +822,21 @@ def test_two_runs_with_disjoint_targets_both_run(built, tmp_path):
     assert drifted(verify_all(root)[1]) == {"results/provenance.txt"}  # it summarises the two new records
     snakemake(root, "all")
     assert verify_all(root)[0] == 0 and planned(root) == {}
+
+
+def test_dvc_plots_name_one_seed_and_four_cases(built, tmp_path):
+    """dvc.yaml's plots named results/train/faithful/seed78/{a..d}/loss.csv, so other seeds or cases broke
+    `dvc plots show`. Its plots are the figures now: after `seeds: [79]` and `cases: [a, c]` and a build,
+    `dvc plots show` renders every one of them, the MI distribution and the wins included."""
+    root = copy_of(built, tmp_path)
+    init_dvc(root)
+    set_params(root, {"train": {"seeds": [79]}, "cases": ["a", "c"]})
+    snakemake(root, "all")
+    said = run(root, DVC, "plots", "show", "--json")
+    shown = json.loads(said.stdout)["data"]
+    assert {"results/figures/loss.png", "results/figures/mi_distribution.png", "results/figures/wins.png"} <= set(
+        shown), said.stdout[:2000]
+    for plot in shown.values():
+        with Image.open(plot[0]["url"]) as image:
+            image.verify()
+    assert "seed78" not in (root / "dvc.yaml").read_text()
