@@ -40,7 +40,9 @@ def chain(tmp_path_factory) -> dict[str, Path]:
     for case, size in zip(CASES, (88, 96)):
         out = root / case
         train.main(["--case", case, "--encoder-images", str(gray[96]), "--critic-images", str(gray[size]),
-                    "--epochs", "1", "--batch-size", "4", "--encoder-out", str(out / "encoder.pt"),
+                    "--epochs", "1", "--batch-size", "4", "--lr", "0.0001", "--seed", "78", "--alpha", "0.1",
+                    "--beta", "0.1", "--gamma", "0.8", "--device", "cpu", "--precision", "fp32",
+                    "--checkpoint-every", "5", "--encoder-out", str(out / "encoder.pt"),
                     "--loss-out", str(out / "loss.csv")])
         score.main(["--encoder", str(out / "encoder.pt"), "--encoder-images", str(gray[96]),
                     "--sized-images", str(gray[size]), "--mi-out", str(out / "mi.csv"),

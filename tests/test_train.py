@@ -205,7 +205,7 @@ def test_tf32_changes_nothing_on_a_cpu(tmp_path, trained_case, restore_float32_f
 def test_cli_bf16_trains_in_bfloat16_and_records_it(tmp_path, trained_case, restore_float32_flags):
     """--precision bf16 gives finite losses unlike fp32's, and the checkpoint and provenance name it."""
     out = tmp_path / "encoder.pt"
-    main(["--case", "a", "--epochs", "1", "--batch-size", "4", "--precision", "bf16",
+    main([*SETTINGS, "--case", "a", "--precision", "bf16",
           "--encoder-images", str(trained_case["encoder_images"]),
           "--critic-images", str(trained_case["sized_images"]),
           "--encoder-out", str(out), "--loss-out", str(tmp_path / "loss.csv")])
@@ -224,7 +224,7 @@ def test_cli_bf16_trains_in_bfloat16_and_records_it(tmp_path, trained_case, rest
 def test_cli_rejects_a_bad_option_before_any_work(tmp_path, trained_case, capsys, option, value, message):
     """A bad value is a usage error naming it, and nothing is written."""
     with pytest.raises(SystemExit):
-        main(["--case", "a", "--encoder-images", str(trained_case["encoder_images"]),
+        main([*SETTINGS, "--case", "a", "--encoder-images", str(trained_case["encoder_images"]),
               "--critic-images", str(trained_case["sized_images"]),
               "--encoder-out", str(tmp_path / "encoder.pt"), "--loss-out", str(tmp_path / "loss.csv"),
               option, value])
@@ -246,15 +246,34 @@ def test_cli_rejects_images_of_the_wrong_size(tmp_path, trained_case):
     """Critic images must have the case's map size; nothing is written otherwise."""
     out = tmp_path / "encoder.pt"
     with pytest.raises(ValueError, match=f"expected {map_size('b')}×{map_size('b')} images"):
-        main(["--case", "b", "--encoder-images", str(trained_case["encoder_images"]),
+        main([*SETTINGS, "--case", "b", "--encoder-images", str(trained_case["encoder_images"]),
               "--critic-images", str(trained_case["sized_images"]), "--encoder-out", str(out),
               "--loss-out", str(tmp_path / "loss.csv")])
     assert list(tmp_path.iterdir()) == []
 
 
+# Every value params.yaml owns, as the workflow passes it (the CLI has no defaults for them); later
+# arguments override these.
+SETTINGS = ["--epochs", "1", "--batch-size", "4", "--lr", "0.0001", "--seed", "78", "--alpha", "0.1", "--beta", "0.1",
+            "--gamma", "0.8", "--device", "cpu", "--precision", "fp32", "--checkpoint-every", "5"]
+
+
+def test_cli_had_its_own_defaults_for_what_params_yaml_owns(tmp_path, trained_case, capsys):
+    """TrainConfig's 50 epochs were the CLI's default against params.yaml's 2: every train.* value is now
+    required, so a job can only run with the values its rule passed."""
+    with pytest.raises(SystemExit):
+        main(["--case", "a", "--encoder-images", str(trained_case["encoder_images"]),
+              "--critic-images", str(trained_case["sized_images"]),
+              "--encoder-out", str(tmp_path / "encoder.pt"), "--loss-out", str(tmp_path / "loss.csv")])
+    said = capsys.readouterr().err
+    for option in ("--epochs", "--batch-size", "--lr", "--seed", "--alpha", "--precision", "--checkpoint-every"):
+        assert option in said
+    assert list(tmp_path.iterdir()) == []
+
+
 def train_command(paths, out, epochs, checkpoint_every):
     """The train CLI as the workflow runs it, for case a in batches of 4."""
-    return [sys.executable, "-m", "mifeatures.train", "--case", "a", "--epochs", str(epochs), "--batch-size", "4",
+    return [sys.executable, "-m", "mifeatures.train", *SETTINGS, "--case", "a", "--epochs", str(epochs),
             "--encoder-images", str(paths["encoder_images"]), "--critic-images", str(paths["sized_images"]),
             "--encoder-out", str(out / "encoder.pt"), "--loss-out", str(out / "loss.csv"),
             "--resume-state", str(out / "resume.pt"), "--checkpoint-every", str(checkpoint_every)]
@@ -467,7 +486,7 @@ def test_cli_corrected_protocol_plays_the_prior_adversarially_and_records_it(tmp
     record the protocol and seed as context, leaving no param that params.yaml lacks."""
     out = tmp_path / "cli"
     out.mkdir()
-    main(["--case", "a", "--epochs", "1", "--batch-size", "4", "--protocol", "corrected",
+    main([*SETTINGS, "--case", "a", "--protocol", "corrected",
           "--encoder-images", str(trained_case["encoder_images"]),
           "--critic-images", str(trained_case["sized_images"]),
           "--encoder-out", str(out / "encoder.pt"), "--loss-out", str(out / "loss.csv")])

@@ -363,31 +363,31 @@ def run(case: str, encoder_images_path: str, critic_images_path: str, config: Tr
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: train one case."""
-    defaults = TrainConfig()
     parser = argparse.ArgumentParser(prog="mifeatures train", description=__doc__.splitlines()[0])
     parser.add_argument("--case", required=True, help="encoder case: a, b, c or d")
     parser.add_argument("--encoder-images", required=True, help="96×96 grayscale .npy (encoder input)")
     parser.add_argument("--critic-images", required=True, help="grayscale .npy at the case's map size")
     parser.add_argument("--encoder-out", required=True, help="checkpoint to write (.pt)")
     parser.add_argument("--loss-out", required=True, help="per-step loss log to write (.csv)")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="default: %(default)s")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="default: %(default)s")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate; default: %(default)s")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="default: %(default)s")
-    parser.add_argument("--alpha", type=float, default=defaults.alpha, help="global weight; default: %(default)s")
-    parser.add_argument("--beta", type=float, default=defaults.beta, help="local weight; default: %(default)s")
-    parser.add_argument("--gamma", type=float, default=defaults.gamma, help="prior weight; default: %(default)s")
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu or cuda; default: %(default)s")
-    parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
-                        help="fp32 (no TF32), tf32 (CUDA only) or bf16 autocast; default: %(default)s")
+    # params.yaml owns these values (train.*): the CLI takes them as given, with no second default.
+    parser.add_argument("--epochs", type=int, required=True, help="passes over the images (train.epochs)")
+    parser.add_argument("--batch-size", type=int, required=True, help="images per step (train.batch_size)")
+    parser.add_argument("--lr", type=float, required=True, help="Adam learning rate (train.lr)")
+    parser.add_argument("--seed", type=int, required=True, help="the run's seed (one of train.seeds)")
+    parser.add_argument("--alpha", type=float, required=True, help="global weight (train.alpha)")
+    parser.add_argument("--beta", type=float, required=True, help="local weight (train.beta)")
+    parser.add_argument("--gamma", type=float, required=True, help="prior weight (train.gamma)")
+    parser.add_argument("--device", required=True, help="auto, cpu or cuda (train.device)")
+    parser.add_argument("--precision", choices=PRECISIONS, required=True,
+                        help="fp32 (no TF32), tf32 (CUDA only) or bf16 autocast (train.precision)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="faithful",
                         help="faithful: the article's single loss; corrected: the prior played adversarially, "
                              "as the official DIM code does (the encoder fools a discriminator trained on "
                              "detached maps); default: %(default)s")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch; default: %(default)s")
     parser.add_argument("--resume-state", help="state to resume from and save to; default: none")
-    parser.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY,
-                        help="epochs between saved resume states; default: %(default)s")
+    parser.add_argument("--checkpoint-every", type=int, required=True,
+                        help="epochs between saved resume states (train.checkpoint_every)")
     args = parser.parse_args(argv)
     if args.checkpoint_every < 1:
         parser.error(f"--checkpoint-every must be ≥ 1, got {args.checkpoint_every}")
