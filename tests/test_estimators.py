@@ -43,7 +43,7 @@ def smooth_pairs() -> list[tuple[np.ndarray, np.ndarray]]:
 @pytest.fixture(scope="module")
 def gray() -> np.ndarray:
     """Four real grayscale 96×96 photo crops (astronaut, brick, camera, chelsea), float32."""
-    return to_grayscale(make_sample(4, 0))
+    return to_grayscale(make_sample(4, 0)).astype(np.float32)
 
 
 def dependent_maps(image: np.ndarray) -> np.ndarray:

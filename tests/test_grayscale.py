@@ -25,31 +25,36 @@ def gray(rgb) -> np.ndarray:
 
 
 def reference_gray(rgb: np.ndarray) -> np.ndarray:
-    """(R + G + B) in integers, min–max scaled over the whole set: the same as mean(/255) then min–max."""
+    """The article's (x − min) / (max − min + 1e-8) of the grey levels (R + G + B) / 765, from integers."""
     total = rgb.astype(np.int64).sum(axis=-1)
-    return (total - total.min()) / (total.max() - total.min())
+    return (total - total.min()) / 765 / ((total.max() - total.min()) / 765 + 1e-8)
 
 
-def skimage_resized(gray: np.ndarray, size: int) -> np.ndarray:
-    """skimage's default resize of every image, as float32."""
-    return np.stack([resize(img, (size, size)) for img in gray]).astype(np.float32)
+def resize_2019(image: np.ndarray, size: int) -> np.ndarray:
+    """scikit-image 0.14.2's ``resize(image, (size, size))``, transcribed from that release's source
+    (skimage/transform/_warps.py): output pixel o samples input coordinate factor · (o + 0.5) − 0.5,
+    bilinearly, with 0 beyond the border (mode 'constant', cval 0) and no anti-aliasing."""
+    side = image.shape[0]
+    coords = side / size * (np.arange(size) + 0.5) - 0.5 + 1  # + 1: index into the zero-padded image
+    low = np.floor(coords).astype(int)
+    weights = np.zeros((size, side + 2))
+    weights[np.arange(size), low] = 1 - (coords - low)
+    weights[np.arange(size), low + 1] += coords - low
+    return weights @ np.pad(image, 1) @ weights.T
 
 
-def test_to_grayscale_matches_reference(rgb, gray):
-    """to_grayscale equals the RGB mean of uint8/255 min–max scaled over the dataset."""
+def test_to_grayscale_matches_the_article(rgb, gray):
+    """to_grayscale is the article's float64 grayscale: the RGB mean, min–max over the set with + 1e-8."""
     assert gray.shape == (12, 96, 96)
-    assert gray.dtype == np.float32
-    np.testing.assert_allclose(gray, reference_gray(rgb), rtol=0, atol=1e-6)
-    explicit = (rgb / 255.0).mean(axis=-1)
-    explicit = (explicit - explicit.min()) / (explicit.max() - explicit.min())
-    np.testing.assert_allclose(gray, explicit, rtol=0, atol=1e-6)
+    assert gray.dtype == np.float64
+    np.testing.assert_allclose(gray, reference_gray(rgb), rtol=0, atol=1e-15)
 
 
-def test_to_grayscale_range(gray):
-    """The output lies in [0, 1] with min exactly 0 and max exactly 1."""
+def test_to_grayscale_range(rgb, gray):
+    """The output lies in [0, 1): min exactly 0, max short of 1 by the article's 1e-8 over the range."""
+    total = rgb.astype(np.int64).sum(axis=-1)
     assert gray.min() == 0.0
-    assert gray.max() == 1.0
-    assert np.all((gray >= 0) & (gray <= 1))
+    assert 1 - gray.max() == pytest.approx(1e-8 / ((total.max() - total.min()) / 765), rel=1e-6)
 
 
 def test_to_grayscale_scales_over_whole_dataset(rgb):
@@ -57,9 +62,9 @@ def test_to_grayscale_scales_over_whole_dataset(rgb):
     dim = (rgb[0] // 4).astype(np.uint8)
     bright = rgb[1]
     out = to_grayscale(np.stack([dim, bright]))
-    assert out[0].max() < 1.0
+    assert out[0].max() < 0.5
     alone = to_grayscale(dim[None])
-    assert alone.max() == 1.0  # scaled on its own, the dim image reaches 1
+    assert alone.max() > 0.99  # scaled on its own, the dim image reaches the top
     assert not np.allclose(out[0], alone[0])
 
 
@@ -79,25 +84,35 @@ def test_equal_gray_from_different_colours_raises():
 
 
 @pytest.mark.parametrize("size", [88, 104])
-def test_resize_matches_skimage(gray, size):
-    """resize_images equals skimage.transform.resize per image (defaults), as float32."""
+def test_resize_is_scikit_image_0_14(gray, size):
+    """resize_images equals scikit-image 0.14.2's resize (the article's release), in float64."""
     out = resize_images(gray, size)
     assert out.shape == (12, size, size)
-    assert out.dtype == np.float32
-    np.testing.assert_array_equal(out, skimage_resized(gray, size))
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(out, np.stack([resize_2019(image, size) for image in gray]), rtol=0, atol=1e-12)
+
+
+def test_the_2019_resize_differs_from_today_only_at_b_border(gray):
+    """Today's defaults (anti-aliasing, reflection) change nothing at 88×88 (the filter's σ of 0.045 px
+    is no filter), and at 104×104 only the outermost pixels, which sample beyond the image's border."""
+    np.testing.assert_allclose(resize_images(gray, 88), [resize(image, (88, 88)) for image in gray],
+                               rtol=0, atol=1e-12)
+    difference = np.abs(resize_images(gray, 104) - [resize(image, (104, 104)) for image in gray])
+    assert difference[:, 1:-1, 1:-1].max() < 1e-12
+    assert difference.max() > 0.01
 
 
 def test_resize_to_own_size_is_equal_copy(gray):
-    """Size 96 returns an equal float32 array that is a copy, not the input itself."""
+    """Size 96 returns an equal float64 array that is a copy, not the input itself."""
     out = resize_images(gray, 96)
     assert out is not gray
     assert not np.shares_memory(out, gray)
-    assert out.dtype == np.float32
+    assert out.dtype == np.float64
     np.testing.assert_array_equal(out, gray)
 
 
 def test_load_images_round_trip(tmp_path, gray):
-    """A float32 (N, S, S) array loads back unchanged, with and without a size check."""
+    """A float64 (N, S, S) array loads back unchanged, with and without a size check."""
     path = tmp_path / "gray.npy"
     np.save(path, gray)
     np.testing.assert_array_equal(load_images(str(path)), gray)
@@ -107,19 +122,19 @@ def test_load_images_round_trip(tmp_path, gray):
 @pytest.mark.parametrize(
     "array",
     [
-        np.zeros((2, 96, 96), dtype=np.float64),
+        np.zeros((2, 96, 96), dtype=np.float32),
         np.zeros((2, 96, 96), dtype=np.uint8),
-        np.zeros((96, 96), dtype=np.float32),
-        np.zeros((2, 1, 96, 96), dtype=np.float32),
-        np.zeros((2, 96, 88), dtype=np.float32),
+        np.zeros((96, 96), dtype=np.float64),
+        np.zeros((2, 1, 96, 96), dtype=np.float64),
+        np.zeros((2, 96, 88), dtype=np.float64),
     ],
-    ids=["float64", "uint8", "rank2", "rank4", "not-square"],
+    ids=["float32", "uint8", "rank2", "rank4", "not-square"],
 )
 def test_load_images_rejects_bad_arrays(tmp_path, array):
     """Wrong dtype, rank or a non-square image raises ValueError naming the file path."""
     path = tmp_path / "bad.npy"
     np.save(path, array)
-    with pytest.raises(ValueError, match=re.escape(f"{path}: expected float32 (N, S, S)")):
+    with pytest.raises(ValueError, match=re.escape(f"{path}: expected float64 (N, S, S)")):
         load_images(str(path))
 
 
@@ -140,9 +155,10 @@ def test_cli_writes_one_size_per_call(tmp_path, rgb, capsys):
         main([str(source), "--size", str(size), "--out", str(path)])
         assert f"wrote {path} (12 images, {size}×{size})" in capsys.readouterr().out
     got96 = load_images(str(outputs[96]), size=96)
-    np.testing.assert_allclose(got96, reference_gray(rgb), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got96, reference_gray(rgb), rtol=0, atol=1e-15)
     for size in (88, 104):
-        np.testing.assert_array_equal(load_images(str(outputs[size]), size=size), skimage_resized(got96, size))
+        np.testing.assert_allclose(load_images(str(outputs[size]), size=size),
+                                   [resize_2019(image, size) for image in got96], rtol=0, atol=1e-12)
     arrays = [path.name for path in outputs.values()]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["train_X.bin", *arrays, *(f"{name}.prov.json" for name in arrays)]

@@ -47,13 +47,13 @@ def encoder_maps(images: np.ndarray) -> np.ndarray:
     torch.manual_seed(0)
     encoder = build_encoder("c").train()
     with torch.no_grad():
-        return np.stack([encoder(torch.from_numpy(image)[None, None])[0].numpy() for image in images])
+        return np.stack([encoder(torch.as_tensor(image, dtype=torch.float32)[None, None])[0].numpy() for image in images])
 
 
 @pytest.fixture(scope="module")
 def gray() -> np.ndarray:
     """Three real grayscale 96×96 photo crops, float32 in [0, 1]."""
-    return to_grayscale(make_sample(3, 0))
+    return to_grayscale(make_sample(3, 0)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -329,7 +329,7 @@ def test_row_edges_equal_numpy_linspace():
 @pytest.fixture(scope="module")
 def many_images() -> np.ndarray:
     """Nine real grayscale 96×96 images, float32."""
-    return to_grayscale(make_sample(9, 5))
+    return to_grayscale(make_sample(9, 5)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ EXPECTED_LAYERS = {
 def batch() -> torch.Tensor:
     """Two real grayscale photo crops as a float32 (2, 1, 96, 96) tensor."""
     gray = to_grayscale(make_sample(2, 1))
-    return torch.from_numpy(gray).unsqueeze(1)
+    return torch.as_tensor(gray, dtype=torch.float32).unsqueeze(1)
 
 
 def conv_layers(encoder: nn.Module) -> list[nn.Module]:

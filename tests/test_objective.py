@@ -22,7 +22,7 @@ LOG2 = math.log(2.0)
 @pytest.fixture(scope="module")
 def images96() -> torch.Tensor:
     """Three real grayscale photo crops, (3, 1, 96, 96) float32."""
-    return torch.from_numpy(to_grayscale(make_sample(3, 2))).unsqueeze(1)
+    return torch.as_tensor(to_grayscale(make_sample(3, 2)), dtype=torch.float32).unsqueeze(1)
 
 
 @pytest.fixture(scope="module")

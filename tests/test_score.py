@@ -279,7 +279,7 @@ def test_eval_maps_ignore_the_other_images_of_the_batch(gray_images, case):
     others = batched_feature_maps(model, np.concatenate([gray_images[:1], gray_images[:0:-1]]))
     np.testing.assert_array_equal(others[0], batch[0])
     with torch.no_grad():
-        alone = [encoder.eval()(torch.from_numpy(image)[None, None])[0].numpy() for image in gray_images]
+        alone = [encoder.eval()(torch.as_tensor(image, dtype=torch.float32)[None, None])[0].numpy() for image in gray_images]
     np.testing.assert_array_equal(batch, np.stack(alone))
 
 

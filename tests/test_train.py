@@ -101,7 +101,7 @@ def test_batches_reshuffle_reproducibly_and_drop_the_short_batch(gray_images):
 def test_batches_follow_the_dataloader_order_and_generator_state(gray_images, batch_size):
     """Epoch after epoch, the batches are those DataLoader(shuffle=True, drop_last=True) gave with the same
     seeded generator, whether or not a short batch is dropped, and the generator ends in the same state."""
-    dataset = TensorDataset(torch.from_numpy(gray_images).unsqueeze(1))
+    dataset = TensorDataset(torch.as_tensor(gray_images, dtype=torch.float32).unsqueeze(1))
     generator = torch.Generator().manual_seed(78)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator)
     batches = Batches(gray_images, gray_images, batch_size, seed=78)
@@ -130,8 +130,8 @@ def run_with_dataloader(paths, config, out):
     objective = DeepInfoMaxLoss(map_size("a"), LossWeights(config.alpha, config.beta, config.gamma)).train()
     optimizers = [torch.optim.Adam(encoder.parameters(), lr=config.lr),
                   torch.optim.Adam(objective.parameters(), lr=config.lr)]
-    dataset = TensorDataset(torch.from_numpy(encoder_images).unsqueeze(1),
-                            torch.from_numpy(critic_images).unsqueeze(1))
+    dataset = TensorDataset(torch.as_tensor(encoder_images, dtype=torch.float32).unsqueeze(1),
+                            torch.as_tensor(critic_images, dtype=torch.float32).unsqueeze(1))
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(config.seed))
     prior_generator = torch.Generator().manual_seed(config.seed)
@@ -466,7 +466,7 @@ def test_non_finite_loss_names_the_first_bad_step_and_saves_no_state(tmp_path, t
     step 1, and neither the resume state due after that epoch nor any output is written."""
     images = np.load(trained_case["encoder_images"])
     second_batch = list(Batches(images, images, batch_size=4, seed=TrainConfig().seed))[1][0]
-    in_second = next(i for i, image in enumerate(images) if np.array_equal(image, second_batch[0, 0].numpy()))
+    in_second = next(i for i, image in enumerate(images) if np.array_equal(image.astype(np.float32), second_batch[0, 0].numpy()))
     images[in_second, 40, 40] = np.nan
     np.save(tmp_path / "nan96.npy", images)
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss .* at epoch 0, step 1; no output written"):

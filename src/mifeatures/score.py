@@ -63,7 +63,7 @@ def feature_maps(encoder: torch.nn.Module, image: np.ndarray) -> np.ndarray:
     """The 32 maps (32, S, S) of one 96×96 image, BatchNorm in training mode as the article scored."""
     encoder.train()
     with torch.no_grad():
-        return encoder(torch.from_numpy(image)[None, None])[0].numpy()
+        return encoder(torch.as_tensor(image, dtype=torch.float32)[None, None])[0].numpy()
 
 
 class _PerImageBatchNorm(nn.Module):
@@ -145,7 +145,7 @@ def batched_feature_maps(per_image: torch.nn.Module, images: np.ndarray) -> np.n
     # On a GPU: float32 convolutions (cuDNN's default is TF32) by kernels that give the same sums every run.
     with torch.no_grad(), torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False,
                                                      deterministic=True, allow_tf32=False):
-        return per_image(torch.from_numpy(images)[:, None].to(device)).cpu().numpy()
+        return per_image(torch.as_tensor(images, dtype=torch.float32)[:, None].to(device)).cpu().numpy()
 
 
 def to_image_grid(maps: np.ndarray, case_or_size: str | int) -> np.ndarray:

@@ -113,8 +113,9 @@ class Batches:
             raise ValueError(f"{len(encoder_images)} encoder images but {len(critic_images)} critic images")
         if len(encoder_images) < batch_size:
             raise ValueError(f"train.batch_size {batch_size} exceeds the {len(encoder_images)} images available")
-        self.inputs = torch.from_numpy(encoder_images).unsqueeze(1).to(device)
-        self.images = torch.from_numpy(critic_images).unsqueeze(1).to(device)
+        # float32, as the article's networks took the float64 images.
+        self.inputs = torch.as_tensor(encoder_images, dtype=torch.float32).unsqueeze(1).to(device)
+        self.images = torch.as_tensor(critic_images, dtype=torch.float32).unsqueeze(1).to(device)
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
 
