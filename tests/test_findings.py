@@ -274,7 +274,8 @@ def test_schema_names_the_protocols_and_estimators_the_findings_know():
     assert primary["properties"]["protocol"]["enum"] == list(ESTIMATORS)
     assert sorted(primary["properties"]["estimator"]["enum"]) == sorted({e for p in ESTIMATORS.values() for e in p})
     assert primary["then"]["properties"]["estimator"]["const"] == [*ESTIMATORS["faithful"]][0]
-    limit = schema["properties"]["score"]["properties"]["null_shifts"]["maximum"]
-    draw_shifts((VALID, VALID), limit)
-    with pytest.raises(ValueError):
-        draw_shifts((VALID, VALID), limit + 1)
+    score = schema["properties"]["score"]["properties"]
+    for limit in (score["null_shifts"]["maximum"], score["ksg"]["properties"]["null_shifts"]["maximum"]):
+        draw_shifts((VALID, VALID), limit)
+        with pytest.raises(ValueError):
+            draw_shifts((VALID, VALID), limit + 1)

@@ -448,13 +448,14 @@ def test_cli_states_what_each_protocol_needs(tmp_path, trained_case, arguments, 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_crosscheck_estimates_the_pairs_the_protocol_scores(tmp_path, trained_case, protocol):
-    """The cross-check draws the same pairs for any encoder, and its KSG values are those of ksg_mi on
-    the protocol's own (reference image, map) pairs: the map size against the resized image (faithful),
-    the 96×96 grid against the image itself (corrected)."""
+    """The cross-check draws the same pairs for any encoder, and its KSG values and nulls are those of
+    ksg_mi on the protocol's own (reference image, map) pairs: the map size against the resized image
+    (faithful), the 96×96 grid against the image itself (corrected)."""
     _, encoder = load_encoder(trained_case["encoder"])
     images = np.load(trained_case["encoder_images"])
     sized = np.load(trained_case["sized_images"]) if protocol == "faithful" else None
-    table = crosscheck(encoder, "a", protocol, images, sized, images=3, maps=2, pixels=500, neighbors=3, seed=1)
+    table = crosscheck(encoder, "a", protocol, images, sized, images=3, maps=2, pixels=500, neighbors=3, seed=1,
+                       null_shifts=2)
     chosen_images, chosen_maps = draw_pairs(len(images), 3, 2, seed=1)
     assert table[["image", "map"]].values.tolist() == [[i, k] for i in chosen_images for k in chosen_maps]
     first = chosen_images[0]
@@ -463,15 +464,17 @@ def test_crosscheck_estimates_the_pairs_the_protocol_scores(tmp_path, trained_ca
     else:
         reference = images[first]
         maps = to_image_grid(batched_feature_maps(eval_encoder(encoder, torch.device("cpu")), images[[first]]), "a")[0]
-    expected = ksg_mi(reference, maps[chosen_maps], n_neighbors=3, sample=500, seed=1)
-    np.testing.assert_allclose(table["ksg"].to_numpy()[:2], expected, rtol=1e-12)
-    assert (table["ksg"] >= 0).all() and table["ksg"].max() > 0
+    ksg, null = ksg_mi(reference, maps[chosen_maps], n_neighbors=3, sample=500, seed=1, shifts=2)
+    np.testing.assert_allclose(table["ksg"].to_numpy()[:2], ksg, rtol=1e-12)
+    np.testing.assert_allclose(table["ksg_null"].to_numpy()[:2], null, rtol=1e-12)
+    np.testing.assert_allclose(table["ksg_corrected"], table["ksg"] - table["ksg_null"], rtol=0, atol=1e-15)
+    assert table["ksg"].max() > 0
 
 
 def test_crosscheck_cli_records_its_params_and_refuses_a_misplaced_input(tmp_path, trained_case, capsys):
     out = tmp_path / "ksg.csv"
     common = ["--encoder", str(trained_case["encoder"]), "--encoder-images", str(trained_case["encoder_images"]),
-              "--images", "2", "--maps", "2", "--pixels", "300", "--out", str(out)]
+              "--images", "2", "--maps", "2", "--pixels", "300", "--null-shifts", "2", "--out", str(out)]
     with pytest.raises(SystemExit):
         crosscheck_main([*common, "--protocol", "corrected", "--sized-images", str(trained_case["sized_images"])])
     assert "--sized-images is needed by the faithful protocol and only by it" in capsys.readouterr().err
@@ -480,7 +483,7 @@ def test_crosscheck_cli_records_its_params_and_refuses_a_misplaced_input(tmp_pat
     record = json.loads(provenance.sidecar(out).read_text())
     assert record["context"] == {"case": "a", "protocol": "corrected"}
     assert record["params"] == {"score.ksg.images": 2, "score.ksg.maps": 2, "score.ksg.pixels": 300,
-                                "score.ksg.neighbors": 3, "score.ksg.seed": 0}
+                                "score.ksg.neighbors": 3, "score.ksg.seed": 0, "score.ksg.null_shifts": 2}
     assert len(pd.read_csv(out)) == 4
 
 

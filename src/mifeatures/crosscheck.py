@@ -1,11 +1,12 @@
 """Cross-check stage: an estimator independent of the histogram, on a seeded subsample.
 
-The Kraskov–Stögbauer–Grassberger k-nearest-neighbour MI (``estimators.ksg_mi``, scikit-learn's)
-of the same image–map pairs the score stage bins: the protocol's maps against the protocol's
-reference image (faithful: the image resized to the map's size, maps of single-image train-mode
-BatchNorm; corrected: the 96×96 image, eval-mode maps on its grid). Which images and maps are
-drawn depends only on the number of images and the seed, so every case and training seed is
-checked on the same pairs, and the findings stage can rank the cases on them.
+The Kraskov–Stögbauer–Grassberger k-nearest-neighbour MI (``estimators.ksg_mi``) of the same
+image–map pairs the score stage bins: the protocol's maps against the protocol's reference image
+(faithful: the image resized to the map's size, maps of single-image train-mode BatchNorm; corrected:
+the 96×96 image, eval-mode maps on its grid), with KSG's own circular-shift null beside it, so that
+KSG minus its null is corrected for spatial smoothness as the histogram's null-corrected MI is.
+Which images and maps are drawn depends only on the number of images and the seed, so every case
+and training seed is checked on the same pairs, and the findings stage compares the cases on them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from mifeatures.models import INPUT_SIZE, N_MAPS, map_size, resolve_device
 from mifeatures.protocols import PROTOCOLS
 from mifeatures.score import batched_feature_maps, eval_encoder, load_encoder, per_image_encoder, to_image_grid
 
-COLUMNS = ["image", "map", "ksg"]
+COLUMNS = ["image", "map", "ksg", "ksg_null", "ksg_corrected"]
 
 
 def draw_pairs(n_images: int, images: int, maps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,15 +56,17 @@ def protocol_maps(encoder: torch.nn.Module, case: str, protocol: str, encoder_im
 
 def crosscheck(encoder: torch.nn.Module, case: str, protocol: str, encoder_images: np.ndarray,
                sized_images: np.ndarray | None, images: int, maps: int, pixels: int, neighbors: int, seed: int,
-               device: torch.device | str = "cpu") -> pd.DataFrame:
-    """KSG MI (nats) of each drawn (image, map) pair: one row per pair, ``COLUMNS``."""
+               null_shifts: int, device: torch.device | str = "cpu") -> pd.DataFrame:
+    """KSG MI (nats) of each drawn (image, map) pair, its null over ``null_shifts`` shifts and the
+    difference: one row per pair, ``COLUMNS``."""
     chosen_images, chosen_maps = draw_pairs(len(encoder_images), images, maps, seed)
     references, all_maps = protocol_maps(encoder, case, protocol, encoder_images[chosen_images],
                                          None if sized_images is None else sized_images[chosen_images], device)
     rows = []
     for index, reference, image_maps in zip(chosen_images, references, all_maps):
-        values = ksg_mi(reference, image_maps[chosen_maps], n_neighbors=neighbors, sample=pixels, seed=seed)
-        rows += [(int(index), int(k), float(v)) for k, v in zip(chosen_maps, values)]
+        ksg, null = ksg_mi(reference, image_maps[chosen_maps], n_neighbors=neighbors, sample=pixels, seed=seed,
+                           shifts=null_shifts)
+        rows += [(int(index), int(k), float(v), float(n), float(v - n)) for k, v, n in zip(chosen_maps, ksg, null)]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -79,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pixels", type=int, default=2000, help="pixels per pair; default: %(default)s")
     parser.add_argument("--neighbors", type=int, default=3, help="k of the k-NN estimate; default: %(default)s")
     parser.add_argument("--seed", type=int, default=0, help="seeds the draws; default: %(default)s")
+    parser.add_argument("--null-shifts", type=int, required=True, help="circular shifts of KSG's own null")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="default: %(default)s")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch; default: %(default)s")
     parser.add_argument("--out", required=True, help="table to write (.csv)")
@@ -88,8 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("images", "maps", "neighbors"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be ≥ 1, got {getattr(args, name)}")
-    if args.maps > N_MAPS or args.pixels <= args.neighbors or args.seed < 0:
-        parser.error(f"need --maps ≤ {N_MAPS}, --pixels > --neighbors and --seed ≥ 0")
+    if args.maps > N_MAPS or args.pixels <= args.neighbors or args.seed < 0 or args.null_shifts < 1:
+        parser.error(f"need --maps ≤ {N_MAPS}, --pixels > --neighbors, --seed ≥ 0 and --null-shifts ≥ 1")
     torch.set_num_threads(args.threads)
     torch.backends.cudnn.allow_tf32 = False  # as in score: the maps in float32
     case, encoder = load_encoder(args.encoder)
@@ -101,14 +105,16 @@ def main(argv: list[str] | None = None) -> None:
         inputs["sized_images"] = args.sized_images
     device = resolve_device(args.device)
     table = crosscheck(encoder, case, args.protocol, encoder_images, sized_images, args.images, args.maps,
-                       args.pixels, args.neighbors, args.seed, device)
+                       args.pixels, args.neighbors, args.seed, args.null_shifts, device)
     with atomic_write(args.out, "w") as handle:
         table.to_csv(handle, index=False)
-    params = {f"score.ksg.{name}": getattr(args, name) for name in ("images", "maps", "pixels", "neighbors", "seed")}
+    params = {f"score.ksg.{name}": getattr(args, name)
+              for name in ("images", "maps", "pixels", "neighbors", "seed", "null_shifts")}
     job = provenance.record("crosscheck", inputs, params, {"case": case, "protocol": args.protocol},
                             device=str(device))
     provenance.write([args.out], job)
-    print(f"case {case} ({args.protocol}): mean KSG MI {table['ksg'].mean():.4f} nats over {len(table)} pairs; "
+    print(f"case {case} ({args.protocol}): mean KSG MI {table['ksg'].mean():.4f}, minus its null "
+          f"{table['ksg_corrected'].mean():.4f} nats over {len(table)} pairs; "
           f"wrote {args.out}")
 
 

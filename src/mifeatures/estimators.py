@@ -10,8 +10,9 @@ arrays, whose pixels are not independent samples. Three estimates, each (K,) for
 * ``corrected_mi`` — the plug-in MI minus ``spatial_null``, the mean plug-in MI of the image
   against circular shifts of each map: a null that keeps both marginals and both fields'
   spatial structure but breaks their alignment.
-* ``ksg_mi`` — the Kraskov k-nearest-neighbour estimate (scikit-learn's), on a random
-  subsample of pixel positions.
+* ``ksg_mi`` — the Kraskov k-nearest-neighbour estimate on a random subsample of pixel positions,
+  with its own circular-shift null: KSG has no spatial correction either, so only KSG minus its null
+  is an estimate independent of the histogram's.
 
 Binning is that of ``mi`` (``np.histogram2d``: each array over its own min–max, both in their
 common dtype).
@@ -122,28 +123,61 @@ def corrected_mi(
 
 
 def ksg_mi(
-    image: np.ndarray, maps: np.ndarray, n_neighbors: int = 3, sample: int = 2000, seed: int = 0
-) -> np.ndarray:
-    """Kraskov–Stögbauer–Grassberger k-NN MI between the image's pixels and each map's, (K,).
+    image: np.ndarray, maps: np.ndarray, n_neighbors: int = 3, sample: int = 2000, seed: int = 0,
+    shifts: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Kraskov–Stögbauer–Grassberger k-NN MI between the image's pixels and each map's, and its own
+    spatial null: (ksg, null), each (K,); null is the mean KSG MI against ``shifts`` circular shifts of
+    each map (``draw_shifts``, as ``spatial_null`` draws them), NaN when ``shifts`` is 0.
 
-    ``sklearn.feature_selection.mutual_info_regression`` on ``sample`` pixel positions drawn
-    without replacement by ``np.random.default_rng(seed)`` (the same for every map; all pixels
-    if fewer), with ``random_state=seed``. sklearn scales each variable to unit variance and
-    adds noise of 1e-10 of its scale to break ties, then clips at 0. Ties beyond that (many
-    pixels of one value, as in ReLU maps) are not resolved and bias the estimate.
+    On ``sample`` pixel positions drawn without replacement by ``np.random.default_rng(seed)``, the
+    same for every map and shift (all pixels if fewer). Each variable is scaled to unit SD and gets
+    N(0, KSG_JITTER²) noise (seeded), which breaks its ties; the estimate (KSG's first, with
+    scikit-learn's neighbour searches) is not clipped at 0, so that the null subtracts without bias.
 
     >>> x = np.random.default_rng(0).random((32, 32))
-    >>> bool(ksg_mi(x, np.stack([x ** 2, np.random.default_rng(1).random((32, 32))]), sample=500)[0] > 1)
+    >>> bool(ksg_mi(x, np.stack([x ** 2, np.random.default_rng(1).random((32, 32))]), sample=500)[0][0] > 1)
     True
     """
-    from sklearn.feature_selection import mutual_info_regression  # imported here: slow to import
-
     if maps.ndim != 3 or maps.shape[1:] != image.shape or maps.shape[0] == 0:
         raise ValueError(f"maps must be (K ≥ 1, {image.shape[0]}, {image.shape[1]}), got {maps.shape}")
     if sample < n_neighbors + 1:
         raise ValueError(f"sample must exceed n_neighbors ({n_neighbors}), got {sample}")
-    n_pixels = image.size
-    positions = np.random.default_rng(seed).choice(n_pixels, size=min(sample, n_pixels), replace=False)
-    features = maps.reshape(len(maps), -1)[:, positions].T.astype(np.float64)
-    target = image.reshape(-1)[positions].astype(np.float64)
-    return mutual_info_regression(features, target, n_neighbors=n_neighbors, random_state=seed)
+    rng = np.random.default_rng(seed)
+    positions = rng.choice(image.size, size=min(sample, image.size), replace=False)
+    offsets = draw_shifts(image.shape, shifts, seed) if shifts else np.zeros((0, 2), int)
+    # The null rolls the image back instead of each map forward, as spatial_null does: the same pairs.
+    references = [image, *(np.roll(image, (-dy, -dx), axis=(0, 1)) for dy, dx in offsets)]
+    targets = [_jittered(reference.reshape(-1)[positions], rng) for reference in references]
+    estimates = np.array([[_ksg(target, _jittered(m.reshape(-1)[positions], rng), n_neighbors)
+                           for target in targets] for m in maps])
+    return estimates[:, 0], estimates[:, 1:].mean(axis=1) if shifts else np.full(len(maps), np.nan)
+
+
+# Ties break KSG's neighbour counts: a ReLU map is 0 at about half its pixels, and grey levels are
+# multiples of 1/765 of the range. Kraskov et al. break them with low-amplitude noise; its SD here,
+# in units of the variable's SD, is far below the grey levels' spacing (about 0.005 SD) and far above
+# rounding (scikit-learn adds 1e-10, which leaves ties within rounding of each other).
+KSG_JITTER = 1e-3
+
+
+def _jittered(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``values`` scaled to unit SD (a constant left as is) plus N(0, KSG_JITTER²) noise, in float64."""
+    values = values.astype(np.float64)
+    sd = values.std()
+    return (values / sd if sd > 0 else values) + KSG_JITTER * rng.standard_normal(values.shape)
+
+
+def _ksg(x: np.ndarray, y: np.ndarray, n_neighbors: int) -> float:
+    """KSG estimate 1 of MI(x; y) in nats for 1-D samples without ties, max-norm neighbours, unclipped:
+    ψ(N) + ψ(k) − ⟨ψ(n_x + 1)⟩ − ⟨ψ(n_y + 1)⟩, n_x and n_y the points strictly within each point's
+    distance to its k-th joint neighbour, as scikit-learn computes it."""
+    from scipy.special import digamma
+    from sklearn.neighbors import KDTree, NearestNeighbors  # imported here: slow to import
+
+    joint = np.column_stack([x, y])
+    radius = NearestNeighbors(metric="chebyshev", n_neighbors=n_neighbors).fit(joint).kneighbors()[0][:, -1]
+    radius = np.nextafter(radius, 0)
+    counts = [KDTree(v[:, None], metric="chebyshev").query_radius(v[:, None], radius, count_only=True) - 1.0
+              for v in (x, y)]
+    return float(digamma(len(x)) + digamma(n_neighbors) - sum(np.mean(digamma(n + 1)) for n in counts))

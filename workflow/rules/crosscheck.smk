@@ -1,4 +1,4 @@
-# The KSG estimate of a seeded subsample of each run's image–map pairs, for the findings.
+# The KSG estimate of a seeded subsample of each run's image–map pairs, and its null, for the findings.
 rule crosscheck:
     input:
         encoder=ENCODER,
@@ -24,5 +24,5 @@ rule crosscheck:
         "python -m mifeatures.crosscheck --encoder {input.encoder}"
         " --encoder-images {input.encoder_images} --protocol {wildcards.protocol} {params.protocol}"
         " --images {params.ksg[images]} --maps {params.ksg[maps]} --pixels {params.ksg[pixels]}"
-        " --neighbors {params.ksg[neighbors]} --seed {params.ksg[seed]}"
+        " --neighbors {params.ksg[neighbors]} --seed {params.ksg[seed]} --null-shifts {params.ksg[null_shifts]}"
         " --device {params.device} --threads {threads} --out {output.table} > {log} 2>&1"
