@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from mifeatures import provenance
-from mifeatures.findings import (CLAIM_CASE, ESTIMATORS, HISTOGRAM, Run, bootstrap_means, interval, main,
-                                 per_image, seed_test, seeds_needed, statistics, verdict, winners)
+from mifeatures.findings import CLAIM_CASE, ESTIMATORS, HISTOGRAM, Check, Run, main, per_image, statistics
+from mifeatures.inference import bootstrap_means, interval, seed_test, seeds_needed, verdict, winners
 
 
 def simulated_differences(rng, trials, seeds, images, seed_sd, image_sd, noise_sd, mean=0.0):
@@ -122,44 +122,53 @@ def test_winners_take_the_highest_and_a_tie_goes_to_the_first_case():
 
 
 def write_runs(folder, means, seeds=(1, 2, 3), images=40, ksg_order=None, seed_sd=0.0):
-    """Score and cross-check tables of every (protocol, seed, case), as the stages write them, with
-    per-image MI = means[protocol][case] + a (seed, case) effect of SD ``seed_sd`` + image effect + noise.
-    The KSG estimate follows
-    ``ksg_order`` (cases from highest to lowest) when given, else the histogram."""
+    """Score tables of every (training, scoring, seed, case), as the score stage writes them, with per-image
+    MI = means[cell][case] + a (seed, case) effect of SD ``seed_sd`` + image effect + noise; a cell is a
+    protocol (trained and scored by it) or a (training, scoring) pair. Each protocol's own cell also gets
+    cross-check tables, whose KSG estimate follows ``ksg_order`` (cases from highest to lowest) when given,
+    else the histogram. Returns (runs, checks)."""
     rng = np.random.default_rng(0)
     image_effect = rng.normal(0, 0.03, images)
-    runs = []
-    for protocol, by_case in means.items():
+    runs, checks = [], []
+    for key, by_case in means.items():
+        training, scoring = (key, key) if isinstance(key, str) else key
         for seed in seeds:
             for case, mean in by_case.items():
                 per_map = (mean + rng.normal(0, seed_sd) + image_effect[:, None]
                            + rng.normal(0, 0.01, (images, 32)))
-                folder.joinpath(f"{protocol}{seed}{case}").mkdir()
-                paths = {name: folder / f"{protocol}{seed}{case}/{name}.csv" for name in ("summary", "mi", "ksg")}
+                run = folder / f"{training}-{scoring}{seed}{case}"
+                run.mkdir()
                 summary = {"image": np.arange(images), "upper": 3.0, "noise": 0.05, "max": per_map.max(1),
                            "min": per_map.min(1), "mean": per_map.mean(1), "std": per_map.std(1)}
-                if protocol == "corrected":  # plug-in and Miller–Madow above the null-corrected value
+                if scoring == "corrected":  # plug-in and Miller–Madow above the null-corrected value
                     summary |= {"mean_plugin": per_map.mean(1) + 0.05, "mean_miller_madow": per_map.mean(1) + 0.01,
                                 "mean_valid_plugin": per_map.mean(1) + 0.04,
                                 "mean_valid_miller_madow": per_map.mean(1) + 0.005,
                                 "mean_valid_corrected": per_map.mean(1) - 0.01,
                                 "mean_valid_corrected_mismatched": rng.normal(0.002, 0.001, images)}
-                pd.DataFrame(summary).to_csv(paths["summary"], index=False)
+                pd.DataFrame(summary).to_csv(run / "summary.csv", index=False)
+                runs.append(Run(training, scoring, seed, case, run / "summary.csv"))
+                if training != scoring:
+                    continue
                 pd.DataFrame({"image": np.repeat(np.arange(images), 32), "map": np.tile(np.arange(32), images),
-                              HISTOGRAM[protocol]: per_map.ravel()}).to_csv(paths["mi"], index=False)
-                rank = ksg_order.index(case) if ksg_order else -mean
-                pd.DataFrame({"image": [0, 0, 5], "map": [1, 2, 3], "ksg": 1.0 - 0.1 * rank}).to_csv(
-                    paths["ksg"], index=False)
-                runs.append(Run(protocol, seed, case, paths["summary"], paths["mi"], paths["ksg"]))
-    return runs
+                              HISTOGRAM[training]: per_map.ravel()}).to_csv(run / "mi.csv", index=False)
+                ksg = (1.0 - 0.1 * ksg_order.index(case) if ksg_order else mean) + rng.normal(0, 0.01, 3)
+                pd.DataFrame({"image": [0, 0, 5], "map": [1, 2, 3], "ksg": ksg + 0.05, "ksg_null": 0.05,
+                              "ksg_corrected": ksg}).to_csv(run / "ksg.csv", index=False)
+                checks.append(Check(training, seed, case, run / "ksg.csv", run / "mi.csv"))
+    return runs, checks
 
 
 def run_cli(folder, runs, *extra):
+    runs, checks = runs
     outputs = {name: folder / f"out/{name}"
                for name in ("cases.csv", "differences.csv", "controls.csv", "ksg.csv", "findings.md")}
-    arguments = [item for run in runs for item in ("--run", run.protocol, str(run.seed), run.case, str(run.summary),
-                                                    str(run.mi), str(run.crosscheck))]
-    main([*arguments, "--bootstrap", "500", "--margin", "0.01", "--primary", "corrected", "null-corrected, valid 88×88",
+    arguments = [item for run in runs for item in ("--run", run.training, run.scoring, str(run.seed), run.case,
+                                                    str(run.summary))]
+    arguments += [item for check in checks for item in ("--crosscheck", check.protocol, str(check.seed), check.case,
+                                                         str(check.crosscheck), str(check.mi))]
+    main([*arguments, "--bootstrap", "500", "--confidence", "0.95", "--seed", "0", "--margin", "0.01",
+          "--primary", "corrected", "null-corrected, valid 88×88",
           "--cases-out", str(outputs["cases.csv"]),
           "--differences-out", str(outputs["differences.csv"]), "--controls-out", str(outputs["controls.csv"]),
           "--ksg-out", str(outputs["ksg.csv"]),
@@ -169,39 +178,46 @@ def run_cli(folder, runs, *extra):
 
 def test_report_states_each_verdict_from_the_numbers(tmp_path):
     """Faithful: b is clearly highest (the claim fails); corrected: c is (it holds). The report's
-    numbers are those of the tables, and it says whether KSG ranks the cases as the histogram does."""
+    numbers are those of the tables, and it sets KSG's differences beside the histogram's."""
     means = {"faithful": {"a": 0.20, "b": 0.40, "c": 0.30}, "corrected": {"a": 0.10, "b": 0.15, "c": 0.25}}
     runs = write_runs(tmp_path, means, ksg_order=None)
     outputs = run_cli(tmp_path, runs)
     cases = pd.read_csv(outputs["cases.csv"])
     differences = pd.read_csv(outputs["differences.csv"])
     text = outputs["findings.md"].read_text()
-    assert set(zip(cases["protocol"], cases["estimator"])) == {
+    assert set(zip(cases["training"], cases["estimator"])) == {
         (protocol, estimator) for protocol in ESTIMATORS for estimator in ESTIMATORS[protocol]}
-    faithful_b = cases[(cases.protocol == "faithful") & (cases.case == "b")].iloc[0]
+    assert (cases["training"] == cases["scoring"]).all()
+    faithful_b = cases[(cases.training == "faithful") & (cases.case == "b")].iloc[0]
     assert faithful_b.low < faithful_b.mean_mi < faithful_b.high and faithful_b.win_share == 1.0
     assert (cases["win_low"] >= 0).all() and (cases["win_high"] <= 1).all()
     assert faithful_b.mean_mi == pytest.approx(0.40, abs=0.01)
     assert "Highest mean MI: case b" not in text  # only c's differences are tested: b is not shown highest
     assert f"Means in order: b {faithful_b.mean_mi:.4f}, c " in text
-    corrected_c = cases[(cases.protocol == "corrected") & (cases.estimator == "null-corrected") & (cases.case == "c")]
+    corrected_c = cases[(cases.training == "corrected") & (cases.estimator == "null-corrected") & (cases.case == "c")]
     assert f"Highest mean MI: case c, {corrected_c.iloc[0].mean_mi:.4f}" in text
     assert text.index("## Primary verdict: corrected protocol, null-corrected, valid 88×88 MI") < text.index(
         "## faithful")
     assert "**The article's claim holds**: case c is above every other case" in text
-    c_minus_b = differences[(differences.protocol == "faithful") & (differences.other == "b")].iloc[0]
+    c_minus_b = differences[(differences.training == "faithful") & (differences.other == "b")].iloc[0]
     assert c_minus_b.difference == pytest.approx(-0.10, abs=0.01) and c_minus_b.high < 0
     assert f"- c − b: {c_minus_b.difference:.4f} [{c_minus_b.low:.4f}, {c_minus_b.high:.4f}]: case c is below" in text
     assert "**The article's claim fails** under the faithful protocol with the plug-in estimate" in text
     for estimator in ESTIMATORS["corrected"]:
         assert f"**The article's claim holds** under the corrected protocol with the {estimator} estimate" in text
-    assert "KSG orders b > c > a, the histogram b > c > a on the same pairs: the orders are the same." in text
-    assert "it does not corroborate the histogram" in text
+    ksg = pd.read_csv(outputs["ksg.csv"])
+    assert set(ksg["estimator"]) == {"KSG − shift null", "plug-in histogram", "null-corrected histogram"}
+    assert (ksg["low"] <= ksg["difference"]).all() and (ksg["difference"] <= ksg["high"]).all()
+    row = ksg[(ksg.training == "faithful") & (ksg.estimator == "KSG − shift null") & (ksg.other == "b")].iloc[0]
+    assert row.difference == pytest.approx(-0.1, abs=0.02) and row.high < 0
+    assert (f"- faithful protocol, c − b: KSG − shift null {row.difference:.4f} [{row.low:.4f}, {row.high:.4f}] "
+            "(below); plug-in histogram") in text
     assert "Case b was never scored in the article's notebooks" in text
     assert "**Fewer than 5 seeds** (3)" in text and "Only" not in text
     assert "Power: at the largest seed-level SD of a difference this run measured" in text
+    assert "## Training × scoring" not in text  # no run scored by the other protocol's scorer
     controls = pd.read_csv(outputs["controls.csv"])
-    assert set(controls["case"]) == {"a", "b", "c"} and set(controls["protocol"]) == {"corrected"}
+    assert set(controls["case"]) == {"a", "b", "c"} and set(controls["scoring"]) == {"corrected"}
     assert (controls["mean_mi"].abs() < 0.01).all() and (controls["low"] < controls["mean_mi"]).all()
     assert "## Calibration: mismatched image, null-corrected, valid 88×88" in text
     record = json.loads(provenance.sidecar(outputs["findings.md"]).read_text())
@@ -209,8 +225,30 @@ def test_report_states_each_verdict_from_the_numbers(tmp_path):
                                 "findings.margin": 0.01,
                                 "findings.primary": {"estimator": "null-corrected, valid 88×88",
                                                      "protocol": "corrected"}}
-    assert len(record["inputs"]) == 3 * len(runs)
+    assert len(record["inputs"]) == len(runs[0]) + 2 * len(runs[1])
     assert provenance.sidecar(outputs["controls.csv"]).exists()
+
+
+def test_training_and_scoring_are_told_apart(tmp_path):
+    """A 2 × 2 where the faithful scorer puts b first and the corrected one c, whatever the training: the
+    table names every cell's verdict, and the sentences say that the scoring, not the training, moves it."""
+    faithful_scores, corrected_scores = {"a": 0.2, "b": 0.4, "c": 0.3}, {"a": 0.1, "b": 0.15, "c": 0.25}
+    means = {("faithful", "faithful"): faithful_scores, ("faithful", "corrected"): corrected_scores,
+             ("corrected", "faithful"): faithful_scores, ("corrected", "corrected"): corrected_scores}
+    outputs = run_cli(tmp_path, write_runs(tmp_path, means))
+    text = outputs["findings.md"].read_text()
+    cases = pd.read_csv(outputs["cases.csv"])
+    assert set(zip(cases["training"], cases["scoring"])) == set(means)
+    assert "| faithful | corrected | null-corrected, valid 88×88 | " in text
+    design = text[text.index("## Training × scoring"):text.index("## faithful protocol, plug-in MI")]
+    assert design.count("| fails |") == 2 and design.count("| holds |") == 2
+    assert ("- With faithful training, the claim fails under faithful scoring and holds under corrected scoring: "
+            "the scoring changes it.") in design
+    assert ("- With corrected scoring, the claim holds under faithful training and holds under corrected "
+            "training: the training leaves it as it is.") in design
+    assert "## faithful training, corrected scoring, null-corrected, valid 88×88 MI" in text
+    assert "**The article's claim holds** under the faithful training, corrected scoring with" in text
+    assert text.count("## Calibration") == 1 and "| faithful | corrected | c |" in text
 
 
 def test_report_says_when_it_cannot_decide(tmp_path):
@@ -230,14 +268,13 @@ def test_report_says_when_no_difference_matters(tmp_path):
     assert "**The article's claim finds no difference that matters** under the faithful protocol" in text
 
 
-def test_report_says_when_ksg_ranks_the_cases_otherwise(tmp_path):
-    """The histogram puts c above a; a KSG estimate that puts a first is reported as disagreeing."""
+def test_report_says_when_ksg_and_the_histogram_disagree(tmp_path):
+    """The histogram puts c above a; a KSG estimate that puts a above c is reported as disagreeing, each with
+    its interval over the seeds."""
     outputs = run_cli(tmp_path, write_runs(tmp_path, {"faithful": {"a": 0.2, "c": 0.3}}, ksg_order=["a", "c"]))
-    assert ("KSG orders a > c, the histogram c > a on the same pairs: the orders differ."
-            in outputs["findings.md"].read_text())
-    ranking = pd.read_csv(outputs["ksg.csv"]).set_index("case")
-    assert ranking.loc["a", "ksg_rank"] == 1 and ranking.loc["a", "histogram_rank"] == 2
-    assert not ranking["orders_agree"].any()
+    ksg = pd.read_csv(outputs["ksg.csv"]).set_index("estimator")
+    assert ksg.loc["KSG − shift null", "high"] < 0 < ksg.loc["plug-in histogram", "low"]
+    assert ": the two disagree." in outputs["findings.md"].read_text()
 
 
 def test_same_inputs_give_the_same_bytes(tmp_path):
@@ -248,16 +285,17 @@ def test_same_inputs_give_the_same_bytes(tmp_path):
 
 
 def test_a_missing_run_is_named(tmp_path, capsys):
-    """Every protocol needs every (seed, case): a gap is a usage error naming it, and nothing is written."""
-    runs = write_runs(tmp_path, {"faithful": {"a": 0.2, "c": 0.3}})
+    """Every (training, scoring) cell needs every (seed, case): a gap is a usage error naming it, and nothing
+    is written."""
+    runs, checks = write_runs(tmp_path, {"faithful": {"a": 0.2, "c": 0.3}})
     with pytest.raises(SystemExit):
-        run_cli(tmp_path, runs[:-1])
-    assert "missing: faithful/seed3/c" in capsys.readouterr().err
+        run_cli(tmp_path, (runs[:-1], checks))
+    assert "missing: faithful/seed3/c/scored-faithful" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
 def test_statistics_without_case_c_test_no_claim(tmp_path):
-    runs = write_runs(tmp_path, {"faithful": {"a": 0.2, "b": 0.3}})
+    runs, _ = write_runs(tmp_path, {"faithful": {"a": 0.2, "b": 0.3}})
     cases, differences = statistics(per_image(runs), 200, 0.95, 0, 0.01)
     assert CLAIM_CASE not in set(cases["case"]) and differences.empty
 

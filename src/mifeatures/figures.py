@@ -116,14 +116,15 @@ def wins_figure(cases: pd.DataFrame, win_by: str) -> plt.Figure:
 
 
 def protocols_figure(cases: pd.DataFrame, confidence: float) -> plt.Figure:
-    """Per case, the mean MI with its interval under each (protocol, estimator): faithful vs corrected,
-    plug-in vs bias-corrected, side by side."""
-    series = list(dict.fromkeys(zip(cases["protocol"], cases["estimator"])))
+    """Per case, the mean MI with its interval under each (protocol, estimator), each run scored by its own
+    protocol: faithful vs corrected, plug-in vs bias-corrected, side by side."""
+    cases = cases[cases["training"] == cases["scoring"]]
+    series = list(dict.fromkeys(zip(cases["training"], cases["estimator"])))
     names = list(dict.fromkeys(cases["case"]))
     width = 0.8 / len(series)
     figure, axis = plt.subplots(figsize=(10, 4.5))
     for index, (protocol, estimator) in enumerate(series):
-        rows = cases[(cases["protocol"] == protocol) & (cases["estimator"] == estimator)].set_index("case").loc[names]
+        rows = cases[(cases["training"] == protocol) & (cases["estimator"] == estimator)].set_index("case").loc[names]
         error = [rows["mean_mi"] - rows["low"], rows["high"] - rows["mean_mi"]]
         axis.bar(np.arange(len(names)) + (index - (len(series) - 1) / 2) * width, rows["mean_mi"], width,
                  yerr=error, capsize=3, color=f"C{index}", label=f"{protocol}, {estimator}")

@@ -1,4 +1,5 @@
 # All Python of the workflow: config checks, paths, targets and input/params functions.
+import itertools
 import os
 import shlex
 import sys
@@ -52,9 +53,10 @@ shell.prefix(
 
 CASES = config["cases"]
 SEEDS = config["train"]["seeds"]
-# The article's figures come from one run per case: the faithful protocol, first seed. The
-# findings take every (protocol, seed, case) from the same rules.
-ARTICLE_RUN = {"protocol": "faithful", "seed": SEEDS[0]}
+# The article's figures come from one run per case: the faithful protocol, first seed, scored as the
+# article scored. The findings take every (protocol, seed, case) from the same rules, each run scored by
+# both protocols' scorers, so that what training changes is told apart from what scoring changes.
+ARTICLE_RUN = {"protocol": "faithful", "seed": SEEDS[0], "scoring": "faithful"}
 CONDA_ENV = "../../environment.yml"
 
 RAW_IMAGES = f"data/{config['data']['dataset']}/stl10_binary/train_X.bin"
@@ -65,8 +67,9 @@ LOSS = f"results/train/{RUN}/loss.csv"
 RESUME = (
     f"results/train/{RUN}/resume.pt"  # exists only while a training job is unfinished
 )
-MI_TABLE = f"results/score/{RUN}/mi.csv"
-SUMMARY = f"results/score/{RUN}/summary.csv"
+SCORED = f"{RUN}/scored-{{scoring}}"  # a trained run, scored by a protocol's scorer
+MI_TABLE = f"results/score/{SCORED}/mi.csv"
+SUMMARY = f"results/score/{SCORED}/summary.csv"
 CROSSCHECK = f"results/crosscheck/{RUN}.csv"
 FIGURES = "results/figures"
 FINDINGS = "results/findings"
@@ -95,24 +98,29 @@ def sized_images(wildcards):
     return GRAY.format(size=map_size(wildcards.case))
 
 
+def scoring(wildcards):
+    """The protocol a job scores by: its ``scoring`` wildcard (score), else its run's protocol (crosscheck)."""
+    return getattr(wildcards, "scoring", wildcards.protocol)
+
+
 def faithful_sized_images(wildcards):
     """The faithful protocol scores maps against the image resized to their size; the corrected
     one against the 96×96 encoder input."""
-    return sized_images(wildcards) if wildcards.protocol == "faithful" else []
+    return sized_images(wildcards) if scoring(wildcards) == "faithful" else []
 
 
 # Params functions of wildcards only: Snakemake leaves a function that takes input, output, threads
 # or resources out of its params trigger (Rule._is_deriving_function), so a change would rerun nothing.
 def sized_images_arg(wildcards):
     """--sized-images for the faithful protocol, which pairs each map with the image at its size."""
-    if wildcards.protocol == "faithful":
+    if scoring(wildcards) == "faithful":
         return f"--sized-images {sized_images(wildcards)}"
     return ""
 
 
 def score_protocol_args(wildcards):
     """What each protocol's scoring needs: only these values reach (and can rerun) its jobs."""
-    if wildcards.protocol == "faithful":
+    if scoring(wildcards) == "faithful":
         return sized_images_arg(wildcards)
     null = config["score"]
     return f"--null-shifts {null['null_shifts']} --null-seed {null['null_seed']}"
@@ -182,18 +190,32 @@ def every_run(pattern):
     return expand(pattern, protocol=PROTOCOLS, seed=SEEDS, case=CASES)
 
 
+def own_scoring(pattern):
+    """``pattern`` for every (protocol, seed, case) scored by its own protocol, as the cross-check is."""
+    return [pattern.format(protocol=protocol, scoring=protocol, seed=seed, case=case)
+            for protocol in PROTOCOLS for seed in SEEDS for case in CASES]
+
+
+def every_scoring(pattern):
+    """``pattern`` for every (protocol, seed, case) and every protocol's scoring of it."""
+    return expand(pattern, protocol=PROTOCOLS, seed=SEEDS, case=CASES, scoring=PROTOCOLS)
+
+
 def findings_runs():
-    """--run arguments of the findings stage: each run with its three tables."""
-    return [
-        f"--run {protocol} {seed} {case} "
-        + " ".join(
-            pattern.format(protocol=protocol, seed=seed, case=case)
-            for pattern in (SUMMARY, MI_TABLE, CROSSCHECK)
-        )
-        for protocol in PROTOCOLS
-        for seed in SEEDS
-        for case in CASES
+    """--run arguments of the findings stage: each scored run with its summary; then each run's
+    cross-check with the per-map table of its own protocol's scoring, which it is compared with."""
+    runs = [
+        f"--run {protocol} {scored} {seed} {case} "
+        + SUMMARY.format(protocol=protocol, scoring=scored, seed=seed, case=case)
+        for protocol, scored, seed, case in itertools.product(PROTOCOLS, PROTOCOLS, SEEDS, CASES)
     ]
+    checks = [
+        f"--crosscheck {protocol} {seed} {case} "
+        + " ".join(pattern.format(protocol=protocol, scoring=protocol, seed=seed, case=case)
+                   for pattern in (CROSSCHECK, MI_TABLE))
+        for protocol, seed, case in itertools.product(PROTOCOLS, SEEDS, CASES)
+    ]
+    return runs + checks
 
 
 def with_records(files):
@@ -215,8 +237,8 @@ def article_tables():
 
 def findings_tables():
     """Every run's tables behind the findings, records included (see article_tables)."""
-    return with_records([path for pattern in (ENCODER, LOSS, MI_TABLE, SUMMARY, CROSSCHECK)
-                         for path in every_run(pattern)])
+    return with_records([*(path for pattern in (ENCODER, LOSS, CROSSCHECK) for path in every_run(pattern)),
+                         *(path for pattern in (MI_TABLE, SUMMARY) for path in every_scoring(pattern))])
 
 
 def check_devices():

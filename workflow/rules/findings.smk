@@ -1,7 +1,7 @@
 rule findings:
     input:
-        summaries=every_run(SUMMARY),
-        mi=every_run(MI_TABLE),
+        summaries=every_scoring(SUMMARY),
+        mi=own_scoring(MI_TABLE),
         crosschecks=every_run(CROSSCHECK),
     output:
         **recorded(

@@ -6,7 +6,7 @@ rule score:
     output:
         **recorded(mi=MI_TABLE, summary=SUMMARY),
     log:
-        f"results/logs/score/{RUN}.log",
+        f"results/logs/score/{SCORED}.log",
     conda:
         CONDA_ENV
     threads: 1
@@ -22,7 +22,7 @@ rule score:
         code=code("score"),
     shell:
         "python -m mifeatures.score --encoder {input.encoder}"
-        " --encoder-images {input.encoder_images} --protocol {wildcards.protocol} {params.protocol}"
+        " --encoder-images {input.encoder_images} --protocol {wildcards.scoring} {params.protocol}"
         " --bins {params.bins} --noise-seed {params.noise_seed} --device {params.device}"
         " --threads {threads}"
         " --mi-out {output.mi} --summary-out {output.summary} > {log} 2>&1"
