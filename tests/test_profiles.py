@@ -65,6 +65,6 @@ def test_slurm_profile_runs_the_findings_at_the_articles_scale(project):
     cross-checked on a GPU of its own; the findings themselves need none."""
     jobs = dry_run(project, "slurm", "config/findings.yaml", target="protocols")
     assert {rule: len(planned) for rule, planned in jobs.items() if rule in ("train", "score", "crosscheck")} == {
-        "train": 24, "score": 24, "crosscheck": 24}
+        "train": 24, "score": 48, "crosscheck": 24}
     assert all(job["gpu"] == "1" for job in jobs["train"] + jobs["score"] + jobs["crosscheck"])
     assert "gpu" not in jobs["findings"][0]

@@ -50,7 +50,7 @@ GIT_USER = ("-c", "user.name=mifeatures tests", "-c", "user.email=tests@example.
 # What two clean builds of the same config must reproduce byte for byte.
 DETERMINISTIC = (
     "data/sample/stl10_binary/train_X.bin", "results/grayscale/*.npy", "results/train/*/*/*/loss.csv",
-    "results/train/*/*/*/encoder.pt", "results/score/*/*/*/*.csv", "results/aggregate/*.csv",
+    "results/train/*/*/*/encoder.pt", "results/score/*/*/*/*/*.csv", "results/aggregate/*.csv",
     "results/aggregate/metrics.json",
 )
 ARTICLE_RUN = "faithful/seed78"  # the run behind the article's figures: protocol, first seed
@@ -104,7 +104,7 @@ def branch(case: str) -> set[str]:
     """Files that must be rebuilt, and only they, when one case's training hyperparameter changes."""
     return {
         f"train/{ARTICLE_RUN}/{case}/encoder.pt", f"train/{ARTICLE_RUN}/{case}/loss.csv",
-        f"score/{ARTICLE_RUN}/{case}/mi.csv", f"score/{ARTICLE_RUN}/{case}/summary.csv",
+        f"score/{ARTICLE_RUN}/{case}/scored-faithful/mi.csv", f"score/{ARTICLE_RUN}/{case}/scored-faithful/summary.csv",
         "aggregate/cases.csv", "aggregate/images.csv",
         "aggregate/metrics.json", "figures/loss.png", f"figures/maps_{case}_image10.png",
         f"figures/maps_{case}_image11.png", "figures/chosen_mean_mi.png", "figures/mi_distribution.png",
@@ -547,16 +547,19 @@ def test_protocols_and_seeds_are_wildcards_of_the_same_rules(project):
         after = contents(project)
         assert {path: after[path] for path in article_outputs} == article_outputs and planned(project) == {}
         findings = pd.read_csv(project / "results/findings/cases.csv")
-        faithful = findings[findings["protocol"] == "faithful"].set_index("case")["mean_mi"]
+        faithful = findings[(findings["training"] == "faithful") & (findings["scoring"] == "faithful")]
+        faithful = faithful.set_index("case")["mean_mi"]
         aggregate = pd.read_csv(project / "results/aggregate/cases.csv").set_index("case")["mean_mi"]
         pd.testing.assert_series_equal(faithful, aggregate, check_names=False, rtol=1e-12)
-        assert set(findings["protocol"]) == {"faithful", "corrected"}
+        assert set(zip(findings["training"], findings["scoring"])) == {
+            (training, scoring) for training in ("faithful", "corrected") for scoring in ("faithful", "corrected")}
         assert "**Only 1 seed**" in (project / "results/findings.md").read_text()
         set_params(project, {"score": {"null_shifts": 4}})
-        assert planned(project, target="protocols") == {"score": 4, "findings": 1, "figure_protocols": 1,
+        # the corrected scorer of both trainings' runs
+        assert planned(project, target="protocols") == {"score": 8, "findings": 1, "figure_protocols": 1,
                                                          "protocols": 1}
         set_params(project, {"train": {"seeds": [78, 79]}})
-        assert planned(project, target="protocols") == {"train": 8, "score": 12, "crosscheck": 8, "findings": 1,
+        assert planned(project, target="protocols") == {"train": 8, "score": 24, "crosscheck": 8, "findings": 1,
                                                          "figure_protocols": 1, "protocols": 1}
         assert planned(project) == {}
     finally:
@@ -757,7 +760,7 @@ def test_verify_all_from_another_directory_says_name_figures(built, tmp_path):
     assert from_elsewhere.returncode == 0, from_elsewhere.stdout + from_elsewhere.stderr
 
 
-@pytest.mark.parametrize("deleted", [f"results/score/{ARTICLE_RUN}/c/summary.csv",
+@pytest.mark.parametrize("deleted", [f"results/score/{ARTICLE_RUN}/c/scored-faithful/summary.csv",
                                      f"results/train/{ARTICLE_RUN}/c/encoder.pt"])
 def test_missing_intermediates_are_never_rebuilt(built, tmp_path, deleted):
     """A deleted table or checkpoint: `snakemake all` said "Nothing to be done" while `--verify` said DRIFTED.
