@@ -11,7 +11,7 @@ Prints a Markdown table (the README's comes from it) headed by the machine it ra
   deterministic algorithms (what determinism costs), against fp32: its time, how far its per-step
   loss strays from fp32's, and whether a rerun gives the same losses bit for bit;
 - scoring throughput: the article's all-images loop (one image at a time, histogram2d per map) vs ours
-  in chunks (which also computes each map's MI a second way, see mifeatures.score);
+  in chunks (which also computes each map's MI a second way, see mifeatures.scoring);
 - a no-op `snakemake -n all` and a no-op `dvc repro` on a built tiny project (built here unless
   --project names one);
 - scoring time and peak memory at several image counts, each in its own process.
@@ -36,14 +36,15 @@ import torch
 from sklearn.metrics import mutual_info_score
 from torch.utils.data import DataLoader, TensorDataset
 
-from mifeatures.data import make_sample
-from mifeatures.grayscale import resize_images, to_grayscale
+from mifeatures.sample import make_sample
+from mifeatures.images import resize_images, to_grayscale
 from mifeatures.mi import mutual_information, mutual_information_many
 from mifeatures.models import ENCODERS, build_encoder, map_size, resolve_device
 from mifeatures.objective import DeepInfoMaxLoss
 from mifeatures.params import load_params
-from mifeatures.score import all_images_loop_normalisation, feature_maps, score
-from mifeatures.train import Batches, seed_everything, train
+from mifeatures.maps import feature_maps
+from mifeatures.scoring import all_images_loop_normalisation, score
+from mifeatures.training import Batches, seed_everything, train, use_precision
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -79,7 +80,8 @@ def mi_rows(gray: np.ndarray) -> list[tuple]:
     torch.manual_seed(0)
     encoder = build_encoder("c").train()
     with torch.no_grad():
-        maps = np.stack([encoder(torch.from_numpy(image)[None, None])[0].numpy() for image in gray[:64]])
+        maps = np.stack([encoder(torch.as_tensor(image, dtype=torch.float32)[None, None])[0].numpy()
+                         for image in gray[:64]])
     assert np.allclose(article_mi(gray[0], maps[0]), mutual_information(gray[0], maps[0], BINS), rtol=0, atol=1e-9)
     article = best_of(lambda: article_mi(gray[0], maps[0]), 5)
     ours = best_of(lambda: mutual_information(gray[0], maps[0], BINS), 20)
@@ -95,17 +97,21 @@ def mi_rows(gray: np.ndarray) -> list[tuple]:
 
 
 def training_parts(case: str, gray: np.ndarray, device: torch.device):
+    """A fresh model, critics and optimisers on ``device``, and the images at the case's map size; built
+    before any timing starts. Both loops run under fp32's flags (TF32 off, cuDNN's included)."""
     seed_everything(78)
+    use_precision("fp32", device)
     encoder, objective = build_encoder(case).to(device), DeepInfoMaxLoss(map_size(case)).to(device)
     optimizers = [torch.optim.Adam(module.parameters(), lr=1e-4, fused=device.type == "cuda" or None)
                   for module in (encoder, objective)]
     return encoder, objective, optimizers, resize_images(gray, map_size(case))
 
 
-def article_loop(case: str, gray: np.ndarray, device: torch.device, steps: int) -> list[float]:
+def article_loop(parts, gray: np.ndarray, device: torch.device, steps: int) -> list[float]:
     """As the article's code trained: batches from a host DataLoader, every term read with .item()."""
-    encoder, objective, optimizers, sized = training_parts(case, gray, device)
-    loader = DataLoader(TensorDataset(torch.from_numpy(gray).unsqueeze(1), torch.from_numpy(sized).unsqueeze(1)),
+    encoder, objective, optimizers, sized = parts
+    as_float = lambda array: torch.as_tensor(array, dtype=torch.float32).unsqueeze(1)  # noqa: E731
+    loader = DataLoader(TensorDataset(as_float(gray), as_float(sized)),
                         batch_size=10, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(78))
     prior = torch.Generator(device=device).manual_seed(78)
     losses = []
@@ -122,9 +128,9 @@ def article_loop(case: str, gray: np.ndarray, device: torch.device, steps: int) 
     return losses
 
 
-def our_loop(case: str, gray: np.ndarray, device: torch.device, steps: int, precision: str = "fp32",
+def our_loop(parts, gray: np.ndarray, device: torch.device, steps: int, precision: str = "fp32",
              deterministic: bool = True) -> list[float]:
-    encoder, objective, optimizers, sized = training_parts(case, gray[: steps * 10], device)
+    encoder, objective, optimizers, sized = parts
     # What determinism costs: the kernels torch would pick without it (training_parts asked for it).
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.benchmark = not deterministic
@@ -134,23 +140,33 @@ def our_loop(case: str, gray: np.ndarray, device: torch.device, steps: int, prec
     return log["loss"].tolist()
 
 
-def synchronised(function):
-    def run():
-        function()
-        if torch.cuda.is_available():
+def step_seconds(loop, case: str, gray: np.ndarray, device: torch.device, steps: int, repeats: int = 2,
+                 **options) -> float:
+    """Seconds per step of ``loop`` over fresh parts, the best of ``repeats``: building the model and copying
+    it to the device stay outside the timed region."""
+    times = []
+    for _ in range(repeats):
+        parts = training_parts(case, gray, device)
+        if device.type == "cuda":
             torch.cuda.synchronize()
-    return run
+        start = time.perf_counter()
+        loop(parts, gray, device, steps, **options)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return min(times) / steps
 
 
 def training_rows(gray: np.ndarray, device: torch.device) -> list[tuple]:
     steps = 50 if device.type == "cuda" else 3
+    gray = gray[: steps * 10]
     rows = []
     for case in ENCODERS:
-        # Same images, same order: the first `steps` batches of one epoch are the same in both loops.
-        assert np.allclose(article_loop(case, gray[: steps * 10], device, steps),
-                           our_loop(case, gray, device, steps), rtol=1e-5)
-        article = best_of(synchronised(lambda: article_loop(case, gray[: steps * 10], device, steps)), 2) / steps
-        ours = best_of(synchronised(lambda: our_loop(case, gray, device, steps)), 2) / steps
+        # Same images, same order, same precision: the first `steps` batches are the same in both loops.
+        assert np.allclose(article_loop(training_parts(case, gray, device), gray, device, steps),
+                           our_loop(training_parts(case, gray, device), gray, device, steps), rtol=1e-5)
+        article = step_seconds(article_loop, case, gray, device, steps)
+        ours = step_seconds(our_loop, case, gray, device, steps)
         rows.append((f"training step, case {case}, batch 10", f"{article * 1e3:.1f} ms", f"{ours * 1e3:.1f} ms",
                      article / ours))
     return rows
@@ -162,14 +178,13 @@ def precision_rows(gray: np.ndarray, device: torch.device) -> list[tuple]:
     variants = [("fp32", "fp32", True), ("fp32, not deterministic", "fp32", False), ("bf16", "bf16", True)]
     if device.type == "cuda":
         variants.insert(2, ("tf32", "tf32", True))
+    gray = gray[: steps * 10]
     seconds, losses, rerun_identical = {}, {}, {}
     for name, precision, deterministic in variants:
-        runs = []
-
-        def run():
-            runs.append(our_loop("a", gray, device, steps, precision, deterministic))
-
-        seconds[name] = best_of(synchronised(run), 2) / steps
+        runs = [our_loop(training_parts("a", gray, device), gray, device, steps, precision, deterministic)
+                for _ in range(2)]
+        seconds[name] = step_seconds(our_loop, "a", gray, device, steps, precision=precision,
+                                     deterministic=deterministic)
         losses[name], rerun_identical[name] = np.array(runs[0]), runs[0] == runs[1]
     rows = []
     for name, _, _ in variants:
@@ -230,7 +245,7 @@ SIZE_PROBE = """
 import re, sys, time, numpy as np, torch
 from pathlib import Path
 from mifeatures.models import build_encoder
-from mifeatures.score import score
+from mifeatures.scoring import score
 torch.set_num_threads(int(sys.argv[4]))
 gray = np.load(sys.argv[1], mmap_mode="r")[: int(sys.argv[2])]
 torch.manual_seed(0)

@@ -17,8 +17,8 @@ import pytest
 import torch
 from sklearn.metrics import mutual_info_score
 
-from mifeatures.data import make_sample
-from mifeatures.grayscale import to_grayscale
+from mifeatures.sample import make_sample
+from mifeatures.images import to_grayscale
 from mifeatures.mi import mutual_information, mutual_information_many
 from mifeatures.models import build_encoder
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mifeatures.data import make_sample
-from mifeatures.grayscale import resize_images, to_grayscale
+from mifeatures.sample import make_sample
+from mifeatures.images import resize_images, to_grayscale
 from mifeatures.models import map_size
-from mifeatures.train import TrainConfig, run
+from mifeatures.training import TrainConfig, run
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,14 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mifeatures.data import (
-    IMAGE_BYTES,
-    download_stl10,
-    main,
-    make_sample,
-    read_stl10_images,
-    write_stl10_images,
-)
+from mifeatures.download import download_stl10
+from mifeatures.download import main as download_main
+from mifeatures.sample import main as sample_main
+from mifeatures.sample import make_sample
+from mifeatures.stl10 import IMAGE_BYTES, read_stl10_images, write_stl10_images
 from mifeatures.params import load_params
 
 SIDE = 96
@@ -654,9 +651,9 @@ def test_download_rejects_out_not_ending_in_stl10_binary_train_x(server, tmp_pat
 
 
 def test_cli_sample_writes_the_sample(tmp_path, capsys):
-    """`data sample --n-images 3 --seed 1 --out P` writes make_sample(3, 1) in STL-10 layout at P."""
+    """`sample --n-images 3 --seed 1 --out P` writes make_sample(3, 1) in STL-10 layout at P."""
     path = tmp_path / "data" / "train_X.bin"
-    main(["sample", "--n-images", "3", "--seed", "1", "--out", str(path)])
+    sample_main(["--n-images", "3", "--seed", "1", "--out", str(path)])
     images = read_stl10_images(path)
     assert images.shape == (3, SIDE, SIDE, 3)
     np.testing.assert_array_equal(images, make_sample(3, 1))
@@ -664,27 +661,28 @@ def test_cli_sample_writes_the_sample(tmp_path, capsys):
 
 
 def test_cli_sample_rejects_zero_images(tmp_path):
-    """`data sample --n-images 0` raises ValueError and writes nothing."""
+    """`sample --n-images 0` raises ValueError and writes nothing."""
     path = tmp_path / "train_X.bin"
     with pytest.raises(ValueError, match="n_images must be ≥ 1, got 0"):
-        main(["sample", "--n-images", "0", "--seed", "1", "--out", str(path)])
+        sample_main(["--n-images", "0", "--seed", "1", "--out", str(path)])
     assert not path.exists()
 
 
-def test_cli_requires_a_subcommand(capsys):
-    """Running without a subcommand exits with argparse's usage error (status 2)."""
+@pytest.mark.parametrize("main", [sample_main, download_main], ids=["sample", "download"])
+def test_cli_requires_its_arguments(main, capsys):
+    """Running without arguments exits with argparse's usage error (status 2) naming what is required."""
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
-    assert "required: command" in capsys.readouterr().err
+    assert "the following arguments are required: --" in capsys.readouterr().err
 
 
 @pytest.mark.network
 def test_cli_download_produces_train_images(server, download_root, stl10_members, capsys):
-    """`data download --url U --md5 M --out P` downloads and extracts train_X.bin at P."""
+    """`download --url U --md5 M --out P` downloads and extracts train_X.bin at P."""
     url, md5 = server.publish("stl10_binary.tar.gz", _make_tar_gz(stl10_members))
     out = download_root / "stl10_binary" / "train_X.bin"
-    main(["download", "--url", url, "--md5", md5, "--out", str(out)])
+    download_main(["--url", url, "--md5", md5, "--out", str(out)])
     assert out.read_bytes() == stl10_members["stl10_binary/train_X.bin"]
     assert f"wrote {out}" in capsys.readouterr().out
 
@@ -695,8 +693,8 @@ def test_cli_download_retries_a_drop_with_the_progress_bar_on(server, download_r
     url, md5 = server.publish("stl10_binary.tar.gz", _make_tar_gz(stl10_members))
     server.fail_next("drop")
     out = download_root / "stl10_binary" / "train_X.bin"
-    with caplog.at_level("WARNING", logger="mifeatures.data"):
-        main(["download", "--url", url, "--md5", md5, "--out", str(out)])
+    with caplog.at_level("WARNING", logger="mifeatures.download"):
+        download_main(["--url", url, "--md5", md5, "--out", str(out)])
     assert out.read_bytes() == stl10_members["stl10_binary/train_X.bin"]
     assert len(server.requests) == 2
     warning = re.escape(url) + r" failed \(attempt 1 of 3\): the connection dropped mid-file"
@@ -713,5 +711,5 @@ def test_default_sample_is_the_one_this_repository_was_built_on(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     sample = load_params([repo / "params.yaml"])["data"]["sample"]
     out = tmp_path / "data/sample/stl10_binary/train_X.bin"
-    main(["sample", "--n-images", str(sample["n_images"]), "--seed", str(sample["seed"]), "--out", str(out)])
+    sample_main(["--n-images", str(sample["n_images"]), "--seed", str(sample["seed"]), "--out", str(out)])
     assert hashlib.md5(out.read_bytes()).hexdigest() == DEFAULT_SAMPLE_MD5

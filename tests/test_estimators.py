@@ -6,19 +6,12 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from mifeatures.data import make_sample
-from mifeatures.estimators import (
-    K_SHIFTS,
-    MIN_SHIFT_FRACTION,
-    corrected_mi,
-    draw_shifts,
-    _ksg,
-    ksg_mi,
-    miller_madow,
-    spatial_null,
-)
-from mifeatures.grayscale import to_grayscale
+from mifeatures.estimators import corrected_mi, miller_madow, spatial_null
+from mifeatures.images import to_grayscale
+from mifeatures.ksg import _ksg, ksg_mi
 from mifeatures.mi import mutual_information
+from mifeatures.sample import make_sample
+from mifeatures.shifts import K_SHIFTS, MIN_SHIFT_FRACTION, draw_shifts
 
 BINS = 30
 SIZE = 96

@@ -7,11 +7,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mifeatures.aggregate import per_case, per_image
+from mifeatures.aggregation import per_case, per_image
 from mifeatures.figures import image_bounds, main, maps_figure
 from mifeatures.mi import mutual_information
 from mifeatures.models import build_encoder
-from mifeatures.score import load_encoder, score
+from mifeatures.maps import load_encoder
+from mifeatures.scoring import score
 
 
 @pytest.fixture(scope="module")

@@ -305,8 +305,8 @@ def test_schema_names_the_protocols_and_estimators_the_findings_know():
     `score.null_shifts` is bounded by the shifts the valid region (the smaller grid) has."""
     import yaml
     from pathlib import Path
-    from mifeatures.estimators import draw_shifts
-    from mifeatures.score import VALID
+    from mifeatures.maps import VALID
+    from mifeatures.shifts import draw_shifts
     schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/params.schema.yaml").read_text())
     primary = schema["properties"]["findings"]["properties"]["primary"]
     assert primary["properties"]["protocol"]["enum"] == list(ESTIMATORS)

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from skimage.transform import resize
 
-from mifeatures.data import make_sample, write_stl10_images
-from mifeatures.grayscale import load_images, main, resize_images, to_grayscale
+from mifeatures.grayscale import main
+from mifeatures.images import load_images, resize_images, to_grayscale
+from mifeatures.sample import make_sample
+from mifeatures.stl10 import write_stl10_images
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import torch
 from sklearn.metrics import mutual_info_score
 
 from mifeatures import mi
-from mifeatures.data import make_sample
-from mifeatures.grayscale import to_grayscale
+from mifeatures.sample import make_sample
+from mifeatures.images import to_grayscale
 from mifeatures.mi import bin_indices, mutual_information, mutual_information_many
 from mifeatures.models import build_encoder
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from mifeatures.data import make_sample
-from mifeatures.grayscale import to_grayscale
+from mifeatures.sample import make_sample
+from mifeatures.images import to_grayscale
 from mifeatures.models import GlobalCritic, LocalCritic, PriorCritic, build_encoder, map_size
 
 EXPECTED_SIZE = {"a": 88, "b": 104, "c": 96, "d": 96}

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mifeatures.data import make_sample
-from mifeatures.grayscale import to_grayscale
+from mifeatures.sample import make_sample
+from mifeatures.images import to_grayscale
 from mifeatures.models import build_encoder
 from mifeatures.objective import DeepInfoMaxLoss, LossWeights
 

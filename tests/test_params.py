@@ -180,10 +180,10 @@ def test_primary_verdict_that_no_stage_computes_is_refused(tmp_path, primary, me
 def test_schema_enums_are_the_codes_own():
     """The schema's lists of cases, precisions, win statistics and protocols are the ones the stages use,
     so neither can accept what the other refuses."""
-    from mifeatures.aggregate import WIN_STATISTICS
+    from mifeatures.aggregation import WIN_STATISTICS
     from mifeatures.models import ENCODERS
     from mifeatures.protocols import PROTOCOLS
-    from mifeatures.train import PRECISIONS
+    from mifeatures.training import PRECISIONS
     schema = yaml.safe_load(SCHEMA.read_text())
     train = schema["$defs"]["train_keys"]
     assert schema["$defs"]["case"]["enum"] == list(ENCODERS)

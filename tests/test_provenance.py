@@ -14,7 +14,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from mifeatures import aggregate, audit, data, figures, grayscale, provenance, score, sources, train
+from mifeatures import aggregate, audit, figures, grayscale, provenance, sample, score, sources, train
+from mifeatures.protocols import SCORERS
 from mifeatures.params import load_params, merge, validate_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ def chain(tmp_path_factory) -> dict[str, Path]:
     # As the workflow does: every job records the config files it was run with.
     os.environ[provenance.CONFIG_FILES_VARIABLE] = str(root / "params.yaml")
     raw = root / "data/sample/stl10_binary/train_X.bin"
-    data.main(["sample", "--n-images", "8", "--seed", "78", "--out", str(raw)])
+    sample.main(["--n-images", "8", "--seed", "78", "--out", str(raw)])
     gray = {size: root / f"size{size}.npy" for size in (96, 88)}
     for size, out in gray.items():
         grayscale.main([str(raw), "--size", str(size), "--out", str(out)])
@@ -44,7 +45,8 @@ def chain(tmp_path_factory) -> dict[str, Path]:
                     "--beta", "0.1", "--gamma", "0.8", "--device", "cpu", "--precision", "fp32",
                     "--checkpoint-every", "5", "--encoder-out", str(out / "encoder.pt"),
                     "--loss-out", str(out / "loss.csv")])
-        score.main(["--encoder", str(out / "encoder.pt"), "--encoder-images", str(gray[96]),
+        score.main(["--protocol", "faithful", "--bins", "30", "--noise-seed", "0", "--device", "cpu",
+                    "--encoder", str(out / "encoder.pt"), "--encoder-images", str(gray[96]),
                     "--sized-images", str(gray[size]), "--mi-out", str(out / "mi.csv"),
                     "--summary-out", str(out / "summary.csv")])
         figures.main(["maps", "--encoder", str(out / "encoder.pt"), "--encoder-images", str(gray[96]),
@@ -88,10 +90,10 @@ def test_record_reaches_back_to_the_dataset(chain):
     """A figure's record chains figure → score → train → grayscale → raw file, with hashes and params."""
     job = json.loads(provenance.sidecar(chain["wins"]).read_text())
     stages = [record["stage"] for record in audit.chain(job)]
-    assert stages[0] == "figures" and {"aggregate", "score", "train", "grayscale", "data"} <= set(stages)
+    assert stages[0] == "figures" and {"aggregate", "score", "train", "grayscale", "sample"} <= set(stages)
     grayscale_record = next(r for r in audit.chain(job) if r["stage"] == "grayscale")
     assert grayscale_record["inputs"]["images"]["sha256"] == provenance.sha256(chain["raw"])
-    data_record = next(r for r in audit.chain(job) if r["stage"] == "data")
+    data_record = next(r for r in audit.chain(job) if r["stage"] == "sample")
     assert data_record["params"] == {"data.sample.n_images": 8, "data.sample.seed": 78}
     assert data_record["output"] == {"path": str(chain["raw"]), "sha256": provenance.sha256(chain["raw"])}
     train_record = next(r for r in audit.chain(job) if r["stage"] == "train")
@@ -103,10 +105,12 @@ def test_record_reaches_back_to_the_dataset(chain):
 
 
 def test_record_names_the_code_each_stage_ran(chain):
-    """Each record lists a digest of every module its stage imports, and only those."""
+    """Each record lists a digest of every module its stage imports (a score job's: with its protocol's
+    scorer), and only those."""
     job = json.loads(provenance.sidecar(chain["wins"]).read_text())
     for record in audit.chain(job):
-        assert record["code"]["modules"] == sources.digests(record["stage"])
+        scorer = (SCORERS[record["context"]["protocol"]],) if record["stage"] == "score" else ()
+        assert record["code"]["modules"] == sources.digests(record["stage"], *scorer)
     aggregate_modules = next(r for r in audit.chain(job) if r["stage"] == "aggregate")["code"]["modules"]
     assert "mifeatures/aggregate.py" in aggregate_modules and "mifeatures/train.py" not in aggregate_modules
 
@@ -162,7 +166,7 @@ def test_show_prints_the_chain(chain, capsys):
     audit.main([str(chain["maps_c"])])
     shown = capsys.readouterr().out
     for expected in ("made by figures [case c] [image 2] on cpu", "made by train [case c] [protocol faithful] [seed 78] on cpu", "train.lr=0.0001",
-                     "made by score [case c]", "data.sample.seed=78", f"{chain['raw']}  sha256:", "made by data"):
+                     "made by score [case c]", "data.sample.seed=78", f"{chain['raw']}  sha256:", "made by sample"):
         assert expected in shown
 
 
@@ -212,12 +216,12 @@ def test_edited_module_is_code_drift(chain, tmp_path):
     package = tmp_path / "mifeatures"
     shutil.copytree(sources.ROOT, package, ignore=shutil.ignore_patterns("__pycache__"))
     params = load_params([chain["params"]])
-    module = package / "aggregate.py"
+    module = package / "aggregation.py"
     module.write_text(module.read_text() + "\n# a comment changes no behaviour\n")
     assert audit.drift(chain["wins"], params, package) == []
     module.write_text(module.read_text().replace('WIN_STATISTICS = ("mean", "max")', 'WIN_STATISTICS = ("max",)'))
     assert audit.drift(chain["wins"], params, package) == [
-        f"code mifeatures/aggregate.py: changed since {stage} ran it" for stage in ("aggregate", "figures")]
+        f"code mifeatures/aggregation.py: changed since {stage} ran it" for stage in ("aggregate", "figures")]
     assert "changed since score ran it" not in " ".join(audit.drift(chain["maps_a"], params, package))
 
 
@@ -276,3 +280,23 @@ def test_show_without_a_record_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit) as exit_:
         audit.main([str(tmp_path / "nothing.png")])
     assert exit_.value.code == 2
+
+
+def test_a_stage_run_from_src_without_installing_writes_its_record(tmp_path):
+    """On a machine where the project is only on PYTHONPATH (a bare GPU machine), `importlib.metadata` knows no
+    mifeatures: the job still writes its output and its record, which says so, instead of failing at its end."""
+    script = """
+import importlib.metadata as metadata, runpy, sys
+real = metadata.version
+def version(name):
+    if name == "mifeatures":
+        raise metadata.PackageNotFoundError(name)
+    return real(name)
+metadata.version = version
+sys.argv = ["sample", "--n-images", "2", "--seed", "0", "--out", sys.argv[1]]
+runpy.run_module("mifeatures.sample", run_name="__main__")
+"""
+    out = tmp_path / "train_X.bin"
+    subprocess.run([sys.executable, "-c", script, str(out)], check=True, capture_output=True)
+    record = json.loads(provenance.sidecar(out).read_text())
+    assert out.stat().st_size == 2 * 3 * 96 * 96 and record["code"]["mifeatures"] == "not installed"

@@ -14,15 +14,20 @@ from scipy.ndimage import gaussian_filter
 from mifeatures import provenance
 from mifeatures.crosscheck import crosscheck, draw_pairs
 from mifeatures.crosscheck import main as crosscheck_main
-from mifeatures.estimators import corrected_mi, ksg_mi, miller_madow
+from mifeatures.estimators import corrected_mi, miller_madow
+from mifeatures.ksg import ksg_mi
 from mifeatures.protocols import PROTOCOLS
-from mifeatures.mi import mutual_information
+from mifeatures.mi import mutual_information, noise_bound
 from mifeatures.models import INPUT_SIZE, N_MAPS, build_encoder, map_size
-from mifeatures.score import (CORRECTED_SUMMARY_COLUMNS, SUMMARY_COLUMNS, all_images_loop_normalisation,
-                              batched_feature_maps, corrected_estimates, eval_encoder, feature_maps,
-                              load_encoder, main, noise_bound, per_image_encoder, score, score_corrected,
-                              to_image_grid, valid_region)
+from mifeatures.corrected_scoring import CORRECTED_SUMMARY_COLUMNS, corrected_estimates, score_corrected
+from mifeatures.maps import (batched_feature_maps, eval_encoder, feature_maps, load_encoder, per_image_encoder,
+                             to_image_grid, valid_region)
+from mifeatures.score import main
+from mifeatures.scoring import SUMMARY_COLUMNS, all_images_loop_normalisation, score
 
+
+# What the rule passes from params.yaml, and the faithful protocol; a test's own --protocol comes later and wins.
+PARAMS = ["--protocol", "faithful", "--bins", "30", "--noise-seed", "0", "--device", "cpu"]
 
 @pytest.fixture(scope="module")
 def scored(trained_case):
@@ -171,7 +176,7 @@ def test_noise_bound_is_seeded_per_image(gray_images):
 def test_cli_writes_both_tables(tmp_path, trained_case, scored):
     """The CLI writes the same tables as the library function, as CSV, and records the device it used."""
     mi_out, summary_out = tmp_path / "mi.csv", tmp_path / "summary.csv"
-    main(["--encoder", str(trained_case["encoder"]), "--encoder-images", str(trained_case["encoder_images"]),
+    main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", str(trained_case["encoder_images"]),
           "--sized-images", str(trained_case["sized_images"]), "--mi-out", str(mi_out),
           "--summary-out", str(summary_out), "--device", "auto", "--batch-size", "3"])
     pd.testing.assert_frame_equal(pd.read_csv(summary_out), scored[1], check_exact=False, rtol=1e-15)
@@ -184,7 +189,7 @@ def test_cli_writes_both_tables(tmp_path, trained_case, scored):
 def test_cli_rejects_bins_below_two(tmp_path, trained_case):
     """--bins 1 is a usage error."""
     with pytest.raises(SystemExit):
-        main(["--encoder", str(trained_case["encoder"]), "--encoder-images", "x", "--sized-images", "y",
+        main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", "x", "--sized-images", "y",
               "--bins", "1", "--mi-out", str(tmp_path / "m"), "--summary-out", str(tmp_path / "s")])
 
 
@@ -192,7 +197,7 @@ def test_cli_rejects_bins_below_two(tmp_path, trained_case):
 def test_cli_rejects_a_batch_size_below_one(tmp_path, trained_case, batch_size, capsys):
     """--batch-size must be a positive number of images."""
     with pytest.raises(SystemExit):
-        main(["--encoder", str(trained_case["encoder"]), "--encoder-images", "x", "--sized-images", "y",
+        main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", "x", "--sized-images", "y",
               "--batch-size", batch_size, "--mi-out", str(tmp_path / "m"),
               "--summary-out", str(tmp_path / "s")])
     assert f"--batch-size must be ≥ 1, got {batch_size}" in capsys.readouterr().err
@@ -202,7 +207,7 @@ def test_cli_rejects_a_batch_size_below_one(tmp_path, trained_case, batch_size, 
 def test_cli_refuses_cuda_without_a_gpu(tmp_path, trained_case, capsys):
     """--device cuda on a machine without CUDA is a usage error, not a silent fall-back to the CPU."""
     with pytest.raises(SystemExit):
-        main(["--encoder", str(trained_case["encoder"]), "--encoder-images", "x", "--sized-images", "y",
+        main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", "x", "--sized-images", "y",
               "--device", "cuda", "--mi-out", str(tmp_path / "m"), "--summary-out", str(tmp_path / "s")])
     assert "no CUDA device is available" in capsys.readouterr().err
 
@@ -401,7 +406,7 @@ def test_cli_corrected_writes_both_tables(tmp_path, trained_case, scored_correct
     """--protocol corrected writes the library's tables from the 96×96 images alone and records the
     protocol and the null's parameters."""
     mi_out, summary_out = tmp_path / "mi.csv", tmp_path / "summary.csv"
-    main(["--encoder", str(trained_case["encoder"]), "--encoder-images", str(trained_case["encoder_images"]),
+    main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", str(trained_case["encoder_images"]),
           "--protocol", "corrected", "--null-shifts", "4", "--null-seed", "0", "--mi-out", str(mi_out),
           "--summary-out", str(summary_out), "--batch-size", "3"])
     for written, expected in ((mi_out, scored_corrected[0]), (summary_out, scored_corrected[1])):
@@ -413,9 +418,9 @@ def test_cli_corrected_writes_both_tables(tmp_path, trained_case, scored_correct
 
 
 def test_cli_records_the_faithful_protocol(tmp_path, trained_case):
-    """The default protocol is the faithful one, recorded as such, with no null parameters."""
+    """The faithful protocol is recorded as such, with no null parameters."""
     summary_out = tmp_path / "summary.csv"
-    main(["--encoder", str(trained_case["encoder"]), "--encoder-images", str(trained_case["encoder_images"]),
+    main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", str(trained_case["encoder_images"]),
           "--sized-images", str(trained_case["sized_images"]), "--mi-out", str(tmp_path / "mi.csv"),
           "--summary-out", str(summary_out)])
     record = json.loads(provenance.sidecar(summary_out).read_text())
@@ -425,6 +430,7 @@ def test_cli_records_the_faithful_protocol(tmp_path, trained_case):
 
 
 NULL_IN_FAITHFUL = "--null-shifts and --null-seed belong to the corrected protocol"
+NULL_OF_CORRECTED = "the corrected protocol needs --null-shifts and --null-seed"
 
 
 @pytest.mark.parametrize(("arguments", "message"), [
@@ -432,13 +438,14 @@ NULL_IN_FAITHFUL = "--null-shifts and --null-seed belong to the corrected protoc
     (["--sized-images", "y", "--null-shifts", "4"], NULL_IN_FAITHFUL),
     (["--sized-images", "y", "--null-seed", "1"], NULL_IN_FAITHFUL),
     (["--protocol", "corrected", "--sized-images", "y"], "--sized-images is not used by the corrected"),
-    (["--protocol", "corrected", "--null-shifts", "0"], "--null-shifts: shifts must be 1 … 2401"),
-    (["--protocol", "corrected", "--null-seed", "-1"], "--null-seed must be ≥ 0, got -1"),
+    (["--protocol", "corrected", "--null-shifts", "0", "--null-seed", "0"], "--null-shifts: shifts must be 1 … 2401"),
+    (["--protocol", "corrected", "--null-shifts", "4", "--null-seed", "-1"], "--null-seed must be ≥ 0, got -1"),
+    (["--protocol", "corrected", "--null-shifts", "4"], NULL_OF_CORRECTED),
 ])
 def test_cli_states_what_each_protocol_needs(tmp_path, trained_case, arguments, message, capsys):
     """Each protocol's inputs and parameters are usage errors when missing or misplaced."""
     with pytest.raises(SystemExit):
-        main(["--encoder", str(trained_case["encoder"]), "--encoder-images", "x", *arguments,
+        main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", "x", *arguments,
               "--mi-out", str(tmp_path / "m"), "--summary-out", str(tmp_path / "s")])
     assert message in capsys.readouterr().err
 
@@ -474,7 +481,8 @@ def test_crosscheck_estimates_the_pairs_the_protocol_scores(tmp_path, trained_ca
 def test_crosscheck_cli_records_its_params_and_refuses_a_misplaced_input(tmp_path, trained_case, capsys):
     out = tmp_path / "ksg.csv"
     common = ["--encoder", str(trained_case["encoder"]), "--encoder-images", str(trained_case["encoder_images"]),
-              "--images", "2", "--maps", "2", "--pixels", "300", "--null-shifts", "2", "--out", str(out)]
+              "--images", "2", "--maps", "2", "--pixels", "300", "--neighbors", "3", "--seed", "0", "--null-shifts", "2",
+              "--device", "cpu", "--out", str(out)]
     with pytest.raises(SystemExit):
         crosscheck_main([*common, "--protocol", "corrected", "--sized-images", str(trained_case["sized_images"])])
     assert "--sized-images is needed by the faithful protocol and only by it" in capsys.readouterr().err

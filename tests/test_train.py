@@ -18,24 +18,15 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from mifeatures import provenance, sources
-from mifeatures.grayscale import load_images
+from mifeatures.images import load_images
 from mifeatures.models import INPUT_SIZE, build_encoder, map_size
 from mifeatures.objective import DeepInfoMaxLoss, LossWeights
-from mifeatures.score import load_encoder
-from mifeatures.train import (
-    LOSS_COLUMNS,
-    Batches,
-    NonFiniteLossError,
-    ResumeState,
-    TrainConfig,
-    fingerprint,
-    main,
-    resolve_device,
-    run,
-    seed_everything,
-    train,
-    use_precision,
-)
+from mifeatures.maps import load_encoder
+from mifeatures.models import resolve_device
+from mifeatures.resume import ResumeState, fingerprint
+from mifeatures.train import main
+from mifeatures.training import (LOSS_COLUMNS, Batches, NonFiniteLossError, TrainConfig, run, seed_everything, train,
+                                 use_precision)
 
 
 def test_loss_log_has_one_finite_row_per_step(trained_case):
@@ -346,7 +337,7 @@ def fingerprint_of(paths, device="cpu"):
     encoder_images = load_images(paths["encoder_images"], INPUT_SIZE)
     critic_images = load_images(paths["sized_images"], map_size("a"))
     config = TrainConfig(epochs=1, batch_size=4)
-    return fingerprint("a", config, torch.device(device), encoder_images, critic_images)
+    return fingerprint("a", config, torch.device(device), "", encoder_images, critic_images)  # run()'s code: ""
 
 
 def write_state(path, run_fingerprint, **changes):
@@ -431,9 +422,9 @@ def test_unusable_state_is_warned_about_and_ignored(kind, tmp_path, trained_case
 
 
 def test_fingerprint_covers_device_threads_code_and_torch(gray_images, monkeypatch):
-    """Resuming on another device, thread count, library code or torch release would mix two runs."""
-    def current(device="cpu"):
-        return fingerprint("a", TrainConfig(), torch.device(device), gray_images)
+    """Resuming on another device or GPU model, thread count, library code or torch release would mix two runs."""
+    def current(device="cpu", code=sources.digest("train")):
+        return fingerprint("a", TrainConfig(), torch.device(device), code, gray_images)
 
     threads = torch.get_num_threads()
     base = current()
@@ -443,8 +434,13 @@ def test_fingerprint_covers_device_threads_code_and_torch(gray_images, monkeypat
         assert current() != base
     finally:
         torch.set_num_threads(threads)
-    monkeypatch.setattr(sources, "digest", lambda stage: "edited code")
-    assert current() != base
+    assert current(code="edited code") != base
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # two GPU models, as a CUDA machine names them
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 91000)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    h100 = current("cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    assert current("cuda") != h100
     monkeypatch.undo()
     monkeypatch.setattr(torch, "__version__", "0.0.0")
     assert current() != base
@@ -519,8 +515,8 @@ def test_adversarial_prior_is_off_by_default_and_part_of_the_fingerprint(gray_im
     assert TrainConfig().adversarial_prior is False
     assert asdict(TrainConfig())["adversarial_prior"] is False
     cpu = torch.device("cpu")
-    assert (fingerprint("a", TrainConfig(adversarial_prior=True), cpu, gray_images)
-            != fingerprint("a", TrainConfig(), cpu, gray_images))
+    assert (fingerprint("a", TrainConfig(adversarial_prior=True), cpu, "", gray_images)
+            != fingerprint("a", TrainConfig(), cpu, "", gray_images))
 
 
 class CentreCrop(torch.nn.Module):

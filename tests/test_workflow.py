@@ -34,7 +34,8 @@ import torch
 import yaml
 from PIL import Image
 
-from mifeatures.data import make_sample, write_stl10_images
+from mifeatures.sample import make_sample
+from mifeatures.stl10 import write_stl10_images
 from mifeatures.params import load_params, merge
 
 pytestmark = pytest.mark.slow
@@ -197,20 +198,22 @@ def edit(path: Path, old: str, new: str) -> str:
 
 
 def test_comment_in_the_code_reruns_nothing(project):
-    """A comment or docstring edit in data.py (imported by sample and grayscale) changes no behaviour."""
-    module = project / "src/mifeatures/data.py"
+    """A comment or docstring edit in stl10.py (run by sample and grayscale) changes no behaviour."""
+    module = project / "src/mifeatures/stl10.py"
     original = module.read_text()
     try:
-        module.write_text(original.replace('"""Data stage:', '"""Data stage (edited docstring):', 1) + "# a note\n")
+        module.write_text(original.replace('"""The STL-10 binary layout', '"""The STL-10 binary layout (edited)', 1)
+                          + "# a note\n")
         assert planned(project) == {}
     finally:
         module.write_text(original)
 
 
 def test_code_change_reruns_exactly_the_jobs_that_run_that_code(project):
-    """aggregate.py's WIN_STATISTICS decides the panels of mi_distribution.png: changing it reruns the
-    aggregate and every figure job (the figures module imports aggregate), and nothing upstream."""
-    module = project / "src/mifeatures/aggregate.py"
+    """aggregation.py's WIN_STATISTICS decides the panels of mi_distribution.png: changing it reruns the
+    aggregate and every figure job (the figures module imports it), and nothing upstream. The download's
+    retries rerun nothing of the sample's build; the estimator, scoring and the map figures, not training."""
+    module = project / "src/mifeatures/aggregation.py"
     original = edit(module, 'WIN_STATISTICS = ("mean", "max")', 'WIN_STATISTICS = ("max", "mean")')
     try:
         assert planned(project) == {"aggregate": 1, **FIGURE_JOBS, "provenance": 1, "all": 1}
@@ -221,6 +224,11 @@ def test_code_change_reruns_exactly_the_jobs_that_run_that_code(project):
         assert planned(project) == {"score": 4, "aggregate": 1, **FIGURE_JOBS, "provenance": 1, "all": 1}
     finally:
         (project / "src/mifeatures/mi.py").write_text(original)
+    original = edit(project / "src/mifeatures/download.py", "DOWNLOAD_ATTEMPTS = 3", "DOWNLOAD_ATTEMPTS = 4")
+    try:  # only the download runs it, and the sample's build has none
+        assert planned(project) == {}
+    finally:
+        (project / "src/mifeatures/download.py").write_text(original)
 
 
 def test_input_rewritten_with_the_same_bytes_reruns_nothing(project):
@@ -498,7 +506,7 @@ def test_comment_only_change_in_src_makes_pull_refuse(pulled_clone, tmp_path):
     everything. Code digests ignore comments, and so does the pull now."""
     root, _ = pulled_clone
     clone = clone_of(root, tmp_path)
-    with (clone / "src/mifeatures/data.py").open("a") as module:
+    with (clone / "src/mifeatures/sample.py").open("a") as module:
         module.write("# a comment changes no job\n")
     said = run(clone, str(BIN / "mifeatures"), "pull", check=False)
     assert said.returncode == 0, said.stdout + said.stderr
@@ -554,6 +562,15 @@ def test_protocols_and_seeds_are_wildcards_of_the_same_rules(project):
         assert set(zip(findings["training"], findings["scoring"])) == {
             (training, scoring) for training in ("faithful", "corrected") for scoring in ("faithful", "corrected")}
         assert "**Only 1 seed**" in (project / "results/findings.md").read_text()
+        null = project / "src/mifeatures/estimators.py"
+        original_null = edit(null, "return mutual_information_many(rolled, [maps] * len(rolled), bins).mean(axis=0)",
+                             "return mutual_information_many(rolled, [maps] * len(rolled), bins).mean(0)")
+        try:  # the spatial null: the corrected scorer's jobs and what reads them, nothing of the faithful one
+            assert planned(project, target="protocols") == {"score": 8, "findings": 1, "figure_protocols": 1,
+                                                             "protocols": 1}
+            assert planned(project) == {}
+        finally:
+            null.write_text(original_null)
         set_params(project, {"score": {"null_shifts": 4}})
         # the corrected scorer of both trainings' runs
         assert planned(project, target="protocols") == {"score": 8, "findings": 1, "figure_protocols": 1,
@@ -743,7 +760,7 @@ def test_venv_of_one_checkout_verifies_another_with_its_own_code(built, tmp_path
     with the first one's code. In a copy whose aggregate.py differs, the venv of this repository now sees
     the copy's code: the aggregate and the figures drawn from it are not current, the rest is."""
     root = copy_of(built, tmp_path)
-    edit(root / "src/mifeatures/aggregate.py", 'WIN_STATISTICS = ("mean", "max")', 'WIN_STATISTICS = ("max", "mean")')
+    edit(root / "src/mifeatures/aggregation.py", 'WIN_STATISTICS = ("mean", "max")', 'WIN_STATISTICS = ("max", "mean")')
     code, verdicts = verify_all(root)
     changed = {path for path, problems in verdicts.items()
                if "code mifeatures/aggregate.py: changed since aggregate ran it" in problems}

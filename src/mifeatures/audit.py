@@ -157,7 +157,7 @@ def summary(job: dict[str, Any]) -> Iterator[str]:
     dirty = {True: ", with local changes", False: "", None: ""}[code["git_dirty"]]
     yield f"{job['output']['path']}  sha256:{job['output']['sha256'][:12]}  made {job['created']}"
     yield f"  code: mifeatures {code['mifeatures']}, commit {(code['git_commit'] or 'unknown')[:12]}{dirty}"
-    datasets = {record["output"]["path"]: record for record in records if record["stage"] == "data"}
+    datasets = {record["output"]["path"]: record for record in records if not record["inputs"]}  # made from nothing
     for path, record in sorted(datasets.items()):
         origin = "".join(f", {key} {value}" for key, value in record["context"].items())
         yield f"  data: {path}  sha256:{record['output']['sha256'][:12]}{origin}"

@@ -6,12 +6,14 @@ Each is the same as ``python -m mifeatures.MODULE`` (``provenance``: ``mifeature
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import sys
+
+import mifeatures
 
 # Sub-command → (module, what it does); ``provenance`` shows and verifies records, the audit module's job.
 COMMANDS = {
-    "data": ("data", "make the embedded sample or download STL-10 (rules sample, download)"),
+    "sample": ("sample", "make the embedded sample (rule sample)"),
+    "download": ("download", "download STL-10 and extract its train split (rule download)"),
     "grayscale": ("grayscale", "grayscale and resize the images to one size (rule grayscale)"),
     "train": ("train", "train one encoder and its critics with DeepInfoMax (rule train)"),
     "score": ("score", "score every map of every image by its MI with the image (rule score)"),
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         print(usage(), end="")
         return
     if argv[0] == "--version":
-        print(f"mifeatures {importlib.metadata.version('mifeatures')}")
+        print(f"mifeatures {mifeatures.__version__}")
         return
     if argv[0] not in COMMANDS:
         _usage_error(f"invalid command {argv[0]!r} (choose from {', '.join(COMMANDS)})")

@@ -1,6 +1,6 @@
 """Cross-check stage: an estimator independent of the histogram, on a seeded subsample.
 
-The Kraskov–Stögbauer–Grassberger k-nearest-neighbour MI (``estimators.ksg_mi``) of the same
+The Kraskov–Stögbauer–Grassberger k-nearest-neighbour MI (``mifeatures.ksg``) of the same
 image–map pairs the score stage bins: the protocol's maps against the protocol's reference image
 (faithful: the image resized to the map's size, maps of single-image train-mode BatchNorm; corrected:
 the 96×96 image, eval-mode maps on its grid), with KSG's own circular-shift null beside it, so that
@@ -18,12 +18,12 @@ import pandas as pd
 import torch
 
 from mifeatures import provenance
-from mifeatures.estimators import ksg_mi
-from mifeatures.grayscale import load_images
+from mifeatures.images import load_images
 from mifeatures.io import atomic_write
+from mifeatures.ksg import ksg_mi
+from mifeatures.maps import batched_feature_maps, eval_encoder, load_encoder, per_image_encoder, to_image_grid
 from mifeatures.models import INPUT_SIZE, N_MAPS, map_size, resolve_device
 from mifeatures.protocols import PROTOCOLS
-from mifeatures.score import batched_feature_maps, eval_encoder, load_encoder, per_image_encoder, to_image_grid
 
 COLUMNS = ["image", "map", "ksg", "ksg_null", "ksg_corrected"]
 
@@ -75,15 +75,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mifeatures crosscheck", description=__doc__.splitlines()[0])
     parser.add_argument("--encoder", required=True, help="checkpoint written by the train stage")
     parser.add_argument("--encoder-images", required=True, help="96×96 grayscale .npy (encoder input)")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="faithful", help="default: %(default)s")
+    parser.add_argument("--protocol", choices=PROTOCOLS, required=True, help="whose maps and reference images")
     parser.add_argument("--sized-images", help="grayscale .npy at the case's map size; the faithful protocol's")
-    parser.add_argument("--images", type=int, default=16, help="images drawn; default: %(default)s")
-    parser.add_argument("--maps", type=int, default=8, help="maps drawn per image; default: %(default)s")
-    parser.add_argument("--pixels", type=int, default=2000, help="pixels per pair; default: %(default)s")
-    parser.add_argument("--neighbors", type=int, default=3, help="k of the k-NN estimate; default: %(default)s")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the draws; default: %(default)s")
-    parser.add_argument("--null-shifts", type=int, required=True, help="circular shifts of KSG's own null")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="default: %(default)s")
+    # params.yaml owns these values (score.ksg.*): the CLI takes them as given, with no second default.
+    parser.add_argument("--images", type=int, required=True, help="images drawn (score.ksg.images)")
+    parser.add_argument("--maps", type=int, required=True, help="maps drawn per image (score.ksg.maps)")
+    parser.add_argument("--pixels", type=int, required=True, help="pixels per pair (score.ksg.pixels)")
+    parser.add_argument("--neighbors", type=int, required=True, help="k of the k-NN estimate (score.ksg.neighbors)")
+    parser.add_argument("--seed", type=int, required=True, help="seeds the draws (score.ksg.seed)")
+    parser.add_argument("--null-shifts", type=int, required=True, help="circular shifts of KSG's own null "
+                        "(score.ksg.null_shifts)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), required=True,
+                        help="where the encoder runs: where the case trained (train.device)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch; default: %(default)s")
     parser.add_argument("--out", required=True, help="table to write (.csv)")
     args = parser.parse_args(argv)

@@ -10,9 +10,7 @@ arrays, whose pixels are not independent samples. Three estimates, each (K,) for
 * ``corrected_mi`` — the plug-in MI minus ``spatial_null``, the mean plug-in MI of the image
   against circular shifts of each map: a null that keeps both marginals and both fields'
   spatial structure but breaks their alignment.
-* ``ksg_mi`` — the Kraskov k-nearest-neighbour estimate on a random subsample of pixel positions,
-  with its own circular-shift null: KSG has no spatial correction either, so only KSG minus its null
-  is an estimate independent of the histogram's.
+(``mifeatures.ksg`` is the k-nearest-neighbour estimate, with a null of its own.)
 
 Binning is that of ``mi`` (``np.histogram2d``: each array over its own min–max, both in their
 common dtype).
@@ -20,24 +18,11 @@ common dtype).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from mifeatures import mi
 from mifeatures.mi import bin_indices, mutual_information, mutual_information_many
-
-K_SHIFTS = 8  # circular shifts averaged by the spatial null
-# Smallest circular shift, as a fraction of the image side, in *each* axis. The shift has to
-# outrun the range over which map and image are correlated so that the shifted pair is
-# independent, while the shift leaves each field's own smoothness (the source of the extra bias)
-# intact. A σ = 2 px blur decorrelates within ~3σ (its autocorrelation exp(−d²/4σ²) is e^−36 at
-# 24 px); real photos and encoder maps carry structure over tens of pixels, hence S/4 (24 px at
-# 96), not a few σ. Each axis rather than Chebyshev distance: a map of a horizon or of stripes
-# shifted along them only (dy = 0) still lines up with the image, and such a null would absorb
-# real dependence. Distances are circular, min(d, S − d), so d ∈ [S/4, 3S/4]: (S/2 + 1)² = 2401
-# shifts to draw from at S = 96.
-MIN_SHIFT_FRACTION = 0.25
+from mifeatures.shifts import K_SHIFTS, draw_shifts
 
 
 def miller_madow(image: np.ndarray, maps: np.ndarray, bins: int = 30) -> np.ndarray:
@@ -67,25 +52,6 @@ def miller_madow(image: np.ndarray, maps: np.ndarray, bins: int = 30) -> np.ndar
     total = np.maximum(counts.sum(axis=(1, 2)), 1)
     # A constant image (m_x = 1) has m_xy = m_y, and conversely: the correction is then 0.
     return plug_in - (m_xy - m_x - m_y + 1) / (2 * total)
-
-
-def draw_shifts(shape: tuple[int, int], shifts: int = K_SHIFTS, seed: int = 0) -> np.ndarray:
-    """``shifts`` distinct circular shifts (dy, dx), shape (shifts, 2), each at least
-    ``MIN_SHIFT_FRACTION`` of the side in each axis (circular distance), from
-    ``np.random.default_rng(seed)``.
-
-    >>> draw_shifts((96, 96), 3, seed=0).shape
-    (3, 2)
-    """
-    axes = []
-    for side in shape:
-        low = max(1, math.ceil(MIN_SHIFT_FRACTION * side))
-        axes.append(np.arange(low, side - low + 1))  # min(d, side − d) ≥ low
-    n_candidates = len(axes[0]) * len(axes[1])
-    if shifts < 1 or shifts > n_candidates:
-        raise ValueError(f"shifts must be 1 … {n_candidates} for a {shape[0]}×{shape[1]} image, got {shifts}")
-    pick = np.random.default_rng(seed).choice(n_candidates, size=shifts, replace=False)
-    return np.stack([axes[0][pick // len(axes[1])], axes[1][pick % len(axes[1])]], axis=1)
 
 
 def spatial_null(
@@ -120,64 +86,3 @@ def corrected_mi(
     True
     """
     return mutual_information(image, maps, bins) - spatial_null(image, maps, bins, shifts, seed)
-
-
-def ksg_mi(
-    image: np.ndarray, maps: np.ndarray, n_neighbors: int = 3, sample: int = 2000, seed: int = 0,
-    shifts: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Kraskov–Stögbauer–Grassberger k-NN MI between the image's pixels and each map's, and its own
-    spatial null: (ksg, null), each (K,); null is the mean KSG MI against ``shifts`` circular shifts of
-    each map (``draw_shifts``, as ``spatial_null`` draws them), NaN when ``shifts`` is 0.
-
-    On ``sample`` pixel positions drawn without replacement by ``np.random.default_rng(seed)``, the
-    same for every map and shift (all pixels if fewer). Each variable is scaled to unit SD and gets
-    N(0, KSG_JITTER²) noise (seeded), which breaks its ties; the estimate (KSG's first, with
-    scikit-learn's neighbour searches) is not clipped at 0, so that the null subtracts without bias.
-
-    >>> x = np.random.default_rng(0).random((32, 32))
-    >>> bool(ksg_mi(x, np.stack([x ** 2, np.random.default_rng(1).random((32, 32))]), sample=500)[0][0] > 1)
-    True
-    """
-    if maps.ndim != 3 or maps.shape[1:] != image.shape or maps.shape[0] == 0:
-        raise ValueError(f"maps must be (K ≥ 1, {image.shape[0]}, {image.shape[1]}), got {maps.shape}")
-    if sample < n_neighbors + 1:
-        raise ValueError(f"sample must exceed n_neighbors ({n_neighbors}), got {sample}")
-    rng = np.random.default_rng(seed)
-    positions = rng.choice(image.size, size=min(sample, image.size), replace=False)
-    offsets = draw_shifts(image.shape, shifts, seed) if shifts else np.zeros((0, 2), int)
-    # The null rolls the image back instead of each map forward, as spatial_null does: the same pairs.
-    references = [image, *(np.roll(image, (-dy, -dx), axis=(0, 1)) for dy, dx in offsets)]
-    targets = [_jittered(reference.reshape(-1)[positions], rng) for reference in references]
-    estimates = np.array([[_ksg(target, _jittered(m.reshape(-1)[positions], rng), n_neighbors)
-                           for target in targets] for m in maps])
-    return estimates[:, 0], estimates[:, 1:].mean(axis=1) if shifts else np.full(len(maps), np.nan)
-
-
-# Ties break KSG's neighbour counts: a ReLU map is 0 at about half its pixels, and grey levels are
-# multiples of 1/765 of the range. Kraskov et al. break them with low-amplitude noise; its SD here,
-# in units of the variable's SD, is far below the grey levels' spacing (about 0.005 SD) and far above
-# rounding (scikit-learn adds 1e-10, which leaves ties within rounding of each other).
-KSG_JITTER = 1e-3
-
-
-def _jittered(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``values`` scaled to unit SD (a constant left as is) plus N(0, KSG_JITTER²) noise, in float64."""
-    values = values.astype(np.float64)
-    sd = values.std()
-    return (values / sd if sd > 0 else values) + KSG_JITTER * rng.standard_normal(values.shape)
-
-
-def _ksg(x: np.ndarray, y: np.ndarray, n_neighbors: int) -> float:
-    """KSG estimate 1 of MI(x; y) in nats for 1-D samples without ties, max-norm neighbours, unclipped:
-    ψ(N) + ψ(k) − ⟨ψ(n_x + 1)⟩ − ⟨ψ(n_y + 1)⟩, n_x and n_y the points strictly within each point's
-    distance to its k-th joint neighbour, as scikit-learn computes it."""
-    from scipy.special import digamma
-    from sklearn.neighbors import KDTree, NearestNeighbors  # imported here: slow to import
-
-    joint = np.column_stack([x, y])
-    radius = NearestNeighbors(metric="chebyshev", n_neighbors=n_neighbors).fit(joint).kneighbors()[0][:, -1]
-    radius = np.nextafter(radius, 0)
-    counts = [KDTree(v[:, None], metric="chebyshev").query_radius(v[:, None], radius, count_only=True) - 1.0
-              for v in (x, y)]
-    return float(digamma(len(x)) + digamma(n_neighbors) - sum(np.mean(digamma(n + 1)) for n in counts))

@@ -16,12 +16,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from mifeatures import provenance  # noqa: E402
-from mifeatures.aggregate import WIN_STATISTICS  # noqa: E402
-from mifeatures.grayscale import load_images  # noqa: E402
+from mifeatures.aggregation import WIN_STATISTICS  # noqa: E402
+from mifeatures.images import load_images  # noqa: E402
 from mifeatures.io import atomic_write, parse_case_paths  # noqa: E402
 from mifeatures.models import INPUT_SIZE, N_MAPS  # noqa: E402
-from mifeatures.mi import mutual_information  # noqa: E402
-from mifeatures.score import feature_maps, load_encoder, noise_bound  # noqa: E402
+from mifeatures.maps import feature_maps, load_encoder  # noqa: E402
+from mifeatures.mi import mutual_information, noise_bound  # noqa: E402
 
 GRID_ROWS, GRID_COLS = 4, 8
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mifeatures.estimators import KSG_JITTER
+from mifeatures.ksg import KSG_JITTER
 from mifeatures.inference import MAX_SEEDS, POWER, seeds_needed, verdict
 
 CLAIM_CASE = "c"  # the article: the encoder whose maps keep the input's size keeps the most MI

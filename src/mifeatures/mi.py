@@ -95,6 +95,12 @@ def mutual_information_many(
     return np.concatenate(results)
 
 
+def noise_bound(image: np.ndarray, index: int, seed: int, bins: int) -> float:
+    """MI between ``image`` and N(0, 1) noise seeded by (seed, image index), so it is reproducible."""
+    noise = np.random.default_rng([seed, index]).standard_normal(image.shape)
+    return float(mutual_information(image, noise[None], bins)[0])
+
+
 def check_maps(image: np.ndarray, maps: np.ndarray, bins: int) -> None:
     """Raise ValueError unless bins ≥ 2 and maps is (K ≥ 1, *image.shape)."""
     if bins < 2:

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+import mifeatures
 from mifeatures import sources
 from mifeatures.io import atomic_write
 
@@ -64,12 +65,12 @@ def git_state(package: Path = sources.ROOT) -> tuple[str | None, bool | None]:
     return (commit.strip() if commit else None), (bool(status.strip()) if status is not None else None)
 
 
-def code_identity(stage: str) -> dict[str, Any]:
-    """Package version, git state, and a digest of each module the stage runs (``mifeatures.sources``),
-    which is what ``--verify`` compares with the code as it is now."""
+def code_identity(*roots: str) -> dict[str, Any]:
+    """Package version, git state, and a digest of each module the job runs (``mifeatures.sources``: its
+    stage, and a module it imports by name), which is what ``--verify`` compares with the code as it is now."""
     commit, dirty = git_state()
-    return {"mifeatures": importlib.metadata.version("mifeatures"), "git_commit": commit, "git_dirty": dirty,
-            "modules": sources.digests(stage)}
+    return {"mifeatures": mifeatures.__version__, "git_commit": commit, "git_dirty": dirty,
+            "modules": sources.digests(*roots)}
 
 
 @functools.cache
@@ -101,12 +102,13 @@ def environment(device: str | None = None) -> dict[str, Any]:
 
 
 def record(stage: str, inputs: dict[str, str | Path], params: dict[str, Any], context: dict[str, Any] | None = None,
-           device: str | None = None) -> dict[str, Any]:
+           device: str | None = None, code: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The record of one job: its inputs (hashed, with their own records), params, code and environment.
 
     ``params`` maps params.yaml keys (``train.lr``) to the values the job used; ``context`` holds
     what selects among them (the case, whose per-case overrides apply) or describes the job
-    without being a parameter (the URL a dataset came from); ``device`` is the torch device it ran on.
+    without being a parameter (the URL a dataset came from); ``device`` is the torch device it ran on;
+    ``code`` the modules it ran from, when not the stage's imports alone.
     """
     config_files = os.environ.get(CONFIG_FILES_VARIABLE)
     return {
@@ -117,7 +119,7 @@ def record(stage: str, inputs: dict[str, str | Path], params: dict[str, Any], co
         "context": context or {},
         "params": params,
         "inputs": {role: _input(path) for role, path in inputs.items()},
-        "code": code_identity(stage),
+        "code": code_identity(*(code or (stage,))),
         "environment": environment(device),
     }
 

@@ -5,7 +5,7 @@ both need each stage's modules. They are found by parsing imports (``ast``), nev
 hand, so a new import is a new dependency at once. The digest covers what Python executes:
 comments, formatting and docstrings do not change it, any other edit does.
 
->>> "mi" in modules("score") and "figures" not in modules("score")
+>>> "mi" in modules("score", "scoring") and "figures" not in modules("score", "scoring")
 True
 """
 
@@ -43,11 +43,13 @@ def _imports(module: str) -> set[str]:
 
 
 @functools.cache
-def modules(stage: str) -> tuple[str, ...]:
-    """``stage`` and every package module it imports, transitively, with the package's ``__init__``."""
-    if not path(stage).is_file():
-        raise ValueError(f"no module {PACKAGE}.{stage} in {ROOT}")
-    seen, todo = {"__init__"}, [stage]
+def modules(*roots: str) -> tuple[str, ...]:
+    """The ``roots`` (a stage, and a module it imports by name) and every package module they import,
+    transitively, with the package's ``__init__``."""
+    for root in roots:
+        if not path(root).is_file():
+            raise ValueError(f"no module {PACKAGE}.{root} in {ROOT}")
+    seen, todo = {"__init__"}, list(roots)
     while todo:
         module = todo.pop()
         if module not in seen:
@@ -76,11 +78,11 @@ def module_digest(module: str, root: Path = ROOT) -> str:
     return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()
 
 
-def digests(stage: str) -> dict[str, str]:
-    """{module file relative to the package's parent: digest} for every module ``stage`` runs."""
-    return {f"{PACKAGE}/{module}.py": module_digest(module) for module in modules(stage)}
+def digests(*roots: str) -> dict[str, str]:
+    """{module file relative to the package's parent: digest} for every module ``roots`` run."""
+    return {f"{PACKAGE}/{module}.py": module_digest(module) for module in modules(*roots)}
 
 
-def digest(stage: str) -> str:
-    """One digest of all the code ``stage`` runs: what a job's rerun trigger compares."""
-    return hashlib.sha256(repr(sorted(digests(stage).items())).encode()).hexdigest()
+def digest(*roots: str) -> str:
+    """One digest of all the code ``roots`` run: what a job's rerun trigger compares."""
+    return hashlib.sha256(repr(sorted(digests(*roots).items())).encode()).hexdigest()

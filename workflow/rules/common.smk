@@ -14,7 +14,7 @@ sys.path.insert(0, SOURCE)
 from mifeatures import runlock, sources
 from mifeatures.models import INPUT_SIZE, map_size
 from mifeatures.params import STL10_TRAIN_IMAGES, load_params, validate_params
-from mifeatures.protocols import PROTOCOLS
+from mifeatures.protocols import PROTOCOLS, SCORERS
 from mifeatures.provenance import CONFIG_FILES_VARIABLE, SUFFIX
 
 
@@ -75,11 +75,12 @@ FIGURES = "results/figures"
 FINDINGS = "results/findings"
 
 
-def code(stage):
-    """Digest of the library code a stage runs, from its imports: a params entry, so any change
-    to that code (not to comments or docstrings) reruns the stage's jobs, and nothing else does.
+def code(*modules):
+    """Digest of the library code a job runs, from the imports of its stage (and of a module the stage
+    imports by name): a params entry, so any change to that code (not to comments or docstrings)
+    reruns the job, and nothing else does.
     """
-    return sources.digest(stage)
+    return sources.digest(*modules)
 
 
 def recorded(**outputs):

@@ -19,7 +19,7 @@ rule score:
         noise_seed=config["score"]["noise_seed"],
         protocol=score_protocol_args,
         device=lambda wildcards: train_params(wildcards)["device"],  # where the case trained
-        code=code("score"),
+        code=lambda wildcards: code("score", SCORERS[wildcards.scoring]),
     shell:
         "python -m mifeatures.score --encoder {input.encoder}"
         " --encoder-images {input.encoder_images} --protocol {wildcards.scoring} {params.protocol}"

@@ -1,0 +1,75 @@
+"""The layering of the library, read from its import graph: thin stages over one core.
+
+A stage is a module a rule runs (`python -m mifeatures.STAGE` in workflow/rules); it never imports another
+stage, so a job's code digest (its rerun trigger) is its own stage's and the core it uses. The core holds
+the science: it imports no stage, and never parses argv, writes provenance or reads params.yaml.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from mifeatures import sources
+from mifeatures.protocols import SCORERS
+
+REPO = Path(__file__).resolve().parents[1]
+# The workflow's machinery around the science: params validation, provenance, code digests, the audit
+# and its plan, sharing results, locks, and the command line.
+TOOLS = {"__init__", "cli", "params", "provenance", "sources", "plan", "audit", "pull", "runlock"}
+
+
+def stages() -> set[str]:
+    """The modules the rules run, read from workflow/rules."""
+    text = "".join(path.read_text() for path in (REPO / "workflow/rules").glob("*.smk"))
+    return set(re.findall(r"python -m mifeatures\.(\w+)", text))
+
+
+def package_modules() -> set[str]:
+    return {path.stem for path in sources.ROOT.glob("*.py")}
+
+
+def test_every_rule_runs_a_stage_module_and_every_stage_has_a_rule():
+    found = stages()
+    assert found <= package_modules()
+    assert {"sample", "download", "grayscale", "train", "score", "crosscheck", "aggregate", "findings",
+            "figures", "article"} <= found
+
+
+@pytest.mark.parametrize("stage", sorted(stages()))
+def test_no_stage_imports_another_stage(stage):
+    assert not sources._imports(stage) & (stages() - {stage})
+
+
+def core() -> list[str]:
+    return sorted(package_modules() - stages() - TOOLS)
+
+
+@pytest.mark.parametrize("module", core())
+def test_the_core_imports_no_stage_and_no_tool(module):
+    assert not sources._imports(module) & (stages() | TOOLS)
+
+
+@pytest.mark.parametrize("module", core())
+def test_the_core_parses_no_argv(module):
+    tree = ast.parse(sources.path(module).read_text())
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+             for alias in node.names} | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "argparse" not in names
+    assert not any(isinstance(node, ast.Attribute) and node.attr == "argv" for node in ast.walk(tree))
+
+
+def test_the_scorers_are_core_and_each_protocol_runs_its_own():
+    """The score stage imports its protocol's scorer by name: only the corrected one runs the spatial null."""
+    assert set(SCORERS.values()) <= set(core())
+    assert "estimators" in sources.modules("score", SCORERS["corrected"])
+    assert "estimators" not in sources.modules("score", SCORERS["faithful"])
+
+
+def test_digests_follow_what_a_job_runs():
+    """The download's code is its own; no training runs the MI estimator, nor the figures training code."""
+    assert [stage for stage in stages() if "download" in sources.modules(stage)] == ["download"]
+    assert "mi" not in sources.modules("train") and "train" not in sources.modules("figures")
