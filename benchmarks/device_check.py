@@ -1,0 +1,192 @@
+"""The GPU check: one command on a bare GPU machine measures the speed figures and runs as much of the
+article's training as fits its time, through the real workflow.
+
+    python3 benchmarks/device_check.py --prepare            # here, with registry access: fills .whl/
+    python3 benchmarks/device_check.py --out "$OUT"          # there, in the checkout, carrying .whl/
+    python3 benchmarks/device_check.py --out D --dry-run     # prints the commands and runs none
+
+On the GPU machine it
+1. installs the carried wheels of what the machine lacks into a folder of its own (``--site``), with
+   ``--no-deps``, never touching the machine's torch; the project itself runs from ``src/`` on
+   ``PYTHONPATH``, not installed;
+2. runs ``benchmarks/report.py --device cuda`` (step time per case and precision, determinism, scoring);
+3. with the time left, builds ``snakemake --profile workflow/profiles/gpu`` on ``config/article.yaml``
+   with the embedded sample at the article's 5 000 images (STL-10 cannot be downloaded there) and as
+   many epochs as fit, which ``summary.md`` states beside the article's 50;
+4. leaves in ``--out`` the benchmark table, the summary, the workflow's log and one archive of every
+   table, record, log and figure it made (the device tool returns at most 8 files).
+It ends within ``--budget`` seconds (default 450 of the 8 minutes it may take), each part under a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import tarfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WHEELS = REPO / ".whl"
+# What the workflow needs beyond the GPU machine's own packages (its image holds torch, numpy, pandas,
+# scipy, scikit-learn, scikit-image, statsmodels, numba, matplotlib, tqdm, requests, PyYAML): the lock's
+# versions, resolved with their dependencies for the machine's CPython 3.12.
+CARRIED = ("snakemake", "pooch", "jsonschema")
+PYTHON = "3.12"
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "any")
+BENCHMARK_S = 240  # the benchmark's share of the budget, at most
+EPOCH_S = 30.0  # all four cases' epoch at batch 10 on one GPU, pessimistic (H100: 12–16 ms a step, 1.29× shared)
+FIXED_S = 120.0  # the workflow's work besides training: sample, grayscale, scoring 5 000 images, figures
+ARTICLE_EPOCHS = 50
+SAMPLE_IMAGES = 5000
+
+
+def locked(name: str) -> str:
+    """``name==version`` as requirements.lock pins it."""
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        if line.split("==")[0].strip().lower() == name:
+            return line.strip()
+    raise ValueError(f"requirements.lock pins no {name}")
+
+
+def resolve_command() -> list[str]:
+    """pip's resolution of the carried packages and all they need, at the lock's versions, as a JSON report."""
+    return [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report", "-",
+            "-c", str(REPO / "requirements.lock"), *map(locked, CARRIED)]
+
+
+def download_command(requirement: str) -> list[str]:
+    """One wheel for the machine's CPython, as PyPI has it built."""
+    platforms = [item for platform in PLATFORMS for item in ("--platform", platform)]
+    return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", PYTHON,
+            "--implementation", "cp", *platforms, "-d", str(WHEELS), requirement]
+
+
+def build_command(requirement: str) -> list[str]:
+    """A wheel built here from the sdist, for a pure-Python package that PyPI has no wheel of."""
+    return [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(WHEELS), requirement]
+
+
+def prepare(dry_run: bool) -> int:
+    """Fill .whl/ with a wheel of every package the carried ones need, at the lock's versions."""
+    print(shlex.join(resolve_command()))
+    if dry_run:
+        return 0
+    report = json.loads(subprocess.run(resolve_command(), check=True, capture_output=True, text=True).stdout)
+    for item in report["install"]:
+        requirement = f"{item['metadata']['name']}=={item['metadata']['version']}"
+        if subprocess.run(download_command(requirement), check=False, capture_output=True).returncode:
+            subprocess.run(build_command(requirement), check=True, capture_output=True)
+    print(f"{len(list(WHEELS.glob('*.whl')))} wheels in {WHEELS}")
+    return 0
+
+
+def missing_wheels(wheels: list[Path]) -> list[Path]:
+    """The wheels whose distribution this Python lacks: the machine's own versions stay, torch above all."""
+    def installed(wheel: Path) -> bool:
+        try:
+            metadata.version(wheel.name.split("-")[0].replace("_", "-"))
+            return True
+        except metadata.PackageNotFoundError:
+            return False
+    return [wheel for wheel in wheels if not installed(wheel)]
+
+
+def install_command(wheels: list[Path], site: Path) -> list[str]:
+    return [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--no-compile",
+            "--no-cache-dir", "--target", str(site), *map(str, wheels)]
+
+
+def epochs_that_fit(seconds_left: float) -> int:
+    """Epochs of the article's four trainings that fit ``seconds_left``, 1 … 50."""
+    return max(1, min(ARTICLE_EPOCHS, math.floor((seconds_left - FIXED_S) / EPOCH_S)))
+
+
+def workflow_override(epochs: int) -> dict:
+    """The keys the check changes from config/article.yaml: the data it can have, the epochs that fit."""
+    return {"data": {"dataset": "sample", "sample": {"n_images": SAMPLE_IMAGES}},
+            "train": {"epochs": epochs, "device": "cuda"}}
+
+
+def workflow_command(override: Path) -> list[str]:
+    return ["snakemake", "all", "--profile", "workflow/profiles/gpu", "--configfile", "config/article.yaml",
+            str(override)]
+
+
+def benchmark_command() -> list[str]:
+    return [sys.executable, "benchmarks/report.py", "--device", "cuda", "--sizes", "1000", "5000"]
+
+
+def pack(out: Path) -> Path:
+    """One archive of results/ (tables, records, logs, figures; no checkpoint or resume state)."""
+    archive = out / "results.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted((REPO / "results").rglob("*")):
+            if path.is_file() and path.suffix != ".pt":
+                tar.add(path, arcname=str(path.relative_to(REPO)))
+    return archive
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prepare", action="store_true", help="download the wheels to carry into .whl/ and stop")
+    parser.add_argument("--out", type=Path, help="folder for what comes back (the device tool's $OUT)")
+    parser.add_argument("--budget", type=float, default=450.0, help="seconds in all; default: %(default)s")
+    parser.add_argument("--site", type=Path, default=Path("/tmp/site"), help="where carried wheels go")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run none")
+    args = parser.parse_args(argv)
+    if args.prepare:
+        return prepare(args.dry_run)
+    if args.out is None:
+        parser.error("--out is needed, unless --prepare")
+    start = time.monotonic()
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), str(args.site),
+                                                        os.environ.get("PYTHONPATH")])),
+               PATH=os.pathsep.join([str(args.site / "bin"), os.environ["PATH"]]))
+
+    def run(name: str, command: list[str], timeout: float, log: Path | None = None) -> int:
+        print(f"[{time.monotonic() - start:5.0f} s] {name}: {shlex.join(command)}", flush=True)
+        if args.dry_run:
+            return 0
+        sink = log.open("w") if log else None
+        try:
+            return subprocess.run(command, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT if sink else None,
+                                  timeout=max(1.0, timeout), check=False).returncode
+        except subprocess.TimeoutExpired:
+            print(f"{name}: stopped after {timeout:.0f} s", flush=True)
+            return 124
+        finally:
+            if sink:
+                sink.close()
+
+    wheels = missing_wheels(sorted(WHEELS.glob("*.whl")))
+    if wheels:
+        run("install", install_command(wheels, args.site), 120)
+    codes = {"benchmark": run("benchmark", benchmark_command(), BENCHMARK_S, args.out / "benchmark.md")}
+    left = args.budget - (time.monotonic() - start) if not args.dry_run else args.budget - BENCHMARK_S
+    epochs = epochs_that_fit(left)
+    override = args.out / "check.yaml"
+    override.write_text(json.dumps(workflow_override(epochs)) + "\n")  # JSON is YAML: --configfile reads it
+    workflow_started = time.monotonic()
+    codes["workflow"] = run("workflow", workflow_command(override), left - 15, args.out / "workflow.log")
+    summary = [f"# GPU check: {epochs} of the article's {ARTICLE_EPOCHS} epochs",
+               "", f"The embedded sample at {SAMPLE_IMAGES} images stands in for STL-10; {epochs} epochs, "
+               f"the most that fitted {left:.0f} s. Exit codes: {codes}; the workflow ran "
+               f"{time.monotonic() - workflow_started:.0f} s.", ""]
+    (args.out / "summary.md").write_text("\n".join(summary))
+    if not args.dry_run and (REPO / "results").is_dir():
+        pack(args.out)
+    print("\n".join(summary))
+    return max(codes.values())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
