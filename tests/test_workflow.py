@@ -757,13 +757,13 @@ def test_all_checks_only_the_figures(built, tmp_path):
 
 def test_venv_of_one_checkout_verifies_another_with_its_own_code(built, tmp_path):
     """The CLI digested the code of the installed package, so a venv made in one checkout verified another
-    with the first one's code. In a copy whose aggregate.py differs, the venv of this repository now sees
+    with the first one's code. In a copy whose aggregation.py differs, the venv of this repository now sees
     the copy's code: the aggregate and the figures drawn from it are not current, the rest is."""
     root = copy_of(built, tmp_path)
     edit(root / "src/mifeatures/aggregation.py", 'WIN_STATISTICS = ("mean", "max")', 'WIN_STATISTICS = ("max", "mean")')
     code, verdicts = verify_all(root)
     changed = {path for path, problems in verdicts.items()
-               if "code mifeatures/aggregate.py: changed since aggregate ran it" in problems}
+               if "code mifeatures/aggregation.py: changed since aggregate ran it" in problems}
     assert code == 1 and "results/aggregate/metrics.json" in changed and "results/figures/wins.png" in changed
     assert f"results/train/{ARTICLE_RUN}/c/encoder.pt" not in drifted(verdicts)
 
