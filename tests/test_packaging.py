@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -51,3 +54,71 @@ def test_environment_yml_pins_the_runtime_dependencies_at_the_locked_versions():
     expected = {f"{Requirement(text).name}=={pins[Requirement(text).name.lower().replace('_', '-')]}"
                 for text in PROJECT["dependencies"]}
     assert {requirement for requirement in pip if requirement != "-e ."} == expected
+
+
+# --- the jobs' conda environments (workflow/envs) -----------------------------------------------------
+
+ENVS = REPO / "workflow/envs"
+# conda-forge's name of a PyPI package, where they differ; and the package an import name belongs to.
+CONDA_NAMES = {"torch": "pytorch", "matplotlib": "matplotlib-base"}
+IMPORT_NAMES = {"skimage": "scikit-image", "sklearn": "scikit-learn", "yaml": "pyyaml"}
+WORKFLOW_TOOLS = {"snakemake", "dvc", "snakemake-executor-plugin-slurm", "mifeatures"}
+
+
+def conda_pins(path: Path) -> dict[str, str]:
+    environment = yaml.safe_load(path.read_text())
+    assert environment["channels"] == ["conda-forge", "nodefaults"], path
+    assert all(isinstance(item, str) for item in environment["dependencies"]), f"{path}: no pip section"
+    pins = dict(item.split("==") if "==" in item else item.split("=") for item in environment["dependencies"])
+    return pins
+
+
+def test_every_job_environment_pins_the_locked_versions_and_no_workflow_tool():
+    pypi = {conda: pypi for pypi, conda in CONDA_NAMES.items()}
+    files = sorted(ENVS.glob("*.yaml"))
+    assert {path.stem for path in files} == {"data", "torch", "tables"}
+    for path in files:
+        pins = conda_pins(path)
+        assert pins.pop("python") == "3.11", path
+        assert not set(pins) & WORKFLOW_TOOLS, path
+        for name, version in pins.items():
+            assert locked()[pypi.get(name, name)] == version, f"{path}: {name}=={version}"
+
+
+def rule_environments() -> dict[str, tuple[str, set[str]]]:
+    """{rule: (its environment's name, the mifeatures modules its shell command runs)}, from workflow/rules."""
+    found = {}
+    for path in (REPO / "workflow/rules").glob("*.smk"):
+        for block in re.split(r"\n(?=rule )", path.read_text()):
+            rule = re.match(r"rule (\w+):", block.strip())
+            if rule and "shell:" in block:
+                env = re.search(r'conda:\s+ENVS\["(\w+)"\]', block)
+                assert env, f"rule {rule[1]} names no environment of workflow/envs"
+                found[rule[1]] = (env[1], set(re.findall(r"python -m mifeatures\.(\w+)", block)))
+    return found
+
+
+def third_party_imports(*modules: str) -> set[str]:
+    """The distributions the package's ``modules`` import, at any depth of the code they run."""
+    from mifeatures import sources
+    names = set()
+    for module in sources.modules(*modules):
+        for node in ast.walk(ast.parse(sources.path(module).read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    names -= set(sys.stdlib_module_names) | {"mifeatures", "__future__", "snakemake"}  # plan's, for --verify only
+    return {CONDA_NAMES.get(IMPORT_NAMES.get(name, name), IMPORT_NAMES.get(name, name)) for name in names}
+
+
+def test_every_rule_environment_holds_what_its_code_imports():
+    """`--sdm conda` gives each job the packages its stage (and, for score, both scorers) imports."""
+    from mifeatures.protocols import SCORERS
+    rules = rule_environments()
+    assert {"sample", "train", "score", "findings", "provenance", "figure_maps"} <= set(rules)
+    for rule, (env, stages) in rules.items():
+        scorers = tuple(SCORERS.values()) if "score" in stages else ()
+        needed = third_party_imports(*stages, *scorers)
+        assert needed <= set(conda_pins(ENVS / f"{env}.yaml")), f"rule {rule} ({env}): lacks {needed - set(conda_pins(ENVS / f'{env}.yaml'))}"
+    assert "pytorch" not in conda_pins(ENVS / "tables.yaml") and "pytorch" not in conda_pins(ENVS / "data.yaml")

@@ -21,8 +21,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import mifeatures
 from mifeatures import sources
 from mifeatures.io import atomic_write
@@ -85,8 +83,13 @@ def _versions() -> dict[str, Any]:
 
 
 def environment(device: str | None = None) -> dict[str, Any]:
-    """Python, platform, package versions, the torch build, and the device and float settings the job ran
-    with (read when the record is made, in the job's own process)."""
+    """Python, platform, package versions, and for a job that ran torch its build and the device and float
+    settings it ran with (read when the record is made, in the job's own process). A job that never imported
+    torch does not load it here: its environment need not hold it."""
+    torch = sys.modules.get("torch")
+    versions = {"python": platform.python_version(), "platform": platform.platform(), **_versions()}
+    if torch is None:
+        return versions | {"torch_build": None, "device": device}
     torch_build = {"version": torch.__version__, "git": torch.version.git_version, "cuda": torch.version.cuda,
                    "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None}
     used = {"device": device}
@@ -96,9 +99,8 @@ def environment(device: str | None = None) -> dict[str, Any]:
                  "float32_matmul_precision": torch.get_float32_matmul_precision(),
                  "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
                  "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
-    return {"python": platform.python_version(), "platform": platform.platform(), **_versions(),
-            "torch_build": torch_build, "torch_threads": torch.get_num_threads(),
-            "cuda_available": torch.cuda.is_available(), **used}
+    return versions | {"torch_build": torch_build, "torch_threads": torch.get_num_threads(),
+                       "cuda_available": torch.cuda.is_available(), **used}
 
 
 def record(stage: str, inputs: dict[str, str | Path], params: dict[str, Any], context: dict[str, Any] | None = None,

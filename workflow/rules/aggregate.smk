@@ -15,7 +15,7 @@ rule aggregate:
     log:
         "results/logs/aggregate.log",
     conda:
-        CONDA_ENV
+        ENVS["tables"]
     params:
         summaries=case_pairs(SUMMARY),
         win_by=config["aggregate"]["win_by"],

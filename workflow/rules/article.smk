@@ -13,7 +13,7 @@ rule article_check:
     log:
         "results/logs/article_check.log",
     conda:
-        CONDA_ENV
+        ENVS["tables"]
     params:
         losses=case_pairs(LOSS),
         code=code("article"),

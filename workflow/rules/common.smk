@@ -57,7 +57,9 @@ SEEDS = config["train"]["seeds"]
 # article scored. The findings take every (protocol, seed, case) from the same rules, each run scored by
 # both protocols' scorers, so that what training changes is told apart from what scoring changes.
 ARTICLE_RUN = {"protocol": "faithful", "seed": SEEDS[0], "scoring": "faithful"}
-CONDA_ENV = "../../environment.yml"
+# Each rule's conda environment (`--sdm conda`), by what its stage imports: tests/test_packaging.py checks
+# that every rule's environment holds every package its code imports, at requirements.lock's pins.
+ENVS = {group: f"../envs/{group}.yaml" for group in ("data", "torch", "tables")}
 
 RAW_IMAGES = f"data/{config['data']['dataset']}/stl10_binary/train_X.bin"
 GRAY = "results/grayscale/size{size}.npy"

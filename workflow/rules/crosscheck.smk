@@ -9,7 +9,7 @@ rule crosscheck:
     log:
         f"results/logs/crosscheck/{RUN}.log",
     conda:
-        CONDA_ENV
+        ENVS["torch"]
     threads: 1
     resources:
         gpu=gpus,

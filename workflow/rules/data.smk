@@ -4,7 +4,7 @@ rule sample:
     log:
         "results/logs/data/sample.log",
     conda:
-        CONDA_ENV
+        ENVS["data"]
     params:
         n_images=config["data"]["sample"]["n_images"],
         seed=config["data"]["sample"]["seed"],
@@ -22,7 +22,7 @@ rule download:
     log:
         "results/logs/data/download.log",
     conda:
-        CONDA_ENV
+        ENVS["data"]
     resources:
         url=config["data"]["stl10"]["url"],
     params:

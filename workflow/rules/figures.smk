@@ -13,7 +13,7 @@ rule figure_loss:
     log:
         "results/logs/figures/loss.log",
     conda:
-        CONDA_ENV
+        ENVS["torch"]
     params:
         losses=case_pairs(LOSS),
         code=code("figures"),
@@ -39,7 +39,7 @@ rule figure_maps:
     log:
         "results/logs/figures/maps_{case}_image{image}.log",
     conda:
-        CONDA_ENV
+        ENVS["torch"]
     params:
         bins=config["score"]["bins"],
         noise_seed=config["score"]["noise_seed"],
@@ -65,7 +65,7 @@ rule figure_chosen:
     log:
         "results/logs/figures/chosen_mean_mi.log",
     conda:
-        CONDA_ENV
+        ENVS["torch"]
     params:
         summaries=case_pairs(SUMMARY),
         images=config["figures"]["images"],
@@ -90,7 +90,7 @@ rule figure_distribution:
     log:
         "results/logs/figures/mi_distribution.log",
     conda:
-        CONDA_ENV
+        ENVS["torch"]
     params:
         summaries=case_pairs(SUMMARY),
         code=code("figures"),
@@ -114,7 +114,7 @@ rule figure_wins:
     log:
         "results/logs/figures/wins.log",
     conda:
-        CONDA_ENV
+        ENVS["torch"]
     params:
         win_by=config["aggregate"]["win_by"],
         code=code("figures"),

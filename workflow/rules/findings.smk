@@ -19,7 +19,7 @@ rule findings:
     log:
         "results/logs/findings.log",
     conda:
-        CONDA_ENV
+        ENVS["tables"]
     params:
         runs=findings_runs(),
         settings=canonical(config["findings"]),
@@ -50,7 +50,7 @@ rule figure_protocols:
     log:
         "results/logs/figures/protocols.log",
     conda:
-        CONDA_ENV
+        ENVS["torch"]
     params:
         confidence=config["findings"]["confidence"],
         code=code("figures"),

@@ -7,7 +7,7 @@ rule grayscale:
     log:
         "results/logs/grayscale/size{size}.log",
     conda:
-        CONDA_ENV
+        ENVS["data"]
     params:
         code=code("grayscale"),
     shell:

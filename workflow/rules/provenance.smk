@@ -11,7 +11,7 @@ rule provenance:
     log:
         "results/logs/provenance.log",
     conda:
-        CONDA_ENV
+        ENVS["tables"]
     params:
         figures=all_figures(),
         code=code("audit"),

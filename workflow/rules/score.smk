@@ -8,7 +8,7 @@ rule score:
     log:
         f"results/logs/score/{SCORED}.log",
     conda:
-        CONDA_ENV
+        ENVS["torch"]
     threads: 1
     resources:
         gpu=gpus,

@@ -11,7 +11,7 @@ rule train:
     log:
         f"results/logs/train/{RUN}.log",
     conda:
-        CONDA_ENV
+        ENVS["torch"]
     threads: 1
     resources:
         gpu=gpus,
