@@ -40,7 +40,7 @@ from mifeatures.sample import make_sample
 from mifeatures.images import resize_images, to_grayscale
 from mifeatures.mi import mutual_information, mutual_information_many
 from mifeatures.models import ENCODERS, build_encoder, map_size, resolve_device
-from mifeatures.objective import DeepInfoMaxLoss
+from mifeatures.objective import DeepInfoMaxLoss, LossWeights
 from mifeatures.params import load_params
 from mifeatures.maps import feature_maps
 from mifeatures.scoring import all_images_loop_normalisation, score
@@ -101,7 +101,9 @@ def training_parts(case: str, gray: np.ndarray, device: torch.device):
     before any timing starts. Both loops run under fp32's flags (TF32 off, cuDNN's included)."""
     seed_everything(78)
     use_precision("fp32", device)
-    encoder, objective = build_encoder(case).to(device), DeepInfoMaxLoss(map_size(case)).to(device)
+    train = load_params([REPO / "params.yaml"])["train"]
+    weights = LossWeights(train["alpha"], train["beta"], train["gamma"])
+    encoder, objective = build_encoder(case).to(device), DeepInfoMaxLoss(map_size(case), weights).to(device)
     optimizers = [torch.optim.Adam(module.parameters(), lr=1e-4, fused=device.type == "cuda" or None)
                   for module in (encoder, objective)]
     return encoder, objective, optimizers, resize_images(gray, map_size(case))

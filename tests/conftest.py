@@ -10,7 +10,9 @@ import pytest
 from mifeatures.sample import make_sample
 from mifeatures.images import resize_images, to_grayscale
 from mifeatures.models import map_size
-from mifeatures.training import TrainConfig, run
+from mifeatures.training import run
+
+from helpers import train_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,6 +31,6 @@ def trained_case(tmp_path_factory, gray_images) -> dict[str, Path]:
              "encoder": folder / "encoder.pt", "loss": folder / "loss.csv"}
     np.save(paths["encoder_images"], gray_images)
     np.save(paths["sized_images"], resize_images(gray_images, map_size("a")))
-    run("a", paths["encoder_images"], paths["sized_images"], TrainConfig(epochs=1, batch_size=4),
+    run("a", paths["encoder_images"], paths["sized_images"], train_config(epochs=1, batch_size=4),
         paths["encoder"], paths["loss"])
     return paths

@@ -14,6 +14,8 @@ from mifeatures.images import to_grayscale
 from mifeatures.models import build_encoder
 from mifeatures.objective import DeepInfoMaxLoss, LossWeights
 
+from helpers import WEIGHTS
+
 S = 12  # map side used throughout: a centre crop of the 96×96 maps keeps the critics small
 CROP = slice(42, 42 + S)
 LOG2 = math.log(2.0)
@@ -38,7 +40,7 @@ def data(images96) -> tuple[torch.Tensor, torch.Tensor]:
     return maps, images
 
 
-def make_loss(weights: LossWeights = LossWeights(), seed: int = 0) -> DeepInfoMaxLoss:
+def make_loss(weights: LossWeights = WEIGHTS, seed: int = 0) -> DeepInfoMaxLoss:
     """A freshly seeded loss module for 12×12 maps."""
     torch.manual_seed(seed)
     return DeepInfoMaxLoss(map_size=S, weights=weights)
@@ -58,7 +60,7 @@ def jsd(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    "weights", [LossWeights(), LossWeights(0.3, 0.5, 0.7), LossWeights(1.0, 2.0, 0.25)], ids=str
+    "weights", [WEIGHTS, LossWeights(0.3, 0.5, 0.7), LossWeights(1.0, 2.0, 0.25)], ids=str
 )
 def test_zero_scores_give_two_log_two(data, weights):
     """With all scores 0, each term is 2·log 2 times its weight and the total (α+β+γ)·2·log 2."""
@@ -75,9 +77,9 @@ def test_zero_scores_give_two_log_two(data, weights):
     assert float(out["loss"]) == pytest.approx(total, rel=1e-6)
 
 
-def test_default_weights_are_the_articles():
-    """The default weights are α = 0.1, β = 0.1, γ = 0.8."""
-    assert (LossWeights().alpha, LossWeights().beta, LossWeights().gamma) == (0.1, 0.1, 0.8)
+def test_params_yaml_holds_the_articles_weights():
+    """The one home of α, β, γ is params.yaml, which holds the article's 0.1, 0.1, 0.8."""
+    assert WEIGHTS == LossWeights(0.1, 0.1, 0.8)
 
 
 def test_prior_only_weights(data):
@@ -180,7 +182,7 @@ def test_backward_reaches_encoder_and_all_critics(images96):
     """loss.backward() gives non-zero gradients to the encoder and every parameter of the three critics."""
     torch.manual_seed(7)
     encoder = build_encoder("c")
-    loss = DeepInfoMaxLoss(map_size=S)
+    loss = DeepInfoMaxLoss(map_size=S, weights=WEIGHTS)
     maps = encoder(images96[:2])[..., CROP, CROP]
     out = loss(maps, images96[:2, :, CROP, CROP], generator=torch.Generator().manual_seed(0))
     out["loss"].backward()
@@ -215,7 +217,7 @@ def test_generator_makes_loss_repeatable(data):
 # non-saturating.
 
 
-def make_adversarial(weights: LossWeights = LossWeights(), seed: int = 0) -> DeepInfoMaxLoss:
+def make_adversarial(weights: LossWeights = WEIGHTS, seed: int = 0) -> DeepInfoMaxLoss:
     """A freshly seeded adversarial-prior loss module for 12×12 maps: the same weights as make_loss(seed)."""
     torch.manual_seed(seed)
     return DeepInfoMaxLoss(map_size=S, weights=weights, adversarial_prior=True)
@@ -223,14 +225,14 @@ def make_adversarial(weights: LossWeights = LossWeights(), seed: int = 0) -> Dee
 
 def test_faithful_is_the_default_and_both_modes_share_their_weights():
     """adversarial_prior defaults to False; the flag adds no parameter, so both modes load the same states."""
-    assert DeepInfoMaxLoss(map_size=S).adversarial_prior is False
+    assert DeepInfoMaxLoss(map_size=S, weights=WEIGHTS).adversarial_prior is False
     faithful, adversarial = make_loss(seed=6), make_adversarial(seed=6)
     assert faithful.state_dict().keys() == adversarial.state_dict().keys()
     for name, tensor in faithful.state_dict().items():
         assert torch.equal(tensor, adversarial.state_dict()[name]), name
 
 
-@pytest.mark.parametrize("weights", [LossWeights(), LossWeights(0.3, 0.5, 0.7)], ids=str)
+@pytest.mark.parametrize("weights", [WEIGHTS, LossWeights(0.3, 0.5, 0.7)], ids=str)
 def test_adversarial_terms_match_independent_formulas(data, weights):
     """prior = γ·E softplus(−D(M)) (= −γ·E log σ(D(M))); discriminator = E softplus(−D(P))
     + E softplus(D(M)), unscaled; local and global are the faithful ones; the prior draw is the faithful
@@ -271,7 +273,7 @@ def adversarial_forward(images96, seed=7):
     """(encoder, loss module, terms) for two real images through a seeded case-c encoder, maps cut to 12²."""
     torch.manual_seed(seed)
     encoder = build_encoder("c")
-    loss = DeepInfoMaxLoss(map_size=S, adversarial_prior=True)
+    loss = DeepInfoMaxLoss(map_size=S, weights=WEIGHTS, adversarial_prior=True)
     maps = encoder(images96[:2])[..., CROP, CROP]
     return encoder, loss, loss(maps, images96[:2, :, CROP, CROP], generator=torch.Generator().manual_seed(0))
 

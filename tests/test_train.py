@@ -28,6 +28,8 @@ from mifeatures.train import main
 from mifeatures.training import (LOSS_COLUMNS, Batches, NonFiniteLossError, TrainConfig, run, seed_everything, train,
                                  use_precision)
 
+from helpers import WEIGHTS, train_config
+
 
 def test_loss_log_has_one_finite_row_per_step(trained_case):
     """Two steps of batch 4 over 8 images give two rows with finite terms that sum to the loss."""
@@ -40,7 +42,7 @@ def test_loss_log_has_one_finite_row_per_step(trained_case):
 
 def test_training_moves_the_weights(trained_case):
     """The checkpoint differs from the seeded initial weights: the optimiser really stepped."""
-    torch.manual_seed(TrainConfig().seed)
+    torch.manual_seed(train_config().seed)
     initial = build_encoder("a").state_dict()
     _, trained = load_encoder(trained_case["encoder"])
     assert not torch.equal(initial["c0.weight"], trained.state_dict()["c0.weight"])
@@ -48,7 +50,7 @@ def test_training_moves_the_weights(trained_case):
 
 def test_same_seed_gives_byte_identical_outputs(tmp_path, trained_case):
     """Rerunning with the same config reproduces the loss log byte for byte and the same weights."""
-    run("a", trained_case["encoder_images"], trained_case["sized_images"], TrainConfig(epochs=1, batch_size=4),
+    run("a", trained_case["encoder_images"], trained_case["sized_images"], train_config(epochs=1, batch_size=4),
         tmp_path / "encoder.pt", tmp_path / "loss.csv")
     assert (tmp_path / "loss.csv").read_bytes() == trained_case["loss"].read_bytes()
     _, first = load_encoder(trained_case["encoder"])
@@ -60,7 +62,7 @@ def test_same_seed_gives_byte_identical_outputs(tmp_path, trained_case):
 def test_another_seed_gives_another_run(tmp_path, trained_case):
     """A different seed changes the loss log."""
     run("a", trained_case["encoder_images"], trained_case["sized_images"],
-        TrainConfig(epochs=1, batch_size=4, seed=1), tmp_path / "encoder.pt", tmp_path / "loss.csv")
+        train_config(epochs=1, batch_size=4, seed=1), tmp_path / "encoder.pt", tmp_path / "loss.csv")
     assert (tmp_path / "loss.csv").read_bytes() != trained_case["loss"].read_bytes()
 
 
@@ -73,7 +75,7 @@ def test_another_seed_gives_another_run(tmp_path, trained_case):
 def test_config_rejects_bad_values(change, message):
     """Bad hyperparameters fail with the params.yaml key in the message."""
     with pytest.raises(ValueError, match=message):
-        TrainConfig(**change)
+        train_config(**change)
 
 
 def test_batches_reshuffle_reproducibly_and_drop_the_short_batch(gray_images):
@@ -144,7 +146,7 @@ def run_with_dataloader(paths, config, out):
 
 def test_device_loop_gives_the_bytes_of_the_dataloader_loop(tmp_path, trained_case):
     """Two epochs of two steps: the loss log and the encoder checkpoint are the old loop's, byte for byte."""
-    config = TrainConfig(epochs=2, batch_size=4)
+    config = train_config(epochs=2, batch_size=4)
     (tmp_path / "old").mkdir()
     run_with_dataloader(trained_case, config, tmp_path / "old")
     run("a", trained_case["encoder_images"], trained_case["sized_images"], config, tmp_path / "encoder.pt",
@@ -189,7 +191,7 @@ def test_precision_sets_the_float32_flags(restore_float32_flags):
 def test_tf32_changes_nothing_on_a_cpu(tmp_path, trained_case, restore_float32_flags):
     """TF32 exists only on CUDA: on a CPU, tf32 gives the fp32 loss log byte for byte."""
     run("a", trained_case["encoder_images"], trained_case["sized_images"],
-        TrainConfig(epochs=1, batch_size=4, precision="tf32"), tmp_path / "encoder.pt", tmp_path / "loss.csv")
+        train_config(epochs=1, batch_size=4, precision="tf32"), tmp_path / "encoder.pt", tmp_path / "loss.csv")
     assert (tmp_path / "loss.csv").read_bytes() == trained_case["loss"].read_bytes()
 
 
@@ -301,7 +303,7 @@ def uninterrupted(tmp_path_factory, trained_case):
     """Outputs of an uninterrupted EPOCHS-epoch run of case a, to compare resumed runs with."""
     folder = tmp_path_factory.mktemp("uninterrupted")
     run("a", trained_case["encoder_images"], trained_case["sized_images"],
-        TrainConfig(epochs=EPOCHS, batch_size=4), folder / "encoder.pt", folder / "loss.csv")
+        train_config(epochs=EPOCHS, batch_size=4), folder / "encoder.pt", folder / "loss.csv")
     return folder
 
 
@@ -336,7 +338,7 @@ def fingerprint_of(paths, device="cpu"):
     torch.set_num_threads(1)  # as run() does with its default threads=1
     encoder_images = load_images(paths["encoder_images"], INPUT_SIZE)
     critic_images = load_images(paths["sized_images"], map_size("a"))
-    config = TrainConfig(epochs=1, batch_size=4)
+    config = train_config(epochs=1, batch_size=4)
     return fingerprint("a", config, torch.device(device), "", encoder_images, critic_images)  # run()'s code: ""
 
 
@@ -344,7 +346,7 @@ def write_state(path, run_fingerprint, **changes):
     """A state of case a after epoch 1 with a marker loss row and weights seeded unlike any run; ``changes``
     replace payload entries (None removes one)."""
     torch.manual_seed(12345)
-    encoder, objective = build_encoder("a"), DeepInfoMaxLoss(map_size("a"))
+    encoder, objective = build_encoder("a"), DeepInfoMaxLoss(map_size("a"), WEIGHTS)
     optimizers = [torch.optim.Adam(encoder.parameters()), torch.optim.Adam(objective.parameters())]
     state = {"encoder": encoder, "objective": objective, "optimizers": optimizers,
              "loader": torch.Generator(), "prior": torch.Generator()}
@@ -361,7 +363,7 @@ def test_state_of_this_run_is_resumed(tmp_path, trained_case):
     write_state(resume, fingerprint_of(trained_case))
     saved = torch.load(resume, weights_only=True)
     losses = run("a", trained_case["encoder_images"], trained_case["sized_images"],
-                 TrainConfig(epochs=1, batch_size=4), tmp_path / "encoder.pt", tmp_path / "loss.csv",
+                 train_config(epochs=1, batch_size=4), tmp_path / "encoder.pt", tmp_path / "loss.csv",
                  resume_path=resume)
     assert losses.values.tolist() == saved["rows"]
     _, encoder = load_encoder(tmp_path / "encoder.pt")
@@ -413,7 +415,7 @@ def test_unusable_state_is_warned_about_and_ignored(kind, tmp_path, trained_case
     """An unreadable or foreign state is named in a warning and ignored: the run equals a fresh one."""
     resume = tmp_path / "resume.pt"
     reason = write_unusable_state(kind, resume, trained_case)
-    run("a", trained_case["encoder_images"], trained_case["sized_images"], TrainConfig(epochs=1, batch_size=4),
+    run("a", trained_case["encoder_images"], trained_case["sized_images"], train_config(epochs=1, batch_size=4),
         tmp_path / "encoder.pt", tmp_path / "loss.csv", resume_path=resume)
     warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
     assert len(warnings) == 1 and str(resume) in warnings[0] and reason in warnings[0], warnings
@@ -424,7 +426,7 @@ def test_unusable_state_is_warned_about_and_ignored(kind, tmp_path, trained_case
 def test_fingerprint_covers_device_threads_code_and_torch(gray_images, monkeypatch):
     """Resuming on another device or GPU model, thread count, library code or torch release would mix two runs."""
     def current(device="cpu", code=sources.digest("train")):
-        return fingerprint("a", TrainConfig(), torch.device(device), code, gray_images)
+        return fingerprint("a", train_config(), torch.device(device), code, gray_images)
 
     threads = torch.get_num_threads()
     base = current()
@@ -452,7 +454,7 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_writes_nothing(tmp_path, 
     images[:, 40, 40] = np.nan
     np.save(tmp_path / "nan96.npy", images)
     with pytest.raises(NonFiniteLossError, match=r"train case a: non-finite loss .* at epoch 0, step 0"):
-        run("a", tmp_path / "nan96.npy", trained_case["sized_images"], TrainConfig(epochs=1, batch_size=4),
+        run("a", tmp_path / "nan96.npy", trained_case["sized_images"], train_config(epochs=1, batch_size=4),
             tmp_path / "encoder.pt", tmp_path / "loss.csv", resume_path=tmp_path / "resume.pt")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["nan96.npy"]
 
@@ -461,12 +463,12 @@ def test_non_finite_loss_names_the_first_bad_step_and_saves_no_state(tmp_path, t
     """A NaN image in the second batch only: the epoch's terms are checked once it ends, the run stops naming
     step 1, and neither the resume state due after that epoch nor any output is written."""
     images = np.load(trained_case["encoder_images"])
-    second_batch = list(Batches(images, images, batch_size=4, seed=TrainConfig().seed))[1][0]
+    second_batch = list(Batches(images, images, batch_size=4, seed=train_config().seed))[1][0]
     in_second = next(i for i, image in enumerate(images) if np.array_equal(image.astype(np.float32), second_batch[0, 0].numpy()))
     images[in_second, 40, 40] = np.nan
     np.save(tmp_path / "nan96.npy", images)
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss .* at epoch 0, step 1; no output written"):
-        run("a", tmp_path / "nan96.npy", trained_case["sized_images"], TrainConfig(epochs=2, batch_size=4),
+        run("a", tmp_path / "nan96.npy", trained_case["sized_images"], train_config(epochs=2, batch_size=4),
             tmp_path / "encoder.pt", tmp_path / "loss.csv", resume_path=tmp_path / "resume.pt",
             checkpoint_every=1)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["nan96.npy"]
@@ -501,22 +503,23 @@ def test_cli_corrected_protocol_plays_the_prior_adversarially_and_records_it(tmp
                            faithful_encoder.state_dict()["c0.weight"])
     assert torch.load(out / "encoder.pt", weights_only=True)["config"]["adversarial_prior"] is True
     record = json.loads(provenance.sidecar(out / "encoder.pt").read_text())
-    assert record["context"] == {"case": "a", "protocol": "corrected", "seed": TrainConfig().seed}
+    assert record["context"] == {"case": "a", "protocol": "corrected", "seed": train_config().seed}
     assert not {"train.adversarial_prior", "train.seed"} & record["params"].keys()
 
     run("a", trained_case["encoder_images"], trained_case["sized_images"],
-        TrainConfig(epochs=1, batch_size=4, adversarial_prior=True), tmp_path / "encoder.pt",
+        train_config(epochs=1, batch_size=4, adversarial_prior=True), tmp_path / "encoder.pt",
         tmp_path / "loss.csv")
     assert (tmp_path / "loss.csv").read_bytes() == (out / "loss.csv").read_bytes()
 
 
-def test_adversarial_prior_is_off_by_default_and_part_of_the_fingerprint(gray_images):
-    """TrainConfig defaults to the article's single loss; the flag changes the run's fingerprint."""
-    assert TrainConfig().adversarial_prior is False
-    assert asdict(TrainConfig())["adversarial_prior"] is False
+def test_the_config_has_no_defaults_and_the_prior_is_part_of_the_fingerprint(gray_images):
+    """params.yaml owns every training value: TrainConfig takes each one, the protocol's prior included; the
+    prior changes the run's fingerprint."""
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'adversarial_prior'"):
+        TrainConfig(**{key: value for key, value in asdict(train_config()).items() if key != "adversarial_prior"})
     cpu = torch.device("cpu")
-    assert (fingerprint("a", TrainConfig(adversarial_prior=True), cpu, "", gray_images)
-            != fingerprint("a", TrainConfig(), cpu, "", gray_images))
+    assert (fingerprint("a", train_config(adversarial_prior=True), cpu, "", gray_images)
+            != fingerprint("a", train_config(), cpu, "", gray_images))
 
 
 class CentreCrop(torch.nn.Module):
@@ -536,7 +539,7 @@ def test_adversarial_step_steps_each_side_on_its_own_loss(gray_images):
     discriminator, with an optimiser of its own, on its loss on detached maps (same batches, same draws)."""
     critic_images = np.ascontiguousarray(gray_images[:, 42:54, 42:54])
     torch.manual_seed(3)
-    encoder, objective = CentreCrop(), DeepInfoMaxLoss(12, adversarial_prior=True)
+    encoder, objective = CentreCrop(), DeepInfoMaxLoss(12, WEIGHTS, adversarial_prior=True)
     hand_encoder, hand_objective = copy.deepcopy(encoder), copy.deepcopy(objective)
 
     optimizers = [torch.optim.Adam(encoder.parameters(), lr=1e-3),

@@ -24,11 +24,12 @@ from mifeatures.models import GlobalCritic, LocalCritic, PriorCritic
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the three terms: α global, β local, γ prior (the article: 0.1, 0.1, 0.8)."""
+    """Weights of the three terms: α global, β local, γ prior (params.yaml's train.alpha, beta and gamma,
+    which hold the article's)."""
 
-    alpha: float = 0.1
-    beta: float = 0.1
-    gamma: float = 0.8
+    alpha: float
+    beta: float
+    gamma: float
 
 
 def _jsd_term(scores: torch.Tensor, batch: int) -> torch.Tensor:
@@ -44,7 +45,7 @@ class DeepInfoMaxLoss(nn.Module):
     It changes no weight and no draw, only which loss each side's gradients come from.
     """
 
-    def __init__(self, map_size: int, weights: LossWeights = LossWeights(), adversarial_prior: bool = False):
+    def __init__(self, map_size: int, weights: LossWeights, adversarial_prior: bool = False):
         super().__init__()
         self.weights = weights
         self.adversarial_prior = adversarial_prior

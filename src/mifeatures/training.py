@@ -42,18 +42,19 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters of one training run (params.yaml: train, plus the case's overrides)."""
+    """Hyperparameters of one training run: params.yaml's train section with the case's overrides, the
+    run's seed, and its protocol's prior (``protocols.ADVERSARIAL_PRIOR``). No defaults: params.yaml owns them."""
 
-    epochs: int = 50
-    batch_size: int = 10
-    lr: float = 1e-4
-    seed: int = 78
-    alpha: float = 0.1
-    beta: float = 0.1
-    gamma: float = 0.8
-    device: str = "cpu"
-    precision: str = "fp32"
-    adversarial_prior: bool = False  # the official DIM code's prior game; False is the article's one loss
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+    alpha: float
+    beta: float
+    gamma: float
+    device: str
+    precision: str
+    adversarial_prior: bool  # the official DIM code's prior game; False is the article's one loss
 
     def __post_init__(self):
         if self.epochs < 1:

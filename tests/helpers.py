@@ -1,0 +1,19 @@
+"""What the tests build their runs from: params.yaml's values, so that no test holds a second default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mifeatures.objective import LossWeights
+from mifeatures.params import load_params
+from mifeatures.training import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = load_params([REPO / "params.yaml"])["train"]
+WEIGHTS = LossWeights(TRAIN["alpha"], TRAIN["beta"], TRAIN["gamma"])
+
+
+def train_config(**changes) -> TrainConfig:
+    """params.yaml's train section as a TrainConfig (first seed, the faithful protocol's prior), with ``changes``."""
+    values = {key: TRAIN[key] for key in ("epochs", "batch_size", "lr", "alpha", "beta", "gamma", "device", "precision")}
+    return TrainConfig(**values | {"seed": TRAIN["seeds"][0], "adversarial_prior": False} | changes)
