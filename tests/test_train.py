@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -599,3 +600,22 @@ def test_provenance_failing_after_training_loses_the_resume_state(tmp_path, trai
                            text=True, timeout=600)
     assert f"after epoch {EPOCHS - 1}" in rerun.stderr and not (tmp_path / "resume.pt").exists()
     assert_same_outputs(tmp_path, uninterrupted)
+
+
+def test_progress_file_shows_a_running_job_and_its_end(tmp_path, trained_case):
+    """While the CLI trains (3 epochs of 2 steps), its progress file says how many steps are done of how many,
+    the time left and the last epoch's loss, rewritten as it goes; at the end it says all of them are."""
+    progress = tmp_path / "progress/a.txt"
+    command = [*train_command(trained_case, tmp_path, EPOCHS, 5), "--progress", str(progress)]
+    job = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    seen = set()
+    while job.poll() is None:
+        if progress.exists():
+            seen.add(progress.read_text())
+        time.sleep(0.05)
+    assert job.returncode == 0
+    final = progress.read_text()
+    assert "train case a: 100%" in final and f"{2 * EPOCHS}/{2 * EPOCHS}" in final and "loss=" in final
+    running = [line for line in seen if "100%" not in line]
+    assert any(re.search(rf"\b[1-5]/{2 * EPOCHS} \[\d\d:\d\d<\d\d:\d\d", line) for line in running), seen
+    assert any("epoch=0" in line for line in running)

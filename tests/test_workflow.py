@@ -622,6 +622,8 @@ def test_fresh_build_verifies_current_and_every_declared_output_is_checked(built
     declared = {line.split("\t")[0] for line in run(built, str(BIN / "snakemake"), "--summary", "all").stdout
                 .splitlines()[1:] if line.strip() and not line.split("\t")[0].endswith(".prov.json")}
     assert set(verdicts) == declared and "results/aggregate/metrics.json" in declared
+    shown = sorted((built / "results/logs/progress").rglob("*.txt"))  # each training job's progress file
+    assert len(shown) == 4 and all(": 100%" in path.read_text() for path in shown)
 
 
 @pytest.mark.parametrize("override", [{"train": {"epochs": 1.0}}, {"train": {"batch_size": 30}},

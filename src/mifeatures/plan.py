@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 # Rule arguments that are resources, not rerun triggers: they change no output (see the rules).
-NOT_IDENTITY = frozenset({"--checkpoint-every"})
+NOT_IDENTITY = frozenset({"--checkpoint-every", "--progress"})
 
 
 @dataclass(frozen=True)

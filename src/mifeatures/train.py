@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
                              "detached maps); default: %(default)s")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch; default: %(default)s")
     parser.add_argument("--resume-state", help="state to resume from and save to; default: none")
+    parser.add_argument("--progress", help="file that shows how far the run is, rewritten every few seconds")
     parser.add_argument("--checkpoint-every", type=int, required=True,
                         help="epochs between saved resume states (train.checkpoint_every)")
     args = parser.parse_args(argv)
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
                          args.gamma, args.device, args.precision, ADVERSARIAL_PRIOR[args.protocol])
     losses = run(args.case, args.encoder_images, args.critic_images, config, args.encoder_out, args.loss_out,
                  args.threads, args.resume_state, args.checkpoint_every, discard_resume=False,
-                 code=sources.digest("train"))
+                 code=sources.digest("train"), progress=args.progress)
     # Protocol and seed say which run this is, as the case does: context. The params are params.yaml's
     # train keys (train.seeds holds the seed; the protocol sets adversarial_prior).
     params = {f"train.{key}": value for key, value in asdict(config).items()

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,6 +36,10 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 # A state holds the weights and both Adam moments: 1.4–2.0 GB at the article's sizes, so it
 # is not written after every epoch. How often never changes the numbers, only the work lost.
 CHECKPOINT_EVERY = 5
+
+
+# A person watching a build sees each training job move at least this often (its progress file).
+PROGRESS_EVERY_S = 2.0
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -131,6 +137,22 @@ class Batches:
         return order
 
 
+class ProgressFile:
+    """The training bar's line (steps done, rate, time left, last epoch's loss), rewritten atomically into
+    ``path`` at most every PROGRESS_EVERY_S and at each epoch's end: one small file per running job, which
+    a terminal can watch while the bar itself goes to the job's log."""
+
+    def __init__(self, path: str | os.PathLike | None, bar: tqdm):
+        self.path, self.bar, self.written = (Path(path) if path else None), bar, -math.inf
+
+    def update(self, force: bool = False) -> None:
+        if self.path is not None and (force or time.monotonic() - self.written >= PROGRESS_EVERY_S):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(self.path, "w") as handle:
+                handle.write(tqdm.format_meter(**self.bar.format_dict) + "\n")
+            self.written = time.monotonic()
+
+
 def train(
     encoder: torch.nn.Module,
     objective: DeepInfoMaxLoss,
@@ -143,6 +165,7 @@ def train(
     resume: ResumeState | None = None,
     checkpoint_every: int = CHECKPOINT_EVERY,
     precision: str = "fp32",
+    progress: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Run ``epochs`` passes; return one row per step (counted over all epochs) with the loss and its terms.
 
@@ -162,7 +185,8 @@ def train(
     continues from its last saved epoch and saves a new state every ``checkpoint_every``
     epochs, except after the last. A NaN or infinite term is found when the epoch's terms are
     read back, after the optimisers stepped on the rest of that epoch; it stops the run, naming
-    the epoch and the first bad step, before any state or output is written.
+    the epoch and the first bad step, before any state or output is written. With ``progress``, a
+    ``ProgressFile`` there shows how far the run is.
     """
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be ≥ 1, got {checkpoint_every}")
@@ -176,6 +200,8 @@ def train(
     first_epoch, rows = resume.load(state) if resume else (0, [])
     with tqdm(total=epochs * len(batches), initial=len(rows), desc=description, mininterval=5,
               unit="step") as bar:
+        shown = ProgressFile(progress, bar)
+        shown.update(force=True)
         for epoch in range(first_epoch, epochs):
             epoch_terms = torch.empty(len(batches), len(checked), device=device)
             for step, (inputs, images) in enumerate(batches):
@@ -192,6 +218,7 @@ def train(
                 for optimizer in optimizers:
                     optimizer.step()
                 bar.update()
+                shown.update()
             for step, values in enumerate(epoch_terms.tolist(), start=len(rows)):
                 if not all(map(math.isfinite, values)):
                     raise NonFiniteLossError(
@@ -200,6 +227,7 @@ def train(
                     )
                 rows.append([epoch, step] + values[:len(LOSS_TERMS)])
             bar.set_postfix(epoch=epoch, loss=f"{rows[-1][2]:.4f}")
+            shown.update(force=True)
             if resume and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < epochs:
                 resume.save(state, epoch + 1, rows)
     return pd.DataFrame(rows, columns=LOSS_COLUMNS)
@@ -207,7 +235,8 @@ def train(
 
 def run(case: str, encoder_images_path: str, critic_images_path: str, config: TrainConfig,
         encoder_out: str, loss_out: str, threads: int = 1, resume_path: str | None = None,
-        checkpoint_every: int = CHECKPOINT_EVERY, discard_resume: bool = True, code: str = "") -> pd.DataFrame:
+        checkpoint_every: int = CHECKPOINT_EVERY, discard_resume: bool = True, code: str = "",
+        progress: str | None = None) -> pd.DataFrame:
     """Train case ``case`` from the grayscale arrays and write the encoder checkpoint and loss log.
 
     ``threads`` is set here, not left to the caller: torch's CPU results change in the last
@@ -241,7 +270,7 @@ def run(case: str, encoder_images_path: str, critic_images_path: str, config: Tr
         discard_stale_temporaries(resume_path)
     losses = train(encoder, objective, batches, optimizers, config.epochs, device, prior_generator,
                    description=f"train case {case}", resume=resume, checkpoint_every=checkpoint_every,
-                   precision=config.precision)
+                   precision=config.precision, progress=progress)
     checkpoint = {"case": case, "config": asdict(config), "state_dict": encoder.cpu().state_dict()}
     with atomic_write(encoder_out) as handle:
         torch.save(checkpoint, handle)

@@ -70,6 +70,7 @@ RESUME = (
     f"results/train/{RUN}/resume.pt"  # exists only while a training job is unfinished
 )
 SCORED = f"{RUN}/scored-{{scoring}}"  # a trained run, scored by a protocol's scorer
+PROGRESS = f"results/logs/progress/{RUN}.txt"  # a training job's steps, time left and loss, live
 MI_TABLE = f"results/score/{SCORED}/mi.csv"
 SUMMARY = f"results/score/{SCORED}/summary.csv"
 CROSSCHECK = f"results/crosscheck/{RUN}.csv"

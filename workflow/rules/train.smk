@@ -1,7 +1,8 @@
 # One job per (protocol, seed, case); a job killed after a saved epoch resumes from RESUME when rerun.
 # threads stays 1: torch's CPU results change in the last bits with the
 # thread count, and a fixed count keeps reruns byte-identical.
-# checkpoint_every changes no result, so it is a resource (not a rerun trigger) rather than a param.
+# checkpoint_every and the progress file change no result, so they are resources (not rerun triggers),
+# not params.
 rule train:
     input:
         encoder_images=encoder_images(),
@@ -18,6 +19,7 @@ rule train:
         mem_mb=8000,  # the 139 M-weight critic with its gradient and Adam moments: ≈ 2.2 GB
         runtime=train_runtime,
         checkpoint_every=config["train"]["checkpoint_every"],
+        progress=lambda wildcards: PROGRESS.format(**wildcards),  # where a person sees how far it is
     params:
         hp=train_params,
         resume=RESUME,
@@ -31,4 +33,5 @@ rule train:
         " --device {params.hp[device]} --precision {params.hp[precision]}"
         " --threads {threads}"
         " --resume-state {params.resume} --checkpoint-every {resources.checkpoint_every}"
+        " --progress {resources.progress}"
         " --encoder-out {output.encoder} --loss-out {output.loss} > {log} 2>&1"
