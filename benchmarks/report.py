@@ -47,6 +47,8 @@ from mifeatures.scoring import all_images_loop_normalisation, score
 from mifeatures.training import Batches, seed_everything, train, use_precision
 
 REPO = Path(__file__).resolve().parents[1]
+TRAIN = load_params([REPO / "params.yaml"])["train"]
+WEIGHTS = LossWeights(TRAIN["alpha"], TRAIN["beta"], TRAIN["gamma"])  # params.yaml's, read once
 BIN = Path(sys.executable).parent
 BINS = 30
 
@@ -101,9 +103,7 @@ def training_parts(case: str, gray: np.ndarray, device: torch.device):
     before any timing starts. Both loops run under fp32's flags (TF32 off, cuDNN's included)."""
     seed_everything(78)
     use_precision("fp32", device)
-    train = load_params([REPO / "params.yaml"])["train"]
-    weights = LossWeights(train["alpha"], train["beta"], train["gamma"])
-    encoder, objective = build_encoder(case).to(device), DeepInfoMaxLoss(map_size(case), weights).to(device)
+    encoder, objective = build_encoder(case).to(device), DeepInfoMaxLoss(map_size(case), WEIGHTS).to(device)
     optimizers = [torch.optim.Adam(module.parameters(), lr=1e-4, fused=device.type == "cuda" or None)
                   for module in (encoder, objective)]
     return encoder, objective, optimizers, resize_images(gray, map_size(case))
@@ -136,7 +136,7 @@ def our_loop(parts, gray: np.ndarray, device: torch.device, steps: int, precisio
     # What determinism costs: the kernels torch would pick without it (training_parts asked for it).
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.benchmark = not deterministic
-    batches = Batches(gray[: steps * 10], sized, 10, 78, device)
+    batches = Batches(gray, sized, 10, 78, device)  # one epoch of the `steps` batches the caller cut
     prior = torch.Generator(device=device).manual_seed(78)
     log = train(encoder, objective, batches, optimizers, 1, device, prior, precision=precision)
     return log["loss"].tolist()

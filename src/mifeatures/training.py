@@ -144,10 +144,11 @@ class ProgressFile:
 
     def __init__(self, path: str | os.PathLike | None, bar: tqdm):
         self.path, self.bar, self.written = (Path(path) if path else None), bar, -math.inf
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def update(self, force: bool = False) -> None:
         if self.path is not None and (force or time.monotonic() - self.written >= PROGRESS_EVERY_S):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_write(self.path, "w") as handle:
                 handle.write(tqdm.format_meter(**self.bar.format_dict) + "\n")
             self.written = time.monotonic()
