@@ -39,12 +39,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from mifeatures.sample import make_sample
 from mifeatures.images import resize_images, to_grayscale
 from mifeatures.mi import mutual_information, mutual_information_many
-from mifeatures.models import ENCODERS, build_encoder, map_size, resolve_device
+from mifeatures.models import ENCODERS, build_encoder, map_size
 from mifeatures.objective import DeepInfoMaxLoss, LossWeights
 from mifeatures.params import load_params
 from mifeatures.maps import feature_maps
 from mifeatures.scoring import all_images_loop_normalisation, score
-from mifeatures.training import Batches, seed_everything, train, use_precision
+from mifeatures.runtime import resolve_device, set_up
+from mifeatures.training import Batches, seed_everything, train
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = load_params([REPO / "params.yaml"])["train"]
@@ -102,7 +103,7 @@ def training_parts(case: str, gray: np.ndarray, device: torch.device):
     """A fresh model, critics and optimisers on ``device``, and the images at the case's map size; built
     before any timing starts. Both loops run under fp32's flags (TF32 off, cuDNN's included)."""
     seed_everything(78)
-    use_precision("fp32", device)
+    set_up(device.type, torch.get_num_threads(), "fp32")
     encoder, objective = build_encoder(case).to(device), DeepInfoMaxLoss(map_size(case), WEIGHTS).to(device)
     optimizers = [torch.optim.Adam(module.parameters(), lr=1e-4, fused=device.type == "cuda" or None)
                   for module in (encoder, objective)]
@@ -133,12 +134,13 @@ def article_loop(parts, gray: np.ndarray, device: torch.device, steps: int) -> l
 def our_loop(parts, gray: np.ndarray, device: torch.device, steps: int, precision: str = "fp32",
              deterministic: bool = True) -> list[float]:
     encoder, objective, optimizers, sized = parts
-    # What determinism costs: the kernels torch would pick without it (training_parts asked for it).
+    runtime = set_up(device.type, torch.get_num_threads(), precision)
+    # What determinism costs: the kernels torch would pick without it (set_up asks for them).
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.benchmark = not deterministic
     batches = Batches(gray, sized, 10, 78, device)  # one epoch of the `steps` batches the caller cut
     prior = torch.Generator(device=device).manual_seed(78)
-    log = train(encoder, objective, batches, optimizers, 1, device, prior, precision=precision)
+    log = train(encoder, objective, batches, optimizers, 1, device, prior, autocast=runtime.autocast())
     return log["loss"].tolist()
 
 

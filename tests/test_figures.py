@@ -8,23 +8,26 @@ import pytest
 from PIL import Image
 
 from mifeatures.aggregation import per_case, per_image
-from mifeatures.figures import image_bounds, main, maps_figure
-from mifeatures.mi import mutual_information
-from mifeatures.models import build_encoder
-from mifeatures.maps import load_encoder
-from mifeatures.scoring import score
+from mifeatures.figures import main, maps_figure
+from mifeatures.maps import feature_maps, load_encoder
+from mifeatures.mi import mutual_information, noise_bound
+from mifeatures.score import main as score_main
 
 
 @pytest.fixture(scope="module")
 def stage_outputs(tmp_path_factory, trained_case):
-    """Score and aggregate tables of the trained case a, reused as two cases for the combined charts."""
+    """The score stage's outputs of the trained case a (maps of images 1 and 3), and aggregate tables of it
+    reused as two cases for the combined charts."""
     folder = tmp_path_factory.mktemp("figures")
-    _, encoder = load_encoder(trained_case["encoder"])
-    table, summary = score(encoder, np.load(trained_case["encoder_images"]),
-                           np.load(trained_case["sized_images"]), bins=30, noise_seed=0)
-    paths = dict(trained_case, mi=folder / "mi.csv", summary=folder / "summary.csv", cases=folder / "cases.csv")
-    table.to_csv(paths["mi"], index=False)
-    summary.to_csv(paths["summary"], index=False)
+    paths = dict(trained_case, **{name: folder / f"{name}.{ext}" for name, ext in (
+        ("mi", "csv"), ("summary", "csv"), ("cases", "csv"), ("figure_maps", "npy"), ("figure_bounds", "csv"))})
+    score_main(["--protocol", "faithful", "--encoder", str(trained_case["encoder"]),
+                "--encoder-images", str(trained_case["encoder_images"]),
+                "--sized-images", str(trained_case["sized_images"]), "--bins", "30", "--noise-seed", "0",
+                "--device", "cpu", "--mi-out", str(paths["mi"]), "--summary-out", str(paths["summary"]),
+                "--figure-images", "1", "3", "--maps-out", str(paths["figure_maps"]),
+                "--bounds-out", str(paths["figure_bounds"])])
+    summary = pd.read_csv(paths["summary"])
     summaries = {"a": summary, "c": summary.assign(mean=summary["mean"] / 2)}
     per_case(summaries, per_image(summaries, "mean")).to_csv(paths["cases"], index=False)
     return paths
@@ -45,8 +48,8 @@ def test_every_figure_is_written(tmp_path, stage_outputs):
     pairs = [f"a={s['summary']}", f"c={s['summary']}"]
     commands = {
         "loss": ["loss", f"a={s['loss']}", f"c={s['loss']}"],
-        "maps": ["maps", "--encoder", str(s["encoder"]), "--encoder-images", str(s["encoder_images"]),
-                 "--mi", str(s["mi"]), "--image", "3", "--bins", "30", "--noise-seed", "0"],
+        "maps": ["maps", "--maps", str(s["figure_maps"]), "--bounds", str(s["figure_bounds"]),
+                 "--encoder-images", str(s["encoder_images"]), "--mi", str(s["mi"]), "--image", "3", "--case", "a"],
         "chosen": ["chosen", *pairs, "--images", "1", "3"],
         "distribution": ["distribution", *pairs],
         "wins": ["wins", "--cases", str(s["cases"]), "--win-by", "mean"],
@@ -70,25 +73,36 @@ def test_maps_figure_titles_each_map_with_its_mi(stage_outputs):
     assert "2.00" in figure.axes[0].get_title() and "0.05" in figure.axes[0].get_title()
 
 
-def test_maps_cli_refuses_an_image_outside_the_dataset(tmp_path, stage_outputs):
-    """figures.images beyond the dataset is a usage error, and no PNG is written."""
+def test_maps_cli_refuses_an_image_the_score_stage_did_not_map(tmp_path, stage_outputs, capsys):
+    """An image outside figures.images as scored is a usage error naming the images there are; no PNG."""
     s = stage_outputs
     with pytest.raises(SystemExit):
-        main(["maps", "--encoder", str(s["encoder"]), "--encoder-images", str(s["encoder_images"]),
-              "--mi", str(s["mi"]), "--image", "99", "--bins", "30", "--noise-seed", "0",
+        main(["maps", "--maps", str(s["figure_maps"]), "--bounds", str(s["figure_bounds"]),
+              "--encoder-images", str(s["encoder_images"]), "--mi", str(s["mi"]), "--image", "2", "--case", "a",
               "--out", str(tmp_path / "maps.png")])
+    assert "wrote the maps of images 1, 3 only (figures.images)" in capsys.readouterr().err
     assert not (tmp_path / "maps.png").exists()
 
 
-def test_a_and_b_map_figures_show_the_bounds_of_the_resized_image(stage_outputs):
+def test_the_score_stage_writes_the_maps_the_article_drew(stage_outputs):
+    """The maps the figure draws are those of the article's one-image scoring, bit for bit, in figures.images'
+    order."""
+    _, encoder = load_encoder(stage_outputs["encoder"])
+    images = np.load(stage_outputs["encoder_images"])
+    written = np.load(stage_outputs["figure_maps"])
+    assert written.dtype == np.float32 and written.shape == (2, 32, 88, 88)
+    for position, image in enumerate((1, 3)):
+        np.testing.assert_array_equal(written[position], feature_maps(encoder, images[image]))
+
+
+def test_a_and_b_map_figures_show_the_bounds_of_the_96px_image(stage_outputs):
     """The article titled every case's map figure with the bounds of the 96×96 image; case a's summary holds
-    those of the image resized to 88×88. The figure's bounds are the 96×96 image's: for c and d they are
-    the summary's (the same image), for a they differ from it."""
+    those of the image resized to 88×88. The figure's bounds are the 96×96 image's, not the summary's."""
     encoder_images, summary = np.load(stage_outputs["encoder_images"]), pd.read_csv(stage_outputs["summary"])
-    upper, noise = image_bounds(encoder_images[3], 3, 30, 0)
+    bounds = pd.read_csv(stage_outputs["figure_bounds"]).set_index("image")
+    image = encoder_images[3]
+    assert bounds.loc[3, "upper"] == pytest.approx(float(mutual_information(image, image[None], 30)[0]), rel=1e-12)
+    assert bounds.loc[3, "noise"] == pytest.approx(noise_bound(image, 3, 0, 30), rel=1e-12)
     sized = np.load(stage_outputs["sized_images"])[3]
-    assert upper == pytest.approx(float(mutual_information(encoder_images[3], encoder_images[3][None], 30)[0]))
     assert summary.loc[3, "upper"] == pytest.approx(float(mutual_information(sized, sized[None], 30)[0]))
-    assert upper != summary.loc[3, "upper"] and noise != summary.loc[3, "noise"]
-    _, c_summary = score(build_encoder("c"), encoder_images, encoder_images, 30, 0)
-    assert image_bounds(encoder_images[3], 3, 30, 0) == (c_summary.loc[3, "upper"], c_summary.loc[3, "noise"])
+    assert bounds.loc[3, "upper"] != summary.loc[3, "upper"] and bounds.loc[3, "noise"] != summary.loc[3, "noise"]

@@ -10,7 +10,10 @@ import pandas as pd
 import pytest
 
 from mifeatures import provenance
-from mifeatures.findings import CLAIM_CASE, ESTIMATORS, HISTOGRAM, Check, Run, main, per_image, statistics
+from mifeatures.findings import CLAIM_CASE, Check, Run, main, per_image, statistics
+from mifeatures.protocols import PROTOCOLS
+
+ESTIMATORS = {name: protocol.estimators for name, protocol in PROTOCOLS.items()}
 from mifeatures.inference import bootstrap_means, interval, seed_test, seeds_needed, verdict, winners
 
 
@@ -138,8 +141,10 @@ def write_runs(folder, means, seeds=(1, 2, 3), images=40, ksg_order=None, seed_s
                            + rng.normal(0, 0.01, (images, 32)))
                 run = folder / f"{training}-{scoring}{seed}{case}"
                 run.mkdir()
-                summary = {"image": np.arange(images), "upper": 3.0, "noise": 0.05, "max": per_map.max(1),
-                           "min": per_map.min(1), "mean": per_map.mean(1), "std": per_map.std(1)}
+                spread = {"max": per_map.max(1), "min": per_map.min(1), "mean": per_map.mean(1), "std": per_map.std(1)}
+                suffix = "_corrected" if scoring == "corrected" else ""  # each scorer's column names
+                summary = {"image": np.arange(images), "upper": 3.0, "noise": 0.05,
+                           **{statistic + suffix: values for statistic, values in spread.items()}}
                 if scoring == "corrected":  # plug-in and Miller–Madow above the null-corrected value
                     summary |= {"mean_plugin": per_map.mean(1) + 0.05, "mean_miller_madow": per_map.mean(1) + 0.01,
                                 "mean_valid_plugin": per_map.mean(1) + 0.04,
@@ -151,7 +156,7 @@ def write_runs(folder, means, seeds=(1, 2, 3), images=40, ksg_order=None, seed_s
                 if training != scoring:
                     continue
                 pd.DataFrame({"image": np.repeat(np.arange(images), 32), "map": np.tile(np.arange(32), images),
-                              HISTOGRAM[training]: per_map.ravel()}).to_csv(run / "mi.csv", index=False)
+                              PROTOCOLS[training].histogram: per_map.ravel()}).to_csv(run / "mi.csv", index=False)
                 ksg = (1.0 - 0.1 * ksg_order.index(case) if ksg_order else mean) + rng.normal(0, 0.01, 3)
                 pd.DataFrame({"image": [0, 0, 5], "map": [1, 2, 3], "ksg": ksg + 0.05, "ksg_null": 0.05,
                               "ksg_corrected": ksg}).to_csv(run / "ksg.csv", index=False)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import mutual_info_score
 
-from mifeatures import mi
+from mifeatures import binning, mi
 from mifeatures.sample import make_sample
 from mifeatures.images import to_grayscale
 from mifeatures.mi import bin_indices, mutual_information, mutual_information_many
@@ -320,7 +320,7 @@ def test_row_edges_equal_numpy_linspace():
     low = np.array([0.0, -3.5, 1e-45, 7.0], np.float32)
     high = np.array([1.0, 2.25, 3e-45, 7.0 + 1e-5], np.float32)
     for lows, highs in ((low[[0, 1, 3]], high[[0, 1, 3]]), (low, high)):  # without, then with a zero step
-        rows = mi._linspace_rows(lows, highs, 30)
+        rows = binning.linspace_rows(lows, highs, 30)
         expected = np.stack([np.linspace(lo, hi, 31) for lo, hi in zip(lows, highs)])
         assert rows.dtype == expected.dtype
         np.testing.assert_array_equal(rows, expected)

@@ -76,7 +76,7 @@ def conda_pins(path: Path) -> dict[str, str]:
 def test_every_job_environment_pins_the_locked_versions_and_no_workflow_tool():
     pypi = {conda: pypi for pypi, conda in CONDA_NAMES.items()}
     files = sorted(ENVS.glob("*.yaml"))
-    assert {path.stem for path in files} == {"data", "torch", "tables"}
+    assert {path.stem for path in files} == {"data", "torch", "tables", "figures"}
     for path in files:
         pins = conda_pins(path)
         assert pins.pop("python") == "3.11", path
@@ -114,11 +114,11 @@ def third_party_imports(*modules: str) -> set[str]:
 
 def test_every_rule_environment_holds_what_its_code_imports():
     """`--sdm conda` gives each job the packages its stage (and, for score, both scorers) imports."""
-    from mifeatures.protocols import SCORERS
+    from mifeatures.protocols import PROTOCOLS
     rules = rule_environments()
     assert {"sample", "train", "score", "findings", "provenance", "figure_maps"} <= set(rules)
     for rule, (env, stages) in rules.items():
-        scorers = tuple(SCORERS.values()) if "score" in stages else ()
+        scorers = tuple(protocol.scorer for protocol in PROTOCOLS.values()) if "score" in stages else ()
         needed = third_party_imports(*stages, *scorers)
         assert needed <= set(conda_pins(ENVS / f"{env}.yaml")), f"rule {rule} ({env}): lacks {needed - set(conda_pins(ENVS / f'{env}.yaml'))}"
     assert "pytorch" not in conda_pins(ENVS / "tables.yaml") and "pytorch" not in conda_pins(ENVS / "data.yaml")

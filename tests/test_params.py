@@ -190,3 +190,11 @@ def test_schema_enums_are_the_codes_own():
     assert train["precision"]["enum"] == list(PRECISIONS)
     assert schema["properties"]["aggregate"]["properties"]["win_by"]["enum"] == list(WIN_STATISTICS)
     assert schema["properties"]["findings"]["properties"]["primary"]["properties"]["protocol"]["enum"] == list(PROTOCOLS)
+
+
+def test_a_cases_train_section_is_its_overrides_over_the_shared_values():
+    """One resolution of train.overrides, used by the workflow's train jobs and by the audit alike."""
+    from mifeatures.params import case_train
+    params = {"train": {"lr": 1e-4, "epochs": 2, "overrides": {"c": {"lr": 2e-4}}}}
+    assert case_train(params, "c") == {"lr": 2e-4, "epochs": 2}
+    assert case_train(params, "a") == {"lr": 1e-4, "epochs": 2}

@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 
 from mifeatures import aggregate, audit, figures, grayscale, provenance, sample, score, sources, train
-from mifeatures.protocols import SCORERS
+from mifeatures.protocols import PROTOCOLS
 from mifeatures.params import load_params, merge, validate_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,10 +48,11 @@ def chain(tmp_path_factory) -> dict[str, Path]:
         score.main(["--protocol", "faithful", "--bins", "30", "--noise-seed", "0", "--device", "cpu",
                     "--encoder", str(out / "encoder.pt"), "--encoder-images", str(gray[96]),
                     "--sized-images", str(gray[size]), "--mi-out", str(out / "mi.csv"),
-                    "--summary-out", str(out / "summary.csv")])
-        figures.main(["maps", "--encoder", str(out / "encoder.pt"), "--encoder-images", str(gray[96]),
-                      "--mi", str(out / "mi.csv"), "--image", "2", "--bins", "30", "--noise-seed", "0",
-                      "--out", str(root / f"maps_{case}.png")])
+                    "--summary-out", str(out / "summary.csv"), "--figure-images", "2",
+                    "--maps-out", str(out / "figure_maps.npy"), "--bounds-out", str(out / "figure_bounds.csv")])
+        figures.main(["maps", "--maps", str(out / "figure_maps.npy"), "--bounds", str(out / "figure_bounds.csv"),
+                      "--encoder-images", str(gray[96]), "--mi", str(out / "mi.csv"), "--image", "2",
+                      "--case", case, "--out", str(root / f"maps_{case}.png")])
         paths[f"encoder_{case}"] = out / "encoder.pt"
         paths[f"maps_{case}"] = root / f"maps_{case}.png"
     summaries = [f"{case}={root / case / 'summary.csv'}" for case in CASES]
@@ -109,7 +110,7 @@ def test_record_names_the_code_each_stage_ran(chain):
     scorer), and only those."""
     job = json.loads(provenance.sidecar(chain["wins"]).read_text())
     for record in audit.chain(job):
-        scorer = (SCORERS[record["context"]["protocol"]],) if record["stage"] == "score" else ()
+        scorer = (PROTOCOLS[record["context"]["protocol"]].scorer,) if record["stage"] == "score" else ()
         assert record["code"]["modules"] == sources.digests(record["stage"], *scorer)
     aggregate_modules = next(r for r in audit.chain(job) if r["stage"] == "aggregate")["code"]["modules"]
     assert "mifeatures/aggregate.py" in aggregate_modules and "mifeatures/train.py" not in aggregate_modules
@@ -123,8 +124,10 @@ def test_protocol_stages_depend_on_the_protocol_names_not_on_params_validation(s
 
 
 def test_record_names_the_device_precision_and_torch_build(chain):
-    """Jobs that run torch say on which device and with which float settings; the torch build is named."""
-    record = json.loads(provenance.sidecar(chain["maps_c"]).read_text())
+    """Jobs that run torch say on which device and with which float settings; the torch build is named. The
+    maps figure draws the maps its score job wrote, and names no device: it ran no network."""
+    assert json.loads(provenance.sidecar(chain["maps_c"]).read_text())["environment"]["device"] is None
+    record = json.loads(provenance.sidecar(chain["summary_a"]).read_text())
     environment = record["environment"]
     assert environment["device"] == "cpu"
     assert environment["tf32_matmul"] is False and environment["float32_matmul_precision"] == "highest"
@@ -165,7 +168,7 @@ def test_show_prints_the_chain(chain, capsys):
     """`mifeatures provenance FIGURE` prints each job with its params down to the source data."""
     audit.main([str(chain["maps_c"])])
     shown = capsys.readouterr().out
-    for expected in ("made by figures [case c] [image 2] on cpu", "made by train [case c] [protocol faithful] [seed 78] on cpu", "train.lr=0.0001",
+    for expected in ("made by figures [case c] [image 2] at", "made by train [case c] [protocol faithful] [seed 78] on cpu", "train.lr=0.0001",
                      "made by score [case c]", "data.sample.seed=78", f"{chain['raw']}  sha256:", "made by sample"):
         assert expected in shown
 

@@ -27,6 +27,12 @@ from mifeatures.scoring import SUMMARY_COLUMNS, all_images_loop_normalisation, s
 
 
 # What the rule passes from params.yaml, and the faithful protocol; a test's own --protocol comes later and wins.
+def figure_outputs(folder):
+    """The score stage's maps of figures.images (image 0 here) and their bounds, as the rule asks for them."""
+    return ["--figure-images", "0", "--maps-out", str(folder / "figure_maps.npy"),
+            "--bounds-out", str(folder / "figure_bounds.csv")]
+
+
 PARAMS = ["--protocol", "faithful", "--bins", "30", "--noise-seed", "0", "--device", "cpu"]
 
 @pytest.fixture(scope="module")
@@ -178,7 +184,7 @@ def test_cli_writes_both_tables(tmp_path, trained_case, scored):
     mi_out, summary_out = tmp_path / "mi.csv", tmp_path / "summary.csv"
     main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", str(trained_case["encoder_images"]),
           "--sized-images", str(trained_case["sized_images"]), "--mi-out", str(mi_out),
-          "--summary-out", str(summary_out), "--device", "auto", "--batch-size", "3"])
+          "--summary-out", str(summary_out), *figure_outputs(tmp_path), "--device", "auto", "--batch-size", "3"])
     pd.testing.assert_frame_equal(pd.read_csv(summary_out), scored[1], check_exact=False, rtol=1e-15)
     assert len(pd.read_csv(mi_out)) == len(scored[0])
     record = json.loads(provenance.sidecar(summary_out).read_text())
@@ -190,7 +196,7 @@ def test_cli_rejects_bins_below_two(tmp_path, trained_case):
     """--bins 1 is a usage error."""
     with pytest.raises(SystemExit):
         main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", "x", "--sized-images", "y",
-              "--bins", "1", "--mi-out", str(tmp_path / "m"), "--summary-out", str(tmp_path / "s")])
+              "--bins", "1", "--mi-out", str(tmp_path / "m"), "--summary-out", str(tmp_path / "s"), *figure_outputs(tmp_path)])
 
 
 @pytest.mark.parametrize("batch_size", ["0", "-2"])
@@ -199,7 +205,7 @@ def test_cli_rejects_a_batch_size_below_one(tmp_path, trained_case, batch_size, 
     with pytest.raises(SystemExit):
         main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", "x", "--sized-images", "y",
               "--batch-size", batch_size, "--mi-out", str(tmp_path / "m"),
-              "--summary-out", str(tmp_path / "s")])
+              "--summary-out", str(tmp_path / "s"), *figure_outputs(tmp_path)])
     assert f"--batch-size must be ≥ 1, got {batch_size}" in capsys.readouterr().err
 
 
@@ -208,8 +214,19 @@ def test_cli_refuses_cuda_without_a_gpu(tmp_path, trained_case, capsys):
     """--device cuda on a machine without CUDA is a usage error, not a silent fall-back to the CPU."""
     with pytest.raises(SystemExit):
         main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", "x", "--sized-images", "y",
-              "--device", "cuda", "--mi-out", str(tmp_path / "m"), "--summary-out", str(tmp_path / "s")])
+              "--device", "cuda", "--mi-out", str(tmp_path / "m"), "--summary-out", str(tmp_path / "s"), *figure_outputs(tmp_path)])
     assert "no CUDA device is available" in capsys.readouterr().err
+
+
+def test_cli_refuses_figure_images_outside_the_images(tmp_path, trained_case, capsys):
+    """figures.images beyond the images scored is a usage error before any output is written."""
+    with pytest.raises(SystemExit):
+        main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", str(trained_case["encoder_images"]),
+              "--sized-images", str(trained_case["sized_images"]), "--mi-out", str(tmp_path / "m"),
+              "--summary-out", str(tmp_path / "s"), "--figure-images", "0", "99", "--maps-out", str(tmp_path / "x"),
+              "--bounds-out", str(tmp_path / "b")])
+    assert "--figure-images 0 99: each must be an index of the" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 def test_load_encoder_names_a_file_that_is_not_a_checkpoint(tmp_path):
@@ -358,10 +375,10 @@ def test_corrected_summary_agrees_with_the_table(scored_corrected, gray_images):
     """max … std over mi_corrected, the means of the two other estimates, bounds on the 96×96 image."""
     table, summary = scored_corrected
     grouped = table.groupby("image")
-    np.testing.assert_allclose(summary["mean"], grouped["mi_corrected"].mean(), rtol=1e-12)
-    np.testing.assert_allclose(summary["max"], grouped["mi_corrected"].max(), rtol=1e-12)
-    np.testing.assert_allclose(summary["min"], grouped["mi_corrected"].min(), rtol=1e-12)
-    np.testing.assert_allclose(summary["std"], grouped["mi_corrected"].std(ddof=0), rtol=1e-9)
+    np.testing.assert_allclose(summary["mean_corrected"], grouped["mi_corrected"].mean(), rtol=1e-12)
+    np.testing.assert_allclose(summary["max_corrected"], grouped["mi_corrected"].max(), rtol=1e-12)
+    np.testing.assert_allclose(summary["min_corrected"], grouped["mi_corrected"].min(), rtol=1e-12)
+    np.testing.assert_allclose(summary["std_corrected"], grouped["mi_corrected"].std(ddof=0), rtol=1e-9)
     np.testing.assert_allclose(summary["mean_plugin"], grouped["mi"].mean(), rtol=1e-12)
     np.testing.assert_allclose(summary["mean_miller_madow"], grouped["mi_miller_madow"].mean(), rtol=1e-12)
     for column in ("plugin", "miller_madow", "corrected", "corrected_mismatched"):
@@ -371,8 +388,8 @@ def test_corrected_summary_agrees_with_the_table(scored_corrected, gray_images):
                                                      for image in gray_images])
     np.testing.assert_array_equal(summary["noise"], [noise_bound(image, index, 0, 30)
                                                      for index, image in enumerate(gray_images)])
-    assert (summary["max"] <= summary["upper"]).all()
-    assert (summary["mean"] < summary["mean_miller_madow"]).all()
+    assert (summary["max_corrected"] <= summary["upper"]).all()
+    assert (summary["mean_corrected"] < summary["mean_miller_madow"]).all()
     assert (summary["mean_miller_madow"] < summary["mean_plugin"]).all()
 
 
@@ -408,11 +425,12 @@ def test_cli_corrected_writes_both_tables(tmp_path, trained_case, scored_correct
     mi_out, summary_out = tmp_path / "mi.csv", tmp_path / "summary.csv"
     main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", str(trained_case["encoder_images"]),
           "--protocol", "corrected", "--null-shifts", "4", "--null-seed", "0", "--mi-out", str(mi_out),
-          "--summary-out", str(summary_out), "--batch-size", "3"])
+          "--summary-out", str(summary_out), *figure_outputs(tmp_path), "--batch-size", "3"])
     for written, expected in ((mi_out, scored_corrected[0]), (summary_out, scored_corrected[1])):
         pd.testing.assert_frame_equal(pd.read_csv(written), expected, check_exact=False, rtol=1e-15)
     record = json.loads(provenance.sidecar(summary_out).read_text())
-    assert record["params"] == {"score.bins": 30, "score.noise_seed": 0, "score.null_shifts": 4, "score.null_seed": 0}
+    assert record["params"] == {"score.bins": 30, "score.noise_seed": 0, "figures.images": [0],
+                                "score.null_shifts": 4, "score.null_seed": 0}
     assert record["context"]["protocol"] == "corrected"
     assert set(record["inputs"]) == {"encoder", "encoder_images"}
 
@@ -422,31 +440,27 @@ def test_cli_records_the_faithful_protocol(tmp_path, trained_case):
     summary_out = tmp_path / "summary.csv"
     main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", str(trained_case["encoder_images"]),
           "--sized-images", str(trained_case["sized_images"]), "--mi-out", str(tmp_path / "mi.csv"),
-          "--summary-out", str(summary_out)])
+          "--summary-out", str(summary_out), *figure_outputs(tmp_path)])
     record = json.loads(provenance.sidecar(summary_out).read_text())
-    assert record["params"] == {"score.bins": 30, "score.noise_seed": 0}
+    assert record["params"] == {"score.bins": 30, "score.noise_seed": 0, "figures.images": [0]}
     assert record["context"]["protocol"] == "faithful"
     assert set(record["inputs"]) == {"encoder", "encoder_images", "sized_images"}
 
 
-NULL_IN_FAITHFUL = "--null-shifts and --null-seed belong to the corrected protocol"
-NULL_OF_CORRECTED = "the corrected protocol needs --null-shifts and --null-seed"
-
-
 @pytest.mark.parametrize(("arguments", "message"), [
-    ([], "the faithful protocol needs --sized-images"),
-    (["--sized-images", "y", "--null-shifts", "4"], NULL_IN_FAITHFUL),
-    (["--sized-images", "y", "--null-seed", "1"], NULL_IN_FAITHFUL),
-    (["--protocol", "corrected", "--sized-images", "y"], "--sized-images is not used by the corrected"),
+    ([], "--sized-images: the faithful protocol needs it"),
+    (["--sized-images", "y", "--null-shifts", "4"], "--null-shifts: the faithful protocol does not take it"),
+    (["--sized-images", "y", "--null-seed", "1"], "--null-seed: the faithful protocol does not take it"),
+    (["--protocol", "corrected", "--sized-images", "y"], "--sized-images: the corrected protocol does not take it"),
     (["--protocol", "corrected", "--null-shifts", "0", "--null-seed", "0"], "--null-shifts: shifts must be 1 … 2401"),
     (["--protocol", "corrected", "--null-shifts", "4", "--null-seed", "-1"], "--null-seed must be ≥ 0, got -1"),
-    (["--protocol", "corrected", "--null-shifts", "4"], NULL_OF_CORRECTED),
+    (["--protocol", "corrected", "--null-shifts", "4"], "--null-seed: the corrected protocol needs it"),
 ])
 def test_cli_states_what_each_protocol_needs(tmp_path, trained_case, arguments, message, capsys):
     """Each protocol's inputs and parameters are usage errors when missing or misplaced."""
     with pytest.raises(SystemExit):
         main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", "x", *arguments,
-              "--mi-out", str(tmp_path / "m"), "--summary-out", str(tmp_path / "s")])
+              "--mi-out", str(tmp_path / "m"), "--summary-out", str(tmp_path / "s"), *figure_outputs(tmp_path)])
     assert message in capsys.readouterr().err
 
 
@@ -461,7 +475,7 @@ def test_crosscheck_estimates_the_pairs_the_protocol_scores(tmp_path, trained_ca
     _, encoder = load_encoder(trained_case["encoder"])
     images = np.load(trained_case["encoder_images"])
     sized = np.load(trained_case["sized_images"]) if protocol == "faithful" else None
-    table = crosscheck(encoder, "a", protocol, images, sized, images=3, maps=2, pixels=500, neighbors=3, seed=1,
+    table = crosscheck(encoder, "a", PROTOCOLS[protocol], images, sized, images=3, maps=2, pixels=500, neighbors=3, seed=1,
                        null_shifts=2)
     chosen_images, chosen_maps = draw_pairs(len(images), 3, 2, seed=1)
     assert table[["image", "map"]].values.tolist() == [[i, k] for i in chosen_images for k in chosen_maps]
@@ -485,8 +499,11 @@ def test_crosscheck_cli_records_its_params_and_refuses_a_misplaced_input(tmp_pat
               "--device", "cpu", "--out", str(out)]
     with pytest.raises(SystemExit):
         crosscheck_main([*common, "--protocol", "corrected", "--sized-images", str(trained_case["sized_images"])])
-    assert "--sized-images is needed by the faithful protocol and only by it" in capsys.readouterr().err
+    assert "--sized-images: the corrected protocol does not take it" in capsys.readouterr().err
     assert not out.exists()
+    with pytest.raises(SystemExit):
+        crosscheck_main([*common, "--protocol", "faithful"])
+    assert "--sized-images: the faithful protocol needs it" in capsys.readouterr().err
     crosscheck_main([*common, "--protocol", "corrected"])
     record = json.loads(provenance.sidecar(out).read_text())
     assert record["context"] == {"case": "a", "protocol": "corrected"}
@@ -534,3 +551,12 @@ def test_mismatched_image_control_is_near_zero_and_pairs_each_image_with_the_nex
     np.testing.assert_array_equal(table[table["image"] == len(gray_images) - 1]["mi_valid_corrected_mismatched"],
                                   last.ravel())
     assert summary["mean_valid_corrected_mismatched"].abs().mean() < 0.2 * summary["mean_valid_corrected"].mean()
+
+
+def test_each_protocol_names_columns_its_scorer_writes(scored, scored_corrected):
+    """A protocol's estimators, controls and histogram are columns its own scorer writes, and the column
+    names of the two scorers' summaries mean one thing each: only the bounds are shared."""
+    for protocol, (table, summary) in ((PROTOCOLS["faithful"], scored), (PROTOCOLS["corrected"], scored_corrected)):
+        assert {*protocol.estimators.values(), *protocol.controls.values()} <= set(summary.columns)
+        assert protocol.histogram in table.columns
+    assert set(scored[1].columns) & set(scored_corrected[1].columns) == {"image", "upper", "noise"}

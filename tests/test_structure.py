@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from mifeatures import sources
-from mifeatures.protocols import SCORERS
+from mifeatures.protocols import PROTOCOLS
 
 REPO = Path(__file__).resolve().parents[1]
 # The workflow's machinery around the science: params validation, provenance, code digests, the audit
@@ -64,12 +66,21 @@ def test_the_core_parses_no_argv(module):
 
 def test_the_scorers_are_core_and_each_protocol_runs_its_own():
     """The score stage imports its protocol's scorer by name: only the corrected one runs the spatial null."""
-    assert set(SCORERS.values()) <= set(core())
-    assert "estimators" in sources.modules("score", SCORERS["corrected"])
-    assert "estimators" not in sources.modules("score", SCORERS["faithful"])
+    assert {protocol.scorer for protocol in PROTOCOLS.values()} <= set(core())
+    assert "estimators" in sources.modules("score", PROTOCOLS["corrected"].scorer)
+    assert "estimators" not in sources.modules("score", PROTOCOLS["faithful"].scorer)
 
 
 def test_digests_follow_what_a_job_runs():
     """The download's code is its own; no training runs the MI estimator, nor the figures training code."""
     assert [stage for stage in stages() if "download" in sources.modules(stage)] == ["download"]
     assert "mi" not in sources.modules("train") and "train" not in sources.modules("figures")
+
+
+def test_the_figures_run_no_network():
+    """The maps figures draw the maps the score stage wrote: the figures stage neither loads torch nor imports
+    what computes maps or MI, so an edit there redraws no figure."""
+    assert not {"maps", "mi", "models", "score", "scoring"} & set(sources.modules("figures"))
+    loaded = subprocess.run([sys.executable, "-c", "import sys, mifeatures.figures; print('torch' in sys.modules)"],
+                            capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "False"

@@ -23,11 +23,10 @@ from mifeatures.images import load_images
 from mifeatures.models import INPUT_SIZE, build_encoder, map_size
 from mifeatures.objective import DeepInfoMaxLoss, LossWeights
 from mifeatures.maps import load_encoder
-from mifeatures.models import resolve_device
 from mifeatures.resume import ResumeState, fingerprint
 from mifeatures.train import main
-from mifeatures.training import (LOSS_COLUMNS, Batches, NonFiniteLossError, TrainConfig, run, seed_everything, train,
-                                 use_precision)
+from mifeatures.runtime import resolve_device, set_up
+from mifeatures.training import LOSS_COLUMNS, Batches, NonFiniteLossError, TrainConfig, run, seed_everything, train
 
 from helpers import WEIGHTS, train_config
 
@@ -177,16 +176,23 @@ def restore_float32_flags():
 
 
 def test_precision_sets_the_float32_flags(restore_float32_flags):
-    """fp32 turns off TF32, cuDNN's included (on by default); tf32 turns it on; bf16 is fp32 plus autocast."""
-    cpu = torch.device("cpu")
+    """fp32 turns off TF32, cuDNN's included (on by default); tf32 turns it on; bf16 is fp32 plus autocast.
+    What the record says of them is what was set."""
     torch.backends.cudnn.allow_tf32 = True
-    assert isinstance(use_precision("fp32", cpu), contextlib.nullcontext)
-    assert float32_flags() == {"tf32_matmul": False, "tf32_cudnn": False, "matmul_precision": "highest"}
-    assert isinstance(use_precision("tf32", cpu), contextlib.nullcontext)
-    assert float32_flags() == {"tf32_matmul": True, "tf32_cudnn": True, "matmul_precision": "high"}
-    autocast = use_precision("bf16", cpu)
-    assert float32_flags() == {"tf32_matmul": False, "tf32_cudnn": False, "matmul_precision": "highest"}
-    assert isinstance(autocast, torch.autocast) and autocast.fast_dtype == torch.bfloat16
+    for precision, flags in (("fp32", {"tf32_matmul": False, "tf32_cudnn": False, "matmul_precision": "highest"}),
+                             ("tf32", {"tf32_matmul": True, "tf32_cudnn": True, "matmul_precision": "high"}),
+                             ("bf16", {"tf32_matmul": False, "tf32_cudnn": False, "matmul_precision": "highest"})):
+        runtime = set_up("cpu", 1, precision)
+        assert float32_flags() == flags
+        described = runtime.describe()
+        assert {"tf32_matmul": described["tf32_matmul"], "tf32_cudnn": described["tf32_cudnn"],
+                "matmul_precision": described["float32_matmul_precision"]} == flags
+        assert torch.are_deterministic_algorithms_enabled() and described["deterministic_algorithms"]
+        autocast = runtime.autocast()
+        if precision == "bf16":
+            assert isinstance(autocast, torch.autocast) and autocast.fast_dtype == torch.bfloat16
+        else:
+            assert isinstance(autocast, contextlib.nullcontext)
 
 
 def test_tf32_changes_nothing_on_a_cpu(tmp_path, trained_case, restore_float32_flags):
@@ -207,7 +213,8 @@ def test_cli_bf16_trains_in_bfloat16_and_records_it(tmp_path, trained_case, rest
     assert np.isfinite(losses[LOSS_COLUMNS[2:]].to_numpy()).all()
     assert not np.array_equal(losses["loss"], fp32["loss"])
     assert torch.load(out, weights_only=True)["config"]["precision"] == "bf16"
-    assert json.loads(provenance.sidecar(out).read_text())["params"]["train.precision"] == "bf16"
+    record = json.loads(provenance.sidecar(out).read_text())
+    assert record["params"]["train.precision"] == "bf16" and record["environment"]["precision"] == "bf16"
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [
@@ -229,7 +236,7 @@ def test_cli_rejects_a_bad_option_before_any_work(tmp_path, trained_case, capsys
 def test_device_choice():
     """'auto' picks what exists; 'cuda' without a GPU and unknown names are errors."""
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(ValueError, match="expected auto, cpu or cuda"):
+    with pytest.raises(ValueError, match="expected auto, cpu, cuda"):
         resolve_device("tpu")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):

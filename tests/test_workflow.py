@@ -51,7 +51,8 @@ GIT_USER = ("-c", "user.name=mifeatures tests", "-c", "user.email=tests@example.
 # What two clean builds of the same config must reproduce byte for byte.
 DETERMINISTIC = (
     "data/sample/stl10_binary/train_X.bin", "results/grayscale/*.npy", "results/train/*/*/*/loss.csv",
-    "results/train/*/*/*/encoder.pt", "results/score/*/*/*/*/*.csv", "results/aggregate/*.csv",
+    "results/train/*/*/*/encoder.pt", "results/score/*/*/*/*/*.csv", "results/score/*/*/*/*/*.npy",
+    "results/aggregate/*.csv",
     "results/aggregate/metrics.json",
 )
 ARTICLE_RUN = "faithful/seed78"  # the run behind the article's figures: protocol, first seed
@@ -105,7 +106,8 @@ def branch(case: str) -> set[str]:
     """Files that must be rebuilt, and only they, when one case's training hyperparameter changes."""
     return {
         f"train/{ARTICLE_RUN}/{case}/encoder.pt", f"train/{ARTICLE_RUN}/{case}/loss.csv",
-        f"score/{ARTICLE_RUN}/{case}/scored-faithful/mi.csv", f"score/{ARTICLE_RUN}/{case}/scored-faithful/summary.csv",
+        *(f"score/{ARTICLE_RUN}/{case}/scored-faithful/{name}"
+          for name in ("mi.csv", "summary.csv", "figure_maps.npy", "figure_bounds.csv")),
         "aggregate/cases.csv", "aggregate/images.csv",
         "aggregate/metrics.json", "figures/loss.png", f"figures/maps_{case}_image10.png",
         f"figures/maps_{case}_image11.png", "figures/chosen_mean_mi.png", "figures/mi_distribution.png",
@@ -212,7 +214,7 @@ def test_comment_in_the_code_reruns_nothing(project):
 def test_code_change_reruns_exactly_the_jobs_that_run_that_code(project):
     """aggregation.py's WIN_STATISTICS decides the panels of mi_distribution.png: changing it reruns the
     aggregate and every figure job (the figures module imports it), and nothing upstream. The download's
-    retries rerun nothing of the sample's build; the estimator, scoring and the map figures, not training."""
+    retries rerun nothing of the sample's build; the estimator, the scoring and what reads it, not training."""
     module = project / "src/mifeatures/aggregation.py"
     original = edit(module, 'WIN_STATISTICS = ("mean", "max")', 'WIN_STATISTICS = ("max", "mean")')
     try:
@@ -220,8 +222,9 @@ def test_code_change_reruns_exactly_the_jobs_that_run_that_code(project):
     finally:
         module.write_text(original)
     original = edit(project / "src/mifeatures/mi.py", "/ total, 0.0, None)", "/ total, 0, None)")
-    try:  # the estimator: scoring and the map figures (which import score), not training
-        assert planned(project) == {"score": 4, "aggregate": 1, **FIGURE_JOBS, "provenance": 1, "all": 1}
+    try:  # the estimator: the scoring and what reads its tables; neither training nor the loss figure
+        figures = {rule: jobs for rule, jobs in FIGURE_JOBS.items() if rule != "figure_loss"}
+        assert planned(project) == {"score": 4, "aggregate": 1, **figures, "provenance": 1, "all": 1}
     finally:
         (project / "src/mifeatures/mi.py").write_text(original)
     original = edit(project / "src/mifeatures/download.py", "DOWNLOAD_ATTEMPTS = 3", "DOWNLOAD_ATTEMPTS = 4")
@@ -417,7 +420,8 @@ def test_two_clean_builds_are_byte_identical(first_build, second_build):
     """Two clean builds of the tiny config give byte-identical data, tables, metrics and models."""
     first = first_build[1]
     second = contents(second_build)
-    assert len(first) == 1 + 3 + 4 * 2 + 4 * 2 + 2 + 1  # sample, sizes 96/88/104, 4 cases, aggregate
+    # sample, sizes 96/88/104, 4 cases trained (2 files) and scored (4: tables, figure maps and bounds), aggregate
+    assert len(first) == 1 + 3 + 4 * 2 + 4 * 4 + 2 + 1
     assert first.keys() == second.keys()
     assert [path for path in first if first[path] != second[path]] == []
 

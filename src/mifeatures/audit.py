@@ -31,7 +31,7 @@ from typing import Any, Iterator
 
 from mifeatures import sources
 from mifeatures.io import atomic_write
-from mifeatures.params import ParamsError, load_params, validate_params
+from mifeatures.params import ParamsError, case_train, load_params, validate_params
 from mifeatures.plan import PlannedJob, needed_by, options, plan
 from mifeatures.provenance import SUFFIX, sha256, sidecar
 
@@ -68,11 +68,9 @@ def chain(job: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def lookup(params: dict[str, Any], key: str, context: dict[str, Any]) -> Any:
     """The value ``key`` has in ``params`` for ``context``: train keys honour the case's overrides."""
     section, _, name = key.partition(".")
-    if section == "train" and "case" in context:
-        overrides = params.get("train", {}).get("overrides", {}).get(context["case"], {})
-        if name in overrides:
-            return overrides[name]
     value: Any = params
+    if section == "train" and "case" in context:
+        value, key = case_train(params, context["case"]), name
     for part in key.split("."):
         if not isinstance(value, dict) or part not in value:
             return "(absent)"

@@ -11,13 +11,15 @@ from mifeatures.estimators import miller_madow, spatial_null
 from mifeatures.maps import VALID, batched_feature_maps, eval_encoder, to_image_grid, valid_region
 from mifeatures.mi import mutual_information_many
 from mifeatures.models import INPUT_SIZE
-from mifeatures.scoring import SUMMARY_COLUMNS, in_chunks, per_map_table, spread
+from mifeatures.scoring import in_chunks, per_map_table, spread
 from mifeatures.shifts import K_SHIFTS, draw_shifts
 
-# The corrected summary: max … std over ``mi_corrected``, then the means of the other estimates, on the
-# whole 96×96 grid and on the valid region.
-CORRECTED_SUMMARY_COLUMNS = [*SUMMARY_COLUMNS, "mean_plugin", "mean_miller_madow", "mean_valid_plugin",
-                             "mean_valid_miller_madow", "mean_valid_corrected", "mean_valid_corrected_mismatched"]
+# The corrected summary: the bounds, max … std over ``mi_corrected`` (each named for it), then the means of
+# the other estimates, on the whole 96×96 grid and on the valid region.
+SPREAD_COLUMNS = [f"{statistic}_corrected" for statistic in ("max", "min", "mean", "std")]
+CORRECTED_SUMMARY_COLUMNS = ["image", "upper", "noise", *SPREAD_COLUMNS, "mean_plugin", "mean_miller_madow",
+                             "mean_valid_plugin", "mean_valid_miller_madow", "mean_valid_corrected",
+                             "mean_valid_corrected_mismatched"]
 
 
 def corrected_estimates(
@@ -57,7 +59,7 @@ def score_corrected(
     - a calibration control, ``mi_valid_corrected_mismatched``: each image's maps scored, as the primary
       score, against the next image (the last against the first), whose true MI with them is ≈ 0; what
       it leaves is the bias the null does not remove for that case.
-    The summary's max, min, mean and std are over ``mi_corrected``; ``mean_plugin``,
+    The summary's ``max_corrected`` … ``std_corrected`` are over ``mi_corrected``; ``mean_plugin``,
     ``mean_miller_madow`` and the ``mean_valid_*`` columns are the means of the others. ``upper`` (MI of
     the image with itself) and ``noise`` are plug-in values, as in ``scoring.score``, on the 96×96 image.
 
@@ -82,10 +84,20 @@ def score_corrected(
     table = per_map_table({"mi": plug_in, "mi_miller_madow": madow, "mi_corrected": corrected,
                             "mi_valid": valid_plug_in, "mi_valid_miller_madow": valid_madow,
                             "mi_valid_corrected": valid_corrected, "mi_valid_corrected_mismatched": mismatched})
-    summary = pd.DataFrame({"image": np.arange(len(corrected)), **bounds, **spread(corrected),
+    spread_corrected = {f"{statistic}_corrected": values for statistic, values in spread(corrected).items()}
+    summary = pd.DataFrame({"image": np.arange(len(corrected)), **bounds, **spread_corrected,
                             "mean_plugin": plug_in.mean(axis=1), "mean_miller_madow": madow.mean(axis=1),
                             "mean_valid_plugin": valid_plug_in.mean(axis=1),
                             "mean_valid_miller_madow": valid_madow.mean(axis=1),
                             "mean_valid_corrected": valid_corrected.mean(axis=1),
                             "mean_valid_corrected_mismatched": mismatched.mean(axis=1)})
     return table, summary
+
+
+def score_images(encoder: torch.nn.Module, case: str, encoder_images: np.ndarray, sized_images: None,
+                 bins: int, noise_seed: int, device: torch.device, batch_size: int, *, null_shifts: int,
+                 null_seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The score stage's call, the same for every protocol's scorer: ``score_corrected``, which scores
+    against the 96×96 ``encoder_images`` and takes no sized images."""
+    return score_corrected(encoder, case, encoder_images, bins, noise_seed, null_shifts, null_seed, device,
+                           batch_size)

@@ -21,9 +21,10 @@ from mifeatures import provenance
 from mifeatures.images import load_images
 from mifeatures.io import atomic_write
 from mifeatures.ksg import ksg_mi
-from mifeatures.maps import batched_feature_maps, eval_encoder, load_encoder, per_image_encoder, to_image_grid
-from mifeatures.models import INPUT_SIZE, N_MAPS, map_size, resolve_device
-from mifeatures.protocols import PROTOCOLS
+from mifeatures.maps import load_encoder, protocol_maps
+from mifeatures.models import INPUT_SIZE, N_MAPS, map_size
+from mifeatures.protocols import PROTOCOLS, Protocol
+from mifeatures.runtime import DEVICES, set_up
 
 COLUMNS = ["image", "map", "ksg", "ksg_null", "ksg_corrected"]
 
@@ -42,19 +43,7 @@ def draw_pairs(n_images: int, images: int, maps: int, seed: int) -> tuple[np.nda
     return chosen_images, np.sort(rng.choice(N_MAPS, size=maps, replace=False))
 
 
-def protocol_maps(encoder: torch.nn.Module, case: str, protocol: str, encoder_images: np.ndarray,
-                  sized_images: np.ndarray | None, device: torch.device | str = "cpu"
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(reference images, maps) as the protocol's score stage pairs them, for the given images."""
-    if protocol == "corrected":
-        maps = batched_feature_maps(eval_encoder(encoder, torch.device(device)), encoder_images)
-        return encoder_images, to_image_grid(maps, case)
-    if sized_images is None:
-        raise ValueError("the faithful protocol pairs the maps with the images at the map size: give sized_images")
-    return sized_images, batched_feature_maps(per_image_encoder(encoder, torch.device(device)), encoder_images)
-
-
-def crosscheck(encoder: torch.nn.Module, case: str, protocol: str, encoder_images: np.ndarray,
+def crosscheck(encoder: torch.nn.Module, case: str, protocol: Protocol, encoder_images: np.ndarray,
                sized_images: np.ndarray | None, images: int, maps: int, pixels: int, neighbors: int, seed: int,
                null_shifts: int, device: torch.device | str = "cpu") -> pd.DataFrame:
     """KSG MI (nats) of each drawn (image, map) pair, its null over ``null_shifts`` shifts and the
@@ -85,20 +74,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, required=True, help="seeds the draws (score.ksg.seed)")
     parser.add_argument("--null-shifts", type=int, required=True, help="circular shifts of KSG's own null "
                         "(score.ksg.null_shifts)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), required=True,
+    parser.add_argument("--device", choices=DEVICES, required=True,
                         help="where the encoder runs: where the case trained (train.device)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch; default: %(default)s")
     parser.add_argument("--out", required=True, help="table to write (.csv)")
     args = parser.parse_args(argv)
-    if (args.sized_images is None) != (args.protocol == "corrected"):
-        parser.error("--sized-images is needed by the faithful protocol and only by it")
+    protocol = PROTOCOLS[args.protocol]
+    if (args.sized_images is not None) != protocol.needs_sized_images:
+        needs = "needs" if protocol.needs_sized_images else "does not take"
+        parser.error(f"--sized-images: the {protocol.name} protocol {needs} it (only a protocol that pairs "
+                     "maps with the image at their size does)")
     for name in ("images", "maps", "neighbors"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be ≥ 1, got {getattr(args, name)}")
     if args.maps > N_MAPS or args.pixels <= args.neighbors or args.seed < 0 or args.null_shifts < 1:
         parser.error(f"need --maps ≤ {N_MAPS}, --pixels > --neighbors, --seed ≥ 0 and --null-shifts ≥ 1")
-    torch.set_num_threads(args.threads)
-    torch.backends.cudnn.allow_tf32 = False  # as in score: the maps in float32
+    try:  # as in score: the maps in fp32
+        runtime = set_up(args.device, args.threads, "fp32")
+    except ValueError as error:
+        parser.error(f"--device {args.device}, --threads {args.threads}: {error}")
     case, encoder = load_encoder(args.encoder)
     encoder_images = load_images(args.encoder_images, INPUT_SIZE)
     inputs = {"encoder": args.encoder, "encoder_images": args.encoder_images}
@@ -106,15 +100,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.sized_images is not None:
         sized_images = load_images(args.sized_images, map_size(case))
         inputs["sized_images"] = args.sized_images
-    device = resolve_device(args.device)
-    table = crosscheck(encoder, case, args.protocol, encoder_images, sized_images, args.images, args.maps,
+    device = runtime.device
+    table = crosscheck(encoder, case, protocol, encoder_images, sized_images, args.images, args.maps,
                        args.pixels, args.neighbors, args.seed, args.null_shifts, device)
     with atomic_write(args.out, "w") as handle:
         table.to_csv(handle, index=False)
     params = {f"score.ksg.{name}": getattr(args, name)
               for name in ("images", "maps", "pixels", "neighbors", "seed", "null_shifts")}
     job = provenance.record("crosscheck", inputs, params, {"case": case, "protocol": args.protocol},
-                            device=str(device))
+                            runtime=runtime.describe())
     provenance.write([args.out], job)
     print(f"case {case} ({args.protocol}): mean KSG MI {table['ksg'].mean():.4f}, minus its null "
           f"{table['ksg_corrected'].mean():.4f} nats over {len(table)} pairs; "

@@ -19,11 +19,9 @@ from mifeatures import provenance  # noqa: E402
 from mifeatures.aggregation import WIN_STATISTICS  # noqa: E402
 from mifeatures.images import load_images  # noqa: E402
 from mifeatures.io import atomic_write, parse_case_paths  # noqa: E402
-from mifeatures.models import INPUT_SIZE, N_MAPS  # noqa: E402
-from mifeatures.maps import feature_maps, load_encoder  # noqa: E402
-from mifeatures.mi import mutual_information, noise_bound  # noqa: E402
 
 GRID_ROWS, GRID_COLS = 4, 8
+N_MAPS = GRID_ROWS * GRID_COLS
 
 
 def loss_figure(losses: dict[str, pd.DataFrame]) -> plt.Figure:
@@ -62,12 +60,6 @@ def maps_figure(image: np.ndarray, maps: np.ndarray, mi: np.ndarray, upper: floa
     figure.suptitle(f"Case {case}, image {image_index}: Average MI: {mi.mean():.3f} nats over {N_MAPS} maps"
                     + never_scored)
     return figure
-
-
-def image_bounds(image: np.ndarray, index: int, bins: int, noise_seed: int) -> tuple[float, float]:
-    """(upper bound MI(img, img), noise bound) of the 96×96 image, as the article's map figures titled them
-    for every case, a and b included (whose summaries hold the bounds of the image resized to the map)."""
-    return float(mutual_information(image, image[None], bins)[0]), noise_bound(image, index, noise_seed, bins)
 
 
 def chosen_figure(summaries: dict[str, pd.DataFrame], images: list[int]) -> plt.Figure:
@@ -153,12 +145,12 @@ def main(argv: list[str] | None = None) -> None:
     loss = commands.add_parser("loss", help="training loss per epoch, all cases")
     loss.add_argument("losses", nargs="+", metavar="CASE=PATH", help="loss log of each case")
     maps = commands.add_parser("maps", help="4×8 grid of one case's maps for one image")
-    maps.add_argument("--encoder", required=True, help="checkpoint of the case")
+    maps.add_argument("--maps", required=True, help="maps of figures.images, as the score stage wrote them (.npy)")
+    maps.add_argument("--bounds", required=True, help="their images' MI bounds, as the score stage wrote them (.csv)")
     maps.add_argument("--encoder-images", required=True, help="96×96 grayscale .npy")
     maps.add_argument("--mi", required=True, help="per-map MI table of the case")
     maps.add_argument("--image", type=int, required=True, help="index of the image in the train split")
-    maps.add_argument("--bins", type=int, required=True, help="histogram bins of the bounds (score.bins)")
-    maps.add_argument("--noise-seed", type=int, required=True, help="seed of the noise bound (score.noise_seed)")
+    maps.add_argument("--case", required=True, help="the case whose maps these are (its title)")
     chosen = commands.add_parser("chosen", help="mean MI per case for the chosen images")
     chosen.add_argument("summaries", nargs="+", metavar="CASE=PATH", help="per-image summary of each case")
     chosen.add_argument("--images", type=int, nargs="+", required=True, help="image indices")
@@ -176,25 +168,24 @@ def main(argv: list[str] | None = None) -> None:
 
     params: dict = {}
     context: dict = {}
-    device = None
     if args.figure == "loss":
         paths = parse_case_paths(args.losses)
         inputs = {f"loss[{case}]": path for case, path in paths.items()}
         figure = loss_figure({case: pd.read_csv(path) for case, path in paths.items()})
     elif args.figure == "maps":
-        case, encoder = load_encoder(args.encoder)
-        encoder_images = load_images(args.encoder_images, INPUT_SIZE)
-        if not 0 <= args.image < len(encoder_images):
-            parser.error(f"--image {args.image} is outside the {len(encoder_images)} images (figures.images)")
+        bounds = pd.read_csv(args.bounds)
+        if args.image not in set(bounds["image"]):
+            parser.error(f"--image {args.image}: the score stage wrote the maps of images "
+                         f"{', '.join(map(str, bounds['image']))} only (figures.images)")
+        position = bounds.index[bounds["image"] == args.image][0]
         table = pd.read_csv(args.mi)
         mi = table.loc[table["image"] == args.image].sort_values("map")["mi"].to_numpy()
-        image = encoder_images[args.image]
-        figure = maps_figure(image, feature_maps(encoder, image), mi,
-                             *image_bounds(image, args.image, args.bins, args.noise_seed), case, args.image)
-        inputs = {role: getattr(args, role) for role in ("encoder", "encoder_images", "mi")}
-        params = {"score.bins": args.bins, "score.noise_seed": args.noise_seed}
-        context = {"case": case, "image": args.image}
-        device = "cpu"  # the encoder draws the maps again
+        image = load_images(args.encoder_images)[args.image]
+        image_maps = np.load(args.maps, mmap_mode="r")[position]
+        figure = maps_figure(image, image_maps, mi, bounds.at[position, "upper"], bounds.at[position, "noise"],
+                             args.case, args.image)
+        inputs = {role: getattr(args, role) for role in ("maps", "bounds", "encoder_images", "mi")}
+        context = {"case": args.case, "image": args.image}
     elif args.figure in ("chosen", "distribution"):
         paths = parse_case_paths(args.summaries)
         inputs = {f"summary[{case}]": path for case, path in paths.items()}
@@ -210,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         figure = wins_figure(pd.read_csv(args.cases), args.win_by)
         inputs, params = {"cases": args.cases}, {"aggregate.win_by": args.win_by}
-    save(figure, args.out, provenance.record("figures", inputs, params, context, device))
+    save(figure, args.out, provenance.record("figures", inputs, params, context))
     print(f"wrote {args.out}")
 
 

@@ -32,24 +32,9 @@ from mifeatures.inference import bootstrap_means, holm, interval, seed_test, win
 from mifeatures.io import atomic_write
 from mifeatures.protocols import PROTOCOLS
 
-# Estimator → column of the score stage's per-image summary, per scoring protocol; the first is the
-# scorer's headline. The faithful scorer's summary is over the article's all-images loop. The corrected
-# scorer scores the valid region (every case's map over image pixels, computed from image pixels only)
-# beside the whole 96×96 grid, which stays as a sensitivity variant.
-VALID = "valid 88×88"
-ESTIMATORS = {
-    "faithful": {"plug-in": "mean"},
-    "corrected": {f"null-corrected, {VALID}": "mean_valid_corrected", f"plug-in, {VALID}": "mean_valid_plugin",
-                  f"Miller–Madow, {VALID}": "mean_valid_miller_madow", "null-corrected": "mean",
-                  "plug-in": "mean_plugin", "Miller–Madow": "mean_miller_madow"},
-}
-# Calibration controls: the score stage's per-image column of an estimate whose true value is ≈ 0.
-CONTROLS = {"corrected": {f"mismatched image, null-corrected, {VALID}": "mean_valid_corrected_mismatched"}}
-# The cross-check's estimate, and the per-map column of the score stage's table (histogram MI) it is set
-# beside on the same pairs.
+# The cross-check's estimate, set beside the protocol's headline histogram MI (Protocol.histogram) on the
+# same pairs.
 KSG = "KSG − shift null"
-HISTOGRAM = {"faithful": "mi_all_images", "corrected": "mi_corrected"}
-HISTOGRAM_NAMES = {"faithful": "plug-in histogram", "corrected": "null-corrected histogram"}
 DIFFERENCE_COLUMNS = ["training", "scoring", "estimator", "case", "other", "difference", "seed_sd", "low", "high",
                       "p_above", "p_below_holm", "p_within_margin", "within_low", "within_high"]
 
@@ -100,7 +85,7 @@ def per_image(runs: list[Run]) -> dict[tuple[str, str, str], dict[str, np.ndarra
         raise ValueError(f"runs scored different images: {sorted(len(i) for i in images)} images")
     return {(t, s, estimator): {case: np.stack([frames[t, s, seed, case][column].to_numpy() for seed in seeds])
                                 for case in cases}
-            for t, s in cells for estimator, column in ESTIMATORS[s].items()}
+            for t, s in cells for estimator, column in PROTOCOLS[s].estimators.items()}
 
 
 def controls(runs: list[Run], confidence: float) -> pd.DataFrame:
@@ -108,7 +93,7 @@ def controls(runs: list[Run], confidence: float) -> pd.DataFrame:
     the seeds' means."""
     values: dict[tuple[str, str, str, str], list[np.ndarray]] = {}
     for run in sorted(runs, key=lambda run: run.seed):
-        for control, column in CONTROLS.get(run.scoring, {}).items():
+        for control, column in PROTOCOLS[run.scoring].controls.items():
             values.setdefault((run.training, run.scoring, control, run.case), []).append(
                 pd.read_csv(run.summary)[column].to_numpy())
     rows = []
@@ -167,10 +152,10 @@ def ksg_differences(checks: list[Check], confidence: float, margin: float) -> pd
     means: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
     for check in checks:
         ksg = pd.read_csv(check.crosscheck)
-        histogram = pd.read_csv(check.mi).set_index(["image", "map"])[HISTOGRAM[check.protocol]]
+        histogram = pd.read_csv(check.mi).set_index(["image", "map"])[PROTOCOLS[check.protocol].histogram]
         pairs = pd.MultiIndex.from_frame(ksg[["image", "map"]])
         for estimator, value in ((KSG, ksg["ksg_corrected"].mean()),
-                                 (HISTOGRAM_NAMES[check.protocol], histogram.loc[pairs].mean())):
+                                 (PROTOCOLS[check.protocol].histogram_name, histogram.loc[pairs].mean())):
             means.setdefault((check.protocol, estimator), {}).setdefault(check.case, {})[check.seed] = value
     rows = []
     for (protocol, estimator), by_case in means.items():
@@ -208,8 +193,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.bootstrap < 100 or not 0 < args.confidence < 1 or args.seed < 0 or not args.margin > 0:
         parser.error("need --bootstrap ≥ 100, 0 < --confidence < 1, --seed ≥ 0 and --margin > 0")
     primary = tuple(args.primary)
-    if primary[0] not in ESTIMATORS or primary[1] not in ESTIMATORS[primary[0]]:
-        parser.error(f"--primary {' '.join(primary)}: expected a protocol and one of its estimators, {ESTIMATORS}")
+    if primary[0] not in PROTOCOLS or primary[1] not in PROTOCOLS[primary[0]].estimators:
+        choices = {name: list(protocol.estimators) for name, protocol in PROTOCOLS.items()}
+        parser.error(f"--primary {' '.join(primary)}: expected a protocol and one of its estimators, {choices}")
     runs, checks = [], []
     for *protocols, seed, case, summary in args.run:
         if not set(protocols) <= set(PROTOCOLS) or not seed.isdigit():

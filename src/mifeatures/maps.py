@@ -10,6 +10,7 @@ and ``valid_region`` put maps over the image pixels their content comes from.
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +18,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from mifeatures.models import INPUT_SIZE, build_encoder, map_size
+
+if TYPE_CHECKING:
+    from mifeatures.protocols import Protocol
 
 # Four 3×3 layers see 4 px around a pixel: over the image's central 88×88 every case's map is computed
 # from image pixels only, and every case has map pixels there.
@@ -59,11 +63,12 @@ class _PerImageBatchNorm(nn.Module):
 
 
 class _OneImageKernelConv(nn.Module):
-    """A convolution computed by the kernel torch picks for one image.
+    """A one-channel convolution computed image by image, as for a batch of one.
 
-    On a CPU torch picks by input size: a one-channel first layer runs a plain kernel for one image
-    but oneDNN for a batch, and the two round differently. Such a layer is run image by image;
-    it is a small share of the work.
+    On a CPU torch picks a convolution's kernel by input size: a one-channel first layer runs a plain
+    kernel for one image but oneDNN for a batch, and the two round differently. Wider layers run the
+    same kernel either way. The first layer is a small share of the work; tests/test_score.py holds
+    the batched maps equal to the one-image ones, bit for bit, on the locked torch.
     """
 
     def __init__(self, conv: nn.Conv2d | nn.ConvTranspose2d):
@@ -71,24 +76,14 @@ class _OneImageKernelConv(nn.Module):
         self.conv = conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._kernel(x[:1]) == self._kernel(x):
-            return self.conv(x)
         return torch.cat([self.conv(image) for image in x.split(1)])
-
-    def _kernel(self, x: torch.Tensor) -> torch._C._ConvBackend:
-        # torch's own choice, through a private function; tests/test_score.py holds the
-        # batched maps equal to the one-image ones, bit for bit, on the locked torch.
-        conv = self.conv
-        return torch._C._select_conv_backend(x, conv.weight, conv.bias, list(conv.stride), list(conv.padding),
-                                             list(conv.dilation), conv.transposed, list(conv.output_padding),
-                                             conv.groups)
 
 
 def _one_image_kernel_copy(encoder: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """A copy of ``encoder`` on ``device``, gradients off, whose convolutions run one image's kernel."""
+    """A copy of ``encoder`` on ``device``, gradients off, whose one-channel convolutions run image by image."""
     copied = copy.deepcopy(encoder).to(device).requires_grad_(False)
     for name, module in list(copied.named_modules()):
-        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and module.in_channels == 1:
             parent, _, child = name.rpartition(".")
             setattr(copied.get_submodule(parent), child, _OneImageKernelConv(module))
     return copied
@@ -96,8 +91,8 @@ def _one_image_kernel_copy(encoder: torch.nn.Module, device: torch.device) -> to
 
 def per_image_encoder(encoder: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """A copy of ``encoder`` on ``device`` that maps a batch as ``feature_maps`` maps each of its
-    images: every BatchNorm uses each image's own statistics and every convolution one image's
-    kernel. ``encoder`` itself is left untouched."""
+    images: every BatchNorm uses each image's own statistics and the one-channel convolution runs
+    image by image. ``encoder`` itself is left untouched."""
     copied = _one_image_kernel_copy(encoder, device)
     for name, module in list(copied.named_modules()):
         if isinstance(module, nn.BatchNorm2d):
@@ -109,7 +104,7 @@ def per_image_encoder(encoder: torch.nn.Module, device: torch.device) -> torch.n
 def eval_encoder(encoder: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """A copy of ``encoder`` on ``device`` in eval mode: BatchNorm normalises with its running
     statistics, so an image's maps do not depend on the other images of its batch. Every
-    convolution runs one image's kernel, so that on a CPU they do not depend on the batch size
+    one-channel convolution runs image by image, so that on a CPU they do not depend on the batch size
     either, bit for bit. ``encoder`` itself is left untouched."""
     return _one_image_kernel_copy(encoder, device).eval()
 
@@ -122,6 +117,23 @@ def batched_feature_maps(per_image: torch.nn.Module, images: np.ndarray) -> np.n
     with torch.no_grad(), torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False,
                                                      deterministic=True, allow_tf32=False):
         return per_image(torch.as_tensor(images, dtype=torch.float32)[:, None].to(device)).cpu().numpy()
+
+
+def protocol_maps(encoder: torch.nn.Module, case: str, protocol: Protocol, encoder_images: np.ndarray,
+                  sized_images: np.ndarray | None, device: torch.device | str = "cpu"
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(reference images, maps) of the given images as ``protocol``'s scorer pairs them: its encoder mode,
+    and its reference (``sized_images``, or the maps on the 96×96 grid of ``encoder_images``)."""
+    device = torch.device(device)
+    encoder_as = eval_encoder if protocol.encoder_mode == "eval" else per_image_encoder
+    model = encoder_as(encoder, device)
+    maps = batched_feature_maps(model, encoder_images)
+    if protocol.reference == "grid":
+        return encoder_images, to_image_grid(maps, case)
+    if sized_images is None:
+        raise ValueError(f"the {protocol.name} protocol pairs the maps with the images at the map size: "
+                         "give sized_images")
+    return sized_images, maps
 
 
 def to_image_grid(maps: np.ndarray, case_or_size: str | int) -> np.ndarray:

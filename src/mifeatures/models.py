@@ -160,14 +160,3 @@ class PriorCritic(nn.Module):
         h = F.relu(self.c0(m))  # (B, 64, S, S)
         h = F.relu(self.c1(h))  # (B, 64, S, S)
         return self.c2(h)  # (B, 1, S, S) logits; sigmoid lives in the loss
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' → CUDA when present, else CPU; 'cuda' without a GPU is an error, not a silent fallback."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"unknown train.device {name!r}; expected auto, cpu or cuda")
-    return torch.device(name)

@@ -121,6 +121,15 @@ def _contradictions(params: dict[str, Any]) -> list[str]:
     return problems
 
 
+def case_train(params: dict[str, Any], case: str) -> dict[str, Any]:
+    """The train section as it applies to ``case``: its overrides (``train.overrides.CASE``) over the shared
+    values, the overrides themselves left out. The workflow hands a training job these values, and the audit
+    compares a record with them: one resolution for both."""
+    train = params.get("train", {})
+    shared = {key: value for key, value in train.items() if key != "overrides"}
+    return shared | train.get("overrides", {}).get(case, {})
+
+
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge ``override`` into a copy of ``base``, as Snakemake merges ``--configfile`` files.
 

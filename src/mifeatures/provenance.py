@@ -82,34 +82,27 @@ def _versions() -> dict[str, Any]:
     return versions
 
 
-def environment(device: str | None = None) -> dict[str, Any]:
-    """Python, platform, package versions, and for a job that ran torch its build and the device and float
-    settings it ran with (read when the record is made, in the job's own process). A job that never imported
+def environment(runtime: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Python, platform and package versions, and for a job that ran torch its build and ``runtime``: the
+    device and float settings the job set itself up with (``Runtime.describe``). A job that never imported
     torch does not load it here: its environment need not hold it."""
     torch = sys.modules.get("torch")
     versions = {"python": platform.python_version(), "platform": platform.platform(), **_versions()}
     if torch is None:
-        return versions | {"torch_build": None, "device": device}
+        return versions | {"torch_build": None, "device": None}
     torch_build = {"version": torch.__version__, "git": torch.version.git_version, "cuda": torch.version.cuda,
                    "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None}
-    used = {"device": device}
-    if device is not None:
-        used |= {"device_name": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda")
-                 else platform.processor() or platform.machine(),
-                 "float32_matmul_precision": torch.get_float32_matmul_precision(),
-                 "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
-                 "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
-    return versions | {"torch_build": torch_build, "torch_threads": torch.get_num_threads(),
-                       "cuda_available": torch.cuda.is_available(), **used}
+    return versions | {"torch_build": torch_build, "cuda_available": torch.cuda.is_available(),
+                       **(runtime or {"device": None})}
 
 
 def record(stage: str, inputs: dict[str, str | Path], params: dict[str, Any], context: dict[str, Any] | None = None,
-           device: str | None = None, code: tuple[str, ...] | None = None) -> dict[str, Any]:
+           runtime: dict[str, Any] | None = None, code: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The record of one job: its inputs (hashed, with their own records), params, code and environment.
 
     ``params`` maps params.yaml keys (``train.lr``) to the values the job used; ``context`` holds
     what selects among them (the case, whose per-case overrides apply) or describes the job
-    without being a parameter (the URL a dataset came from); ``device`` is the torch device it ran on;
+    without being a parameter (the URL a dataset came from); ``runtime`` the torch set-up it ran under;
     ``code`` the modules it ran from, when not the stage's imports alone.
     """
     config_files = os.environ.get(CONFIG_FILES_VARIABLE)
@@ -122,7 +115,7 @@ def record(stage: str, inputs: dict[str, str | Path], params: dict[str, Any], co
         "params": params,
         "inputs": {role: _input(path) for role, path in inputs.items()},
         "code": code_identity(*(code or (stage,))),
-        "environment": environment(device),
+        "environment": environment(runtime),
     }
 
 

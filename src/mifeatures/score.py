@@ -1,7 +1,8 @@
 """Score stage: MI between each image and each of the 32 feature maps of a trained encoder, by one protocol's
-scorer (``protocols.SCORERS``: the faithful ``mifeatures.scoring``, the corrected
+scorer (``Protocol.scorer``: the faithful ``mifeatures.scoring``, the corrected
 ``mifeatures.corrected_scoring``). The scorer is imported by name, so that a job's code, and so its rerun
-trigger, is this module and its scorer's alone.
+trigger, is this module and its scorer's alone. Beside the tables it writes the maps of the images the maps
+figures draw, and those images' MI bounds, so that the figures draw what was scored and run no network.
 """
 
 from __future__ import annotations
@@ -9,15 +10,21 @@ from __future__ import annotations
 import argparse
 import importlib
 
-import torch
+import numpy as np
+import pandas as pd
 
 from mifeatures import provenance
 from mifeatures.images import load_images
 from mifeatures.io import atomic_write
-from mifeatures.maps import load_encoder
-from mifeatures.models import INPUT_SIZE, map_size, resolve_device
-from mifeatures.protocols import PROTOCOLS, SCORERS
+from mifeatures.maps import load_encoder, protocol_maps
+from mifeatures.models import INPUT_SIZE, map_size
+from mifeatures.protocols import PROTOCOLS
+from mifeatures.runtime import DEVICES, set_up
+from mifeatures.scoring import image_bounds
 from mifeatures.shifts import draw_shifts
+
+# Every protocol's score.* settings beyond bins and noise_seed: each protocol takes its own and refuses the rest.
+SCORE_PARAMS = sorted({name for protocol in PROTOCOLS.values() for name in protocol.score_params})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,69 +48,80 @@ def main(argv: list[str] | None = None) -> None:
                              "(score.null_seed)")
     parser.add_argument("--mi-out", required=True, help="per-map table to write (.csv)")
     parser.add_argument("--summary-out", required=True, help="per-image summary to write (.csv)")
+    parser.add_argument("--figure-images", type=int, nargs="+", required=True,
+                        help="images whose maps the maps figures draw (figures.images)")
+    parser.add_argument("--maps-out", required=True,
+                        help="their maps to write (.npy, float32, (images, 32, S, S), as --figure-images orders them)")
+    parser.add_argument("--bounds-out", required=True,
+                        help="their 96×96 images' MI bounds to write (.csv: image, upper, noise), as the maps "
+                             "figures title them")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch; default: %(default)s")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), required=True,
+    parser.add_argument("--device", choices=DEVICES, required=True,
                         help="where the encoder runs: where the case trained (train.device); auto: CUDA if present")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="images per forward pass; memory grows with it, not with the number of images; "
                              "default: %(default)s")
     args = parser.parse_args(argv)
-    corrected = args.protocol == "corrected"
-    if corrected:
-        if args.sized_images is not None:
-            parser.error("--sized-images is not used by the corrected protocol, which scores against the "
-                         "96×96 --encoder-images")
-        if args.null_shifts is None or args.null_seed is None:
-            parser.error("the corrected protocol needs --null-shifts and --null-seed")
+    protocol = PROTOCOLS[args.protocol]
+    if (args.sized_images is not None) != protocol.needs_sized_images:
+        parser.error(f"--sized-images: the {protocol.name} protocol "
+                     f"{'needs' if protocol.needs_sized_images else 'does not take'} it (only a protocol that "
+                     "pairs maps with the image at their size does; the others score against --encoder-images)")
+    settings = {name: getattr(args, name) for name in protocol.score_params}
+    for name, value in vars(args).items():
+        if name in SCORE_PARAMS and (value is None) == (name in settings):
+            parser.error(f"--{name.replace('_', '-')}: the {protocol.name} protocol "
+                         f"{'needs' if name in settings else 'does not take'} it")
+    if "null_shifts" in settings:
         if args.null_seed < 0:
             parser.error(f"--null-seed must be ≥ 0, got {args.null_seed}")
         try:
             draw_shifts((INPUT_SIZE, INPUT_SIZE), args.null_shifts, args.null_seed)
         except ValueError as error:
             parser.error(f"--null-shifts: {error}")
-    else:
-        if args.sized_images is None:
-            parser.error("the faithful protocol needs --sized-images")
-        if args.null_shifts is not None or args.null_seed is not None:
-            parser.error("--null-shifts and --null-seed belong to the corrected protocol "
-                         "(--protocol corrected)")
     if args.bins < 2:
         parser.error(f"--bins must be ≥ 2, got {args.bins}")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be ≥ 1, got {args.batch_size}")
-    try:
-        device = resolve_device(args.device)
-    except ValueError:
-        parser.error("--device is cuda but no CUDA device is available; use auto or cpu")
-    torch.set_num_threads(args.threads)
-    # batched_feature_maps turns cuDNN's TF32 off while it runs; off for the whole job too, so that
-    # the record below reports the float settings the maps were computed with.
-    torch.backends.cudnn.allow_tf32 = False
+    try:  # the maps in fp32: batched_feature_maps keeps cuDNN's TF32 off in any case
+        runtime = set_up(args.device, args.threads, "fp32")
+    except ValueError as error:
+        parser.error(f"--device {args.device}, --threads {args.threads}: {error}")
+    device = runtime.device
     case, encoder = load_encoder(args.encoder)
     encoder_images = load_images(args.encoder_images, INPUT_SIZE)
+    if not all(0 <= image < len(encoder_images) for image in args.figure_images):
+        parser.error(f"--figure-images {' '.join(map(str, args.figure_images))}: each must be an index of the "
+                     f"{len(encoder_images)} images (figures.images)")
     inputs = {"encoder": args.encoder, "encoder_images": args.encoder_images}
-    # The protocol is which computation ran, like the case, so it is context; params are params.yaml values.
-    params = {"score.bins": args.bins, "score.noise_seed": args.noise_seed}
-    scorer = importlib.import_module(f"mifeatures.{SCORERS[args.protocol]}")
-    if corrected:
-        table, summary = scorer.score_corrected(encoder, case, encoder_images, args.bins, args.noise_seed,
-                                         args.null_shifts, args.null_seed, device, args.batch_size)
-        params |= {"score.null_shifts": args.null_shifts, "score.null_seed": args.null_seed}
-    else:
+    sized_images = None
+    if protocol.needs_sized_images:
         sized_images = load_images(args.sized_images, map_size(case))
-        table, summary = scorer.score(encoder, encoder_images, sized_images, args.bins, args.noise_seed, device,
-                               args.batch_size)
         inputs["sized_images"] = args.sized_images
-    for frame, out in ((table, args.mi_out), (summary, args.summary_out)):
+    scorer = importlib.import_module(f"mifeatures.{protocol.scorer}")
+    table, summary = scorer.score_images(encoder, case, encoder_images, sized_images, args.bins, args.noise_seed,
+                                         device, args.batch_size, **settings)
+    figure = list(args.figure_images)
+    _, maps = protocol_maps(encoder, case, protocol, encoder_images[figure],
+                            None if sized_images is None else sized_images[figure], device)
+    bounds = pd.DataFrame({"image": figure, **image_bounds(encoder_images[figure], figure, args.bins,
+                                                           args.noise_seed)})
+    with atomic_write(args.maps_out) as handle:
+        np.save(handle, maps)
+    for frame, out in ((table, args.mi_out), (summary, args.summary_out), (bounds, args.bounds_out)):
         with atomic_write(out, "w") as handle:
             frame.to_csv(handle, index=False)
+    # The protocol is which computation ran, like the case, so it is context; params are params.yaml values.
+    params = {"score.bins": args.bins, "score.noise_seed": args.noise_seed, "figures.images": figure}
+    params |= {f"score.{name}": value for name, value in settings.items()}
     job = provenance.record("score", inputs, params,
-                            {"case": case, "protocol": args.protocol, "batch_size": args.batch_size},
-                            device=str(device), code=("score", SCORERS[args.protocol]))
-    provenance.write([args.mi_out, args.summary_out], job)
-    measure = "corrected MI" if corrected else "MI"
-    print(f"case {case} ({args.protocol}): mean {measure} {summary['mean'].mean():.4f} nats over "
-          f"{len(summary)} images; wrote {args.mi_out} and {args.summary_out}")
+                            {"case": case, "protocol": protocol.name, "batch_size": args.batch_size},
+                            runtime=runtime.describe(), code=("score", protocol.scorer))
+    provenance.write([args.mi_out, args.summary_out, args.maps_out, args.bounds_out], job)
+    estimator, column = next(iter(protocol.estimators.items()))
+    print(f"case {case} ({protocol.name}): mean {estimator} MI {summary[column].mean():.4f} nats "
+          f"over {len(summary)} images; wrote {args.mi_out}, {args.summary_out}, {args.maps_out} and "
+          f"{args.bounds_out}")
 
 
 if __name__ == "__main__":

@@ -36,21 +36,26 @@ def all_images_loop_normalisation(maps: np.ndarray) -> np.ndarray:
     return (maps - low) / (maps.max(axis=(0, 1), keepdims=True) - low + np.float32(1e-8))
 
 
+def image_bounds(images: np.ndarray, indices, bins: int, noise_seed: int) -> dict[str, np.ndarray]:
+    """Each image's upper bound MI(img, img) and noise bound (``mi.noise_bound``, seeded by its index)."""
+    return {"upper": np.array([mutual_information(image, image[None], bins)[0] for image in images]),
+            "noise": np.array([noise_bound(image, index, noise_seed, bins) for image, index in zip(images, indices)])}
+
+
 def in_chunks(estimates, images: np.ndarray, batch_size: int, bins: int, noise_seed: int
                ) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
     """Run ``estimates(chunk)`` (a tuple of (B, K) MI arrays) chunk by chunk over ``images``, whose
     upper and noise bounds come with them; return the estimates joined over all images, and the bounds.
     Only one chunk's maps exist at a time."""
-    parts, upper, noise = [], np.empty(len(images)), np.empty(len(images))
+    parts, bounds = [], []
     with tqdm(total=len(images), desc="score", mininterval=5, unit="image") as progress:
         for start in range(0, len(images), batch_size):
             chunk = slice(start, start + batch_size)
             parts.append(estimates(chunk))
-            for index, image in enumerate(images[chunk], start):
-                upper[index] = mutual_information(image, image[None], bins)[0]
-                noise[index] = noise_bound(image, index, noise_seed, bins)
+            bounds.append(image_bounds(images[chunk], range(start, start + len(images[chunk])), bins, noise_seed))
             progress.update(len(images[chunk]))
-    return [np.concatenate(arrays) for arrays in zip(*parts)], {"upper": upper, "noise": noise}
+    return ([np.concatenate(arrays) for arrays in zip(*parts)],
+            {name: np.concatenate([part[name] for part in bounds]) for name in ("upper", "noise")})
 
 
 def per_map_table(columns: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -93,3 +98,9 @@ def score(
     table = per_map_table({"mi": mi, "mi_all_images": loop})
     summary = pd.DataFrame({"image": np.arange(len(loop)), **bounds, **spread(loop)})
     return table, summary
+
+
+def score_images(encoder: torch.nn.Module, case: str, encoder_images: np.ndarray, sized_images: np.ndarray,
+                 bins: int, noise_seed: int, device: torch.device, batch_size: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The score stage's call, the same for every protocol's scorer: ``score``."""
+    return score(encoder, encoder_images, sized_images, bins, noise_seed, device, batch_size)

@@ -8,9 +8,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from mifeatures import provenance, sources
-from mifeatures.models import resolve_device
-from mifeatures.protocols import ADVERSARIAL_PRIOR, PROTOCOLS
-from mifeatures.training import PRECISIONS, TrainConfig, run
+from mifeatures.protocols import PROTOCOLS
+from mifeatures.runtime import DEVICES, PRECISIONS, set_up
+from mifeatures.training import TrainConfig, run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alpha", type=float, required=True, help="global weight (train.alpha)")
     parser.add_argument("--beta", type=float, required=True, help="local weight (train.beta)")
     parser.add_argument("--gamma", type=float, required=True, help="prior weight (train.gamma)")
-    parser.add_argument("--device", required=True, help="auto, cpu or cuda (train.device)")
+    parser.add_argument("--device", choices=DEVICES, required=True, help="auto: CUDA if present (train.device)")
     parser.add_argument("--precision", choices=PRECISIONS, required=True,
                         help="fp32 (no TF32), tf32 (CUDA only) or bf16 autocast (train.precision)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="faithful",
@@ -44,11 +44,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.checkpoint_every < 1:
         parser.error(f"--checkpoint-every must be ≥ 1, got {args.checkpoint_every}")
+    if args.threads < 1:
+        parser.error(f"--threads must be ≥ 1, got {args.threads}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        runtime = set_up(args.device, args.threads, args.precision)
+    except ValueError as error:
+        parser.error(f"--device: {error} (train.device)")
     config = TrainConfig(args.epochs, args.batch_size, args.lr, args.seed, args.alpha, args.beta,
-                         args.gamma, args.device, args.precision, ADVERSARIAL_PRIOR[args.protocol])
+                         args.gamma, args.device, args.precision, PROTOCOLS[args.protocol].adversarial_prior)
     losses = run(args.case, args.encoder_images, args.critic_images, config, args.encoder_out, args.loss_out,
-                 args.threads, args.resume_state, args.checkpoint_every, discard_resume=False,
+                 runtime, args.resume_state, args.checkpoint_every, discard_resume=False,
                  code=sources.digest("train"), progress=args.progress)
     # Protocol and seed say which run this is, as the case does: context. The params are params.yaml's
     # train keys (train.seeds holds the seed; the protocol sets adversarial_prior).
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
               if key not in ("seed", "adversarial_prior")}
     job = provenance.record(
         "train", {"encoder_images": args.encoder_images, "critic_images": args.critic_images}, params,
-        {"case": args.case, "protocol": args.protocol, "seed": args.seed}, device=str(resolve_device(config.device)))
+        {"case": args.case, "protocol": args.protocol, "seed": args.seed}, runtime=runtime.describe())
     provenance.write([args.encoder_out, args.loss_out], job)
     if args.resume_state:  # only now is the job's output complete
         Path(args.resume_state).unlink(missing_ok=True)

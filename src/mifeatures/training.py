@@ -23,15 +23,15 @@ from tqdm import tqdm
 
 from mifeatures.images import load_images
 from mifeatures.io import atomic_write, discard_stale_temporaries
-from mifeatures.models import INPUT_SIZE, build_encoder, map_size, resolve_device
+from mifeatures.models import INPUT_SIZE, build_encoder, map_size
 from mifeatures.objective import DeepInfoMaxLoss, LossWeights
 from mifeatures.resume import ResumeState, fingerprint
+from mifeatures.runtime import PRECISIONS, Runtime, resolve_device, set_up
 
 LOSS_COLUMNS = ["epoch", "step", "loss", "local", "global", "prior"]
 LOSS_TERMS = LOSS_COLUMNS[2:]
 # Read back and checked with the logged terms in adversarial-prior mode, but not logged: the columns stay.
 DISCRIMINATOR_TERM = "discriminator"
-PRECISIONS = ("fp32", "tf32", "bf16")
 
 # A state holds the weights and both Adam moments: 1.4–2.0 GB at the article's sizes, so it
 # is not written after every epoch. How often never changes the numbers, only the work lost.
@@ -49,7 +49,7 @@ class NonFiniteLossError(FloatingPointError):
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyperparameters of one training run: params.yaml's train section with the case's overrides, the
-    run's seed, and its protocol's prior (``protocols.ADVERSARIAL_PRIOR``). No defaults: params.yaml owns them."""
+    run's seed, and its protocol's prior (``Protocol.adversarial_prior``). No defaults: params.yaml owns them."""
 
     epochs: int
     batch_size: int
@@ -74,28 +74,10 @@ class TrainConfig:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed torch and numpy and ask for deterministic kernels, so a config always gives the same run."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
+    """Seed torch and numpy, so a config always gives the same run (``runtime.set_up`` makes the kernels
+    deterministic)."""
     torch.manual_seed(seed)
     np.random.seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-
-
-def use_precision(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """Set torch's float32 flags for ``precision``; return the context the forward pass and loss run in.
-
-    fp32 turns TF32 off everywhere (torch leaves cuDNN's on by default), so fp32 means fp32;
-    tf32 lets CUDA matmuls and convolutions use it (no effect on a CPU); bf16 is fp32 plus
-    bfloat16 autocast.
-    """
-    tf32 = precision == "tf32"
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-    torch.set_float32_matmul_precision("high" if tf32 else "highest")
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 class Batches:
@@ -165,7 +147,7 @@ def train(
     description: str = "train",
     resume: ResumeState | None = None,
     checkpoint_every: int = CHECKPOINT_EVERY,
-    precision: str = "fp32",
+    autocast: contextlib.AbstractContextManager | None = None,
     progress: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Run ``epochs`` passes; return one row per step (counted over all epochs) with the loss and its terms.
@@ -193,7 +175,7 @@ def train(
         raise ValueError(f"checkpoint_every must be ≥ 1, got {checkpoint_every}")
     encoder.to(device).train()
     objective.to(device).train()
-    autocast = use_precision(precision, device)
+    autocast = autocast or contextlib.nullcontext()  # the job's Runtime.autocast()
     state = {"encoder": encoder, "objective": objective, "optimizers": optimizers,
              "loader": batches.generator, "prior": prior_generator}
     adversarial = objective.adversarial_prior
@@ -235,24 +217,27 @@ def train(
 
 
 def run(case: str, encoder_images_path: str, critic_images_path: str, config: TrainConfig,
-        encoder_out: str, loss_out: str, threads: int = 1, resume_path: str | None = None,
+        encoder_out: str, loss_out: str, runtime: Runtime | None = None, resume_path: str | None = None,
         checkpoint_every: int = CHECKPOINT_EVERY, discard_resume: bool = True, code: str = "",
         progress: str | None = None) -> pd.DataFrame:
     """Train case ``case`` from the grayscale arrays and write the encoder checkpoint and loss log.
 
-    ``threads`` is set here, not left to the caller: torch's CPU results change in the last
-    digits with the thread count, so a fixed count is part of a reproducible run. With
+    ``runtime`` is the job's torch set-up (``runtime.set_up``); without one, torch is set up for
+    ``config``'s device and precision on one thread. With
     ``resume_path``, state is saved every ``checkpoint_every`` epochs, and a run killed after
     one continues from there when started again; the state is removed once the outputs are
     written, or left to a caller with more to write (``discard_resume=False``), so that
     nothing that can still fail runs after it is gone. ``code`` is the digest of the code that runs, part
     of the resume state's fingerprint.
     """
-    torch.set_num_threads(threads)
+    runtime = runtime or set_up(config.device, 1, config.precision)
+    if (runtime.device, runtime.precision) != (resolve_device(config.device), config.precision):
+        raise ValueError(f"the runtime ({runtime.device}, {runtime.precision}) is not the config's "
+                         f"({config.device}, {config.precision})")
     size = map_size(case)
     encoder_images = load_images(encoder_images_path, INPUT_SIZE)
     critic_images = load_images(critic_images_path, size)
-    device = resolve_device(config.device)
+    device = runtime.device
     seed_everything(config.seed)
     encoder = build_encoder(case)
     objective = DeepInfoMaxLoss(size, LossWeights(config.alpha, config.beta, config.gamma),
@@ -271,7 +256,7 @@ def run(case: str, encoder_images_path: str, critic_images_path: str, config: Tr
         discard_stale_temporaries(resume_path)
     losses = train(encoder, objective, batches, optimizers, config.epochs, device, prior_generator,
                    description=f"train case {case}", resume=resume, checkpoint_every=checkpoint_every,
-                   precision=config.precision, progress=progress)
+                   autocast=runtime.autocast(), progress=progress)
     checkpoint = {"case": case, "config": asdict(config), "state_dict": encoder.cpu().state_dict()}
     with atomic_write(encoder_out) as handle:
         torch.save(checkpoint, handle)

@@ -13,8 +13,8 @@ sys.path.insert(0, SOURCE)
 
 from mifeatures import runlock, sources
 from mifeatures.models import INPUT_SIZE, map_size
-from mifeatures.params import STL10_TRAIN_IMAGES, load_params, validate_params
-from mifeatures.protocols import PROTOCOLS, SCORERS
+from mifeatures.params import STL10_TRAIN_IMAGES, case_train, load_params, validate_params
+from mifeatures.protocols import PROTOCOLS
 from mifeatures.provenance import CONFIG_FILES_VARIABLE, SUFFIX
 
 
@@ -59,7 +59,7 @@ SEEDS = config["train"]["seeds"]
 ARTICLE_RUN = {"protocol": "faithful", "seed": SEEDS[0], "scoring": "faithful"}
 # Each rule's conda environment (`--sdm conda`), by what its stage imports: tests/test_packaging.py checks
 # that every rule's environment holds every package its code imports, at requirements.lock's pins.
-ENVS = {group: f"../envs/{group}.yaml" for group in ("data", "torch", "tables")}
+ENVS = {group: f"../envs/{group}.yaml" for group in ("data", "torch", "tables", "figures")}
 
 RAW_IMAGES = f"data/{config['data']['dataset']}/stl10_binary/train_X.bin"
 GRAY = "results/grayscale/size{size}.npy"
@@ -73,6 +73,8 @@ SCORED = f"{RUN}/scored-{{scoring}}"  # a trained run, scored by a protocol's sc
 PROGRESS = f"results/logs/progress/{RUN}.txt"  # a training job's steps, time left and loss, live
 MI_TABLE = f"results/score/{SCORED}/mi.csv"
 SUMMARY = f"results/score/{SCORED}/summary.csv"
+FIGURE_MAPS = f"results/score/{SCORED}/figure_maps.npy"  # the maps of figures.images, as scored
+FIGURE_BOUNDS = f"results/score/{SCORED}/figure_bounds.csv"  # and their images' MI bounds
 CROSSCHECK = f"results/crosscheck/{RUN}.csv"
 FIGURES = "results/figures"
 FINDINGS = "results/findings"
@@ -104,30 +106,28 @@ def sized_images(wildcards):
 
 def scoring(wildcards):
     """The protocol a job scores by: its ``scoring`` wildcard (score), else its run's protocol (crosscheck)."""
-    return getattr(wildcards, "scoring", wildcards.protocol)
+    return PROTOCOLS[getattr(wildcards, "scoring", wildcards.protocol)]
 
 
-def faithful_sized_images(wildcards):
-    """The faithful protocol scores maps against the image resized to their size; the corrected
-    one against the 96×96 encoder input."""
-    return sized_images(wildcards) if scoring(wildcards) == "faithful" else []
+def protocol_sized_images(wildcards):
+    """The images at the map size, for a protocol that pairs maps with them (the faithful one); the
+    corrected one scores against the 96×96 encoder input."""
+    return sized_images(wildcards) if scoring(wildcards).needs_sized_images else []
 
 
 # Params functions of wildcards only: Snakemake leaves a function that takes input, output, threads
 # or resources out of its params trigger (Rule._is_deriving_function), so a change would rerun nothing.
 def sized_images_arg(wildcards):
-    """--sized-images for the faithful protocol, which pairs each map with the image at its size."""
-    if scoring(wildcards) == "faithful":
-        return f"--sized-images {sized_images(wildcards)}"
-    return ""
+    """--sized-images for a protocol that pairs each map with the image at its size (the faithful one)."""
+    return f"--sized-images {sized_images(wildcards)}" if scoring(wildcards).needs_sized_images else ""
 
 
 def score_protocol_args(wildcards):
-    """What each protocol's scoring needs: only these values reach (and can rerun) its jobs."""
-    if scoring(wildcards) == "faithful":
-        return sized_images_arg(wildcards)
-    null = config["score"]
-    return f"--null-shifts {null['null_shifts']} --null-seed {null['null_seed']}"
+    """What the protocol's scorer takes (its score.* settings, its images): only these values reach, and can
+    rerun, its jobs."""
+    settings = " ".join(f"--{name.replace('_', '-')} {config['score'][name]}"
+                        for name in scoring(wildcards).score_params)
+    return " ".join(filter(None, (sized_images_arg(wildcards), settings)))
 
 
 def canonical(section):
@@ -142,13 +142,8 @@ def train_params(wildcards):
     checkpoint_every is left out: how often state is saved never changes a result. The seed is
     the job's own, a wildcard.
     """
-    params = {
-        key: value
-        for key, value in config["train"].items()
-        if key not in ("overrides", "checkpoint_every", "seeds")
-    }
-    params.update(config["train"]["overrides"].get(wildcards.case, {}))
-    return canonical(params)
+    return canonical({key: value for key, value in case_train(config, wildcards.case).items()
+                      if key not in ("checkpoint_every", "seeds")})
 
 
 N_IMAGES = (
@@ -234,7 +229,7 @@ def article_tables():
     return with_records([
         RAW_IMAGES,
         *(GRAY.format(size=size) for size in sizes),
-        *(path for pattern in (ENCODER, LOSS, MI_TABLE, SUMMARY) for path in per_case(pattern)),
+        *(path for pattern in (ENCODER, LOSS, MI_TABLE, SUMMARY, FIGURE_MAPS, FIGURE_BOUNDS) for path in per_case(pattern)),
         *(f"results/aggregate/{name}" for name in ("cases.csv", "images.csv", "metrics.json")),
     ])
 

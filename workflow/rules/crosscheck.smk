@@ -3,7 +3,7 @@ rule crosscheck:
     input:
         encoder=ENCODER,
         encoder_images=encoder_images(),
-        sized_images=faithful_sized_images,
+        sized_images=protocol_sized_images,
     output:
         **recorded(table=CROSSCHECK),
     log:

@@ -13,7 +13,7 @@ rule figure_loss:
     log:
         "results/logs/figures/loss.log",
     conda:
-        ENVS["torch"]
+        ENVS["figures"]
     params:
         losses=case_pairs(LOSS),
         code=code("figures"),
@@ -23,7 +23,8 @@ rule figure_loss:
 
 rule figure_maps:
     input:
-        encoder=article(ENCODER),
+        maps=article(FIGURE_MAPS),
+        bounds=article(FIGURE_BOUNDS),
         encoder_images=encoder_images(),
         mi=article(MI_TABLE),
     output:
@@ -39,15 +40,13 @@ rule figure_maps:
     log:
         "results/logs/figures/maps_{case}_image{image}.log",
     conda:
-        ENVS["torch"]
+        ENVS["figures"]
     params:
-        bins=config["score"]["bins"],
-        noise_seed=config["score"]["noise_seed"],
         code=code("figures"),
     shell:
-        "python -m mifeatures.figures maps --encoder {input.encoder}"
+        "python -m mifeatures.figures maps --maps {input.maps} --bounds {input.bounds}"
         " --encoder-images {input.encoder_images} --mi {input.mi} --image {wildcards.image}"
-        " --bins {params.bins} --noise-seed {params.noise_seed} --out {output.figure} > {log} 2>&1"
+        " --case {wildcards.case} --out {output.figure} > {log} 2>&1"
 
 
 rule figure_chosen:
@@ -65,7 +64,7 @@ rule figure_chosen:
     log:
         "results/logs/figures/chosen_mean_mi.log",
     conda:
-        ENVS["torch"]
+        ENVS["figures"]
     params:
         summaries=case_pairs(SUMMARY),
         images=config["figures"]["images"],
@@ -90,7 +89,7 @@ rule figure_distribution:
     log:
         "results/logs/figures/mi_distribution.log",
     conda:
-        ENVS["torch"]
+        ENVS["figures"]
     params:
         summaries=case_pairs(SUMMARY),
         code=code("figures"),
@@ -114,7 +113,7 @@ rule figure_wins:
     log:
         "results/logs/figures/wins.log",
     conda:
-        ENVS["torch"]
+        ENVS["figures"]
     params:
         win_by=config["aggregate"]["win_by"],
         code=code("figures"),

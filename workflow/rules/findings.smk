@@ -50,7 +50,7 @@ rule figure_protocols:
     log:
         "results/logs/figures/protocols.log",
     conda:
-        ENVS["torch"]
+        ENVS["figures"]
     params:
         confidence=config["findings"]["confidence"],
         code=code("figures"),

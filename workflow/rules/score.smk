@@ -2,9 +2,9 @@ rule score:
     input:
         encoder=ENCODER,
         encoder_images=encoder_images(),
-        sized_images=faithful_sized_images,
+        sized_images=protocol_sized_images,
     output:
-        **recorded(mi=MI_TABLE, summary=SUMMARY),
+        **recorded(mi=MI_TABLE, summary=SUMMARY, figure_maps=FIGURE_MAPS, figure_bounds=FIGURE_BOUNDS),
     log:
         f"results/logs/score/{SCORED}.log",
     conda:
@@ -19,10 +19,12 @@ rule score:
         noise_seed=config["score"]["noise_seed"],
         protocol=score_protocol_args,
         device=lambda wildcards: train_params(wildcards)["device"],  # where the case trained
-        code=lambda wildcards: code("score", SCORERS[wildcards.scoring]),
+        figure_images=config["figures"]["images"],
+        code=lambda wildcards: code("score", scoring(wildcards).scorer),
     shell:
         "python -m mifeatures.score --encoder {input.encoder}"
         " --encoder-images {input.encoder_images} --protocol {wildcards.scoring} {params.protocol}"
         " --bins {params.bins} --noise-seed {params.noise_seed} --device {params.device}"
         " --threads {threads}"
-        " --mi-out {output.mi} --summary-out {output.summary} > {log} 2>&1"
+        " --mi-out {output.mi} --summary-out {output.summary} --figure-images {params.figure_images}"
+        " --maps-out {output.figure_maps} --bounds-out {output.figure_bounds} > {log} 2>&1"
