@@ -45,7 +45,8 @@ from mifeatures.params import load_params
 from mifeatures.maps import feature_maps
 from mifeatures.scoring import all_images_loop_normalisation, score
 from mifeatures.runtime import resolve_device, set_up
-from mifeatures.training import Batches, seed_everything, train
+from mifeatures.together import train_together
+from mifeatures.training import Batches, TrainConfig, seed_everything, train
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = load_params([REPO / "params.yaml"])["train"]
@@ -200,6 +201,31 @@ def precision_rows(gray: np.ndarray, device: torch.device) -> list[tuple]:
     return rows
 
 
+def together_rows(gray: np.ndarray, device: torch.device, seeds: int) -> list[tuple]:
+    """``seeds`` seeds of case a trained together (mifeatures.together) against one seed alone, per step at
+    fp32. train_together builds its models inside, so its step time is the difference of a two-epoch and a
+    one-epoch run over the same images: the build cancels out."""
+    steps = 10 if device.type == "cuda" else 2
+    gray = gray[: steps * 10]
+    sized = resize_images(gray, map_size("a"))
+    runtime = set_up(device.type, torch.get_num_threads(), "fp32")
+
+    def together_seconds(epochs: int) -> float:
+        configs = [TrainConfig(epochs, TRAIN["batch_size"], TRAIN["lr"], 78 + seed, WEIGHTS.alpha, WEIGHTS.beta,
+                               WEIGHTS.gamma, device.type, "fp32", False) for seed in range(seeds)]
+        start = time.perf_counter()
+        train_together("a", gray, sized, configs, runtime)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    alone = step_seconds(our_loop, "a", gray, device, steps)
+    together = (together_seconds(2) - together_seconds(1)) / steps
+    return [(f"training step, case a, {seeds} seeds together (baseline: {seeds} steps of one seed)",
+             f"{seeds * alone * 1e3:.1f} ms", f"{together * 1e3:.1f} ms; one seed alone {alone * 1e3:.1f} ms",
+             seeds * alone / together)]
+
+
 def scoring_rows(gray: np.ndarray, device: torch.device) -> list[tuple]:
     torch.manual_seed(0)
     encoder = build_encoder("c")
@@ -280,14 +306,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1000, 5000], help="image counts to score")
     parser.add_argument("--project", type=Path, help="a built project for the no-op timings; default: build tiny")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (per core: 1); default: %(default)s")
+    parser.add_argument("--together", type=int,
+                        help="seeds trained together in the seeds-together row; default: 20 on CUDA, 2 on a CPU "
+                             "(each seed holds ≈ 2 GB of weights and Adam moments)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     gray = to_grayscale(make_sample(200, 78))
     print(f"machine: {machine(device)}\n")
     print("| figure | article's way | ours | speed-up |\n|---|---|---|---|")
+    together = args.together or (20 if device.type == "cuda" else 2)
     for section in (lambda: mi_rows(gray), lambda: training_rows(gray, device), lambda: precision_rows(gray, device),
-                    lambda: scoring_rows(gray, device),
+                    lambda: together_rows(gray, device, together), lambda: scoring_rows(gray, device),
                     lambda: project_rows(args.project), lambda: size_rows(args.sizes, device)):
         for figure, baseline, ours, ratio in section():
             print(f"| {figure} | {baseline} | {ours} | {f'{ratio:.1f}×' if ratio else ''} |", flush=True)

@@ -54,12 +54,14 @@ class DeepInfoMaxLoss(nn.Module):
         self.prior_critic = PriorCritic()
 
     def forward(
-        self, maps: torch.Tensor, images: torch.Tensor, generator: torch.Generator | None = None
+        self, maps: torch.Tensor, images: torch.Tensor, generator: torch.Generator | None = None,
+        prior_sample: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Loss terms for maps (B, 32, S, S) and images (B, 1, S, S).
 
         ``generator`` draws the uniform prior samples, so a seeded run is repeatable; either way
-        one tensor shaped like the maps is drawn per call, after the critics' terms.
+        one tensor shaped like the maps is drawn per call, after the critics' terms. A caller that
+        draws it itself (seeds trained together, ``mifeatures.together``) passes it as ``prior_sample``.
 
         Faithful (default): {loss, local, global, prior} with
         prior = γ·(mean softplus(−D(P)) + mean softplus(D(M)))
@@ -84,7 +86,8 @@ class DeepInfoMaxLoss(nn.Module):
         pairs = torch.cat([torch.cat([maps, images], dim=1), torch.cat([rolled, images], dim=1)])
         local = self.weights.beta * _jsd_term(self.local_critic(pairs), batch)
         global_ = self.weights.alpha * _jsd_term(self.global_critic(pairs), batch)
-        prior_sample = torch.rand(maps.shape, generator=generator, device=maps.device, dtype=maps.dtype)
+        if prior_sample is None:
+            prior_sample = torch.rand(maps.shape, generator=generator, device=maps.device, dtype=maps.dtype)
         if self.adversarial_prior:
             prior = self.weights.gamma * F.softplus(-self._prior_scores_for_encoder(maps)).mean()
             discriminator = (F.softplus(-self.prior_critic(prior_sample)).mean()

@@ -1,16 +1,20 @@
-"""Train stage: fit one encoder and its critics with the DeepInfoMax objective (``mifeatures.training``)."""
+"""Train stage: fit one encoder and its critics with the DeepInfoMax objective (``mifeatures.training``), or
+several seeds of one case together (``mifeatures.together``)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 from dataclasses import asdict
 from pathlib import Path
 
 from mifeatures import provenance, sources
+from mifeatures.images import load_images
+from mifeatures.models import INPUT_SIZE, map_size
 from mifeatures.protocols import PROTOCOLS
 from mifeatures.runtime import DEVICES, PRECISIONS, set_up
-from mifeatures.training import TrainConfig, run
+from mifeatures.training import TrainConfig, run, write_run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,7 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, required=True, help="passes over the images (train.epochs)")
     parser.add_argument("--batch-size", type=int, required=True, help="images per step (train.batch_size)")
     parser.add_argument("--lr", type=float, required=True, help="Adam learning rate (train.lr)")
-    parser.add_argument("--seed", type=int, required=True, help="the run's seed (one of train.seeds)")
+    parser.add_argument("--seed", type=int, nargs="+", required=True,
+                        help="the run's seed (one of train.seeds); several are trained together in one batched "
+                             "computation (mifeatures.together), and --encoder-out and --loss-out then hold {seed}")
     parser.add_argument("--alpha", type=float, required=True, help="global weight (train.alpha)")
     parser.add_argument("--beta", type=float, required=True, help="local weight (train.beta)")
     parser.add_argument("--gamma", type=float, required=True, help="prior weight (train.gamma)")
@@ -46,30 +52,58 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--checkpoint-every must be ≥ 1, got {args.checkpoint_every}")
     if args.threads < 1:
         parser.error(f"--threads must be ≥ 1, got {args.threads}")
+    together = len(args.seed) > 1
+    if together:
+        if len(set(args.seed)) != len(args.seed):
+            parser.error(f"--seed {' '.join(map(str, args.seed))}: each seed once")
+        if "{seed}" not in args.encoder_out or "{seed}" not in args.loss_out:
+            parser.error("several seeds write one checkpoint and loss log each: --encoder-out and --loss-out "
+                         "must hold {seed}")
+        if args.resume_state or args.progress:
+            parser.error("seeds trained together keep no --resume-state or --progress file: train one seed per "
+                         "job for those")
+        if args.precision == "bf16":
+            parser.error("--precision bf16 trains one seed at a time")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         runtime = set_up(args.device, args.threads, args.precision)
     except ValueError as error:
         parser.error(f"--device: {error} (train.device)")
-    config = TrainConfig(args.epochs, args.batch_size, args.lr, args.seed, args.alpha, args.beta,
-                         args.gamma, args.device, args.precision, PROTOCOLS[args.protocol].adversarial_prior)
-    losses = run(args.case, args.encoder_images, args.critic_images, config, args.encoder_out, args.loss_out,
-                 runtime, args.resume_state, args.checkpoint_every, discard_resume=False,
-                 code=sources.digest("train"), progress=args.progress)
-    # Protocol and seed say which run this is, as the case does: context. The params are params.yaml's
-    # train keys (train.seeds holds the seed; the protocol sets adversarial_prior).
-    params = {f"train.{key}": value for key, value in asdict(config).items()
-              if key not in ("seed", "adversarial_prior")}
-    job = provenance.record(
-        "train", {"encoder_images": args.encoder_images, "critic_images": args.critic_images}, params,
-        {"case": args.case, "protocol": args.protocol, "seed": args.seed}, runtime=runtime.describe())
-    provenance.write([args.encoder_out, args.loss_out], job)
+    configs = [TrainConfig(args.epochs, args.batch_size, args.lr, seed, args.alpha, args.beta, args.gamma,
+                           args.device, args.precision, PROTOCOLS[args.protocol].adversarial_prior)
+               for seed in args.seed]
+    inputs = {"encoder_images": args.encoder_images, "critic_images": args.critic_images}
+    if together:  # imported by name, so that the workflow's one-seed jobs neither run nor rerun with it
+        together_module = importlib.import_module("mifeatures.together")
+        size = map_size(args.case)
+        runs = together_module.train_together(args.case, load_images(args.encoder_images, INPUT_SIZE),
+                              load_images(args.critic_images, size), configs, runtime)
+        outputs = []
+        for config, (state_dict, losses) in zip(configs, runs):
+            paths = (args.encoder_out.format(seed=config.seed), args.loss_out.format(seed=config.seed))
+            write_run(args.case, config, state_dict, losses, *paths)
+            outputs.append((config, paths, losses))
+    else:
+        losses = run(args.case, args.encoder_images, args.critic_images, configs[0], args.encoder_out,
+                     args.loss_out, runtime, args.resume_state, args.checkpoint_every, discard_resume=False,
+                     code=sources.digest("train"), progress=args.progress)
+        outputs = [(configs[0], (args.encoder_out, args.loss_out), losses)]
+    for config, paths, losses in outputs:
+        # Protocol and seed say which run this is, as the case does: context. The params are params.yaml's
+        # train keys (train.seeds holds the seed; the protocol sets adversarial_prior).
+        params = {f"train.{key}": value for key, value in asdict(config).items()
+                  if key not in ("seed", "adversarial_prior")}
+        context = {"case": args.case, "protocol": args.protocol, "seed": config.seed}
+        if together:
+            context["trained_with"] = args.seed
+        job = provenance.record("train", inputs, params, context, runtime=runtime.describe(),
+                                code=("train", "together") if together else None)
+        provenance.write(list(paths), job)
+        final = losses[losses.epoch == losses.epoch.max()].loss.mean()
+        print(f"case {args.case}, seed {config.seed}: {len(losses)} steps, last-epoch mean loss {final:.4f}; "
+              f"wrote {paths[0]} and {paths[1]}")
     if args.resume_state:  # only now is the job's output complete
         Path(args.resume_state).unlink(missing_ok=True)
-    final = losses[losses.epoch == losses.epoch.max()].loss.mean()
-    print(f"case {args.case}: {len(losses)} steps, last-epoch mean loss {final:.4f}; wrote "
-          f"{Path(args.encoder_out)} and {Path(args.loss_out)}")
-
 
 if __name__ == "__main__":
     main()

@@ -80,6 +80,30 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
+def fresh_models(case: str, config: TrainConfig) -> tuple[torch.nn.Module, DeepInfoMaxLoss]:
+    """A run's initial encoder and critics, drawn from torch's generator seeded with the run's seed."""
+    seed_everything(config.seed)
+    encoder = build_encoder(case)
+    objective = DeepInfoMaxLoss(map_size(case), LossWeights(config.alpha, config.beta, config.gamma),
+                                adversarial_prior=config.adversarial_prior)
+    return encoder, objective
+
+
+def adam(parameters, lr: float, device: torch.device) -> torch.optim.Adam:
+    """A run's optimiser. Fused Adam is one kernel per step on a GPU; on a CPU torch's default keeps the
+    numbers of earlier runs."""
+    return torch.optim.Adam(parameters, lr=lr, fused=True if device.type == "cuda" else None)
+
+
+def write_run(case: str, config: TrainConfig, state_dict: dict, losses: pd.DataFrame, encoder_out: str,
+              loss_out: str) -> None:
+    """A run's outputs: the encoder checkpoint (its case, config and weights) and the loss log."""
+    with atomic_write(encoder_out) as handle:
+        torch.save({"case": case, "config": asdict(config), "state_dict": state_dict}, handle)
+    with atomic_write(loss_out, "w") as handle:
+        losses.to_csv(handle, index=False)
+
+
 class Batches:
     """Reshuffled batches of (96×96 encoder input, image at map size), cut from tensors moved once to
     ``device``; a last short batch is dropped.
@@ -238,16 +262,8 @@ def run(case: str, encoder_images_path: str, critic_images_path: str, config: Tr
     encoder_images = load_images(encoder_images_path, INPUT_SIZE)
     critic_images = load_images(critic_images_path, size)
     device = runtime.device
-    seed_everything(config.seed)
-    encoder = build_encoder(case)
-    objective = DeepInfoMaxLoss(size, LossWeights(config.alpha, config.beta, config.gamma),
-                                adversarial_prior=config.adversarial_prior)
-    # Fused Adam is one kernel per step on a GPU; on a CPU torch's default keeps the numbers of earlier runs.
-    fused = True if device.type == "cuda" else None
-    optimizers = [
-        torch.optim.Adam(encoder.parameters(), lr=config.lr, fused=fused),
-        torch.optim.Adam(objective.parameters(), lr=config.lr, fused=fused),
-    ]
+    encoder, objective = fresh_models(case, config)
+    optimizers = [adam(encoder.parameters(), config.lr, device), adam(objective.parameters(), config.lr, device)]
     batches = Batches(encoder_images, critic_images, config.batch_size, config.seed, device)
     prior_generator = torch.Generator(device=device).manual_seed(config.seed)
     resume = (ResumeState(resume_path, fingerprint(case, config, device, code, encoder_images, critic_images))
@@ -257,11 +273,7 @@ def run(case: str, encoder_images_path: str, critic_images_path: str, config: Tr
     losses = train(encoder, objective, batches, optimizers, config.epochs, device, prior_generator,
                    description=f"train case {case}", resume=resume, checkpoint_every=checkpoint_every,
                    autocast=runtime.autocast(), progress=progress)
-    checkpoint = {"case": case, "config": asdict(config), "state_dict": encoder.cpu().state_dict()}
-    with atomic_write(encoder_out) as handle:
-        torch.save(checkpoint, handle)
-    with atomic_write(loss_out, "w") as handle:
-        losses.to_csv(handle, index=False)
+    write_run(case, config, encoder.cpu().state_dict(), losses, encoder_out, loss_out)
     if resume and discard_resume:
         resume.discard()
     return losses
