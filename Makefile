@@ -5,12 +5,17 @@ SYSTEM_PYTHON := $(shell command -v python3)
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all test browser pull
+.PHONY: all test test-pythons browser pull
 all: $(VENV)/.installed
 	snakemake --cores 4 all
 
 test: $(VENV)/.installed browser
 	python -m pytest
+
+# The suite on Python 3.12 and 3.13 too, each in .venv-3.1x at the lock's pins (CI runs it after `make test`):
+# every test file but the whole-workflow and browser ones, then a tiny end-to-end build and its checks.
+test-pythons:
+	.ci/pythons 3.12 3.13
 
 # Results built elsewhere: dvc pull, then only if they match this checkout's code and params
 # (dvc status clean, provenance verified) mark them up to date for Snakemake; see mifeatures.pull.
