@@ -1,0 +1,162 @@
+"""The SLURM profile against a real one-node SLURM cluster (tests/slurm_cluster.sh: slurmctld, slurmd,
+slurmdbd with MariaDB, munge, on loopback), through snakemake-executor-plugin-slurm's own sbatch, srun and
+sacct. Skipped, saying why, where the cluster cannot run (not root, or Debian's packages cannot be had).
+
+The profile's GPU keys are switched off by what the tests pass on the command line (the node has no GPU),
+never by editing the profile.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mifeatures import provenance
+from mifeatures.params import load_params
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+COPIED = ("workflow", "src", "config", "environment.yml", "dvc.yaml", ".dvcignore")
+# The node has no GPU: no job may ask for a GPU model (the profile's train and score keys).
+NO_GPU = ('train:gpu_model=""', 'score:gpu_model=""')
+FAST_STATUS = ["--slurm-init-seconds-before-status-checks", "1"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """The running cluster's environment (SLURM_CONF); stopped after the module."""
+    folder = tmp_path_factory.mktemp("slurm")
+    started = subprocess.run([str(REPO / "tests/slurm_cluster.sh"), "start", str(folder)], capture_output=True,
+                             text=True, timeout=600)
+    if started.returncode == 3:
+        pytest.skip(f"no SLURM cluster here: {started.stderr.strip()}")
+    assert started.returncode == 0, started.stdout + started.stderr
+    env = {**os.environ, "SLURM_CONF": str(folder / "etc/slurm.conf"),
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    yield env
+    subprocess.run([str(REPO / "tests/slurm_cluster.sh"), "stop", str(folder)], timeout=120)
+
+
+def tiny_project(root: Path, **changes) -> Path:
+    """The project in ``root`` with params.yaml = params.yaml + config/tiny.yaml (+ ``changes``)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
+    params = load_params([REPO / "params.yaml", REPO / "config/tiny.yaml"])
+    for section, values in changes.items():
+        params[section] |= values
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
+
+
+def command(*args: str, resources: tuple[str, ...] = ()) -> list[str]:
+    """Snakemake through the SLURM profile, with ``resources`` set over the profile's (one --set-resources:
+    a second would replace the first)."""
+    return [str(BIN / "snakemake"), "--profile", "workflow/profiles/slurm", "--set-resources", *NO_GPU, *resources,
+            *FAST_STATUS, *args]
+
+
+def snakemake(root: Path, env: dict, *args: str, resources: tuple[str, ...] = (), timeout: int = 1200
+              ) -> subprocess.CompletedProcess:
+    return subprocess.run(command(*args, resources=resources), cwd=root, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def sacct(env: dict, *fields: str) -> list[dict[str, str]]:
+    """Every job the cluster ran (allocations only), with ``fields``."""
+    out = subprocess.run(["sacct", "-a", "-X", "-n", "-P", "-o", ",".join(("JobID", "Comment", *fields))],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    return [dict(zip(("JobID", "Comment", *fields), line.split("|"))) for line in out.splitlines() if line]
+
+
+@pytest.fixture(scope="module")
+def built(cluster, tmp_path_factory):
+    root = tiny_project(tmp_path_factory.mktemp("slurm_build"))
+    result = snakemake(root, cluster, "all")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return root, result
+
+
+def test_tiny_build_through_the_slurm_profile_is_complete_and_current(built, cluster):
+    """Every job ran as a SLURM job (the jobs found the library through the shell prefix's PYTHONPATH),
+    every output has its record, the logs lie where the README says, and --verify calls all current."""
+    root, result = built
+    assert "has been submitted with SLURM jobid" in result.stdout + result.stderr
+    assert "Nothing to be done" in snakemake(root, cluster, "-n", "all").stdout
+    figures = sorted((root / "results/figures").glob("*.png"))
+    assert len(figures) == 12 and all(provenance.sidecar(figure).exists() for figure in figures)  # `all`: 12
+    assert (root / "results/logs/train/faithful/seed78/a.log").exists()
+    verified = subprocess.run([str(BIN / "mifeatures"), "provenance", "--verify", "--all"], cwd=root, env=cluster,
+                              capture_output=True, text=True, timeout=600)
+    assert verified.returncode == 0 and "DRIFTED" not in verified.stdout, verified.stdout[-3000:]
+
+
+def test_sbatch_received_what_the_rules_declare(built, cluster):
+    """What SLURM allocated each training job: the memory, time limit and CPUs the train rule declares
+    (mem_mb, runtime, threads), read back from the accounting database."""
+    root, _ = built
+    plan = snakemake(root, cluster, "-n", "--forcerun", "train", "all").stdout
+    declared = re.findall(r"^rule train:\n(?:    .*\n)*?    resources: (.*)$", plan, re.M)
+    assert len(declared) == 4, plan[-2000:]
+    resources = dict(item.split("=", 1) for item in declared[0].split(", "))
+    trainings = [job for job in sacct(cluster, "JobName", "ReqMem", "Timelimit", "AllocCPUS", "State")
+                 if job["Comment"].startswith("rule_train")]
+    assert len(trainings) == 4
+    for job in trainings:
+        assert job["State"] == "COMPLETED"
+        assert job["ReqMem"] == f"{resources['mem_mb']}M"
+        assert job["Timelimit"] == time.strftime("%H:%M:%S", time.gmtime(int(resources["runtime"]) * 60))
+        assert job["AllocCPUS"] == resources["cpus_per_task"]
+
+
+def test_a_training_cancelled_mid_run_resumes_to_the_same_bytes(cluster, tmp_path):
+    """scancel a training job once it saved a resume state; the resubmitted job continues from it and
+    writes the checkpoint and loss log an uninterrupted run writes, byte for byte."""
+    settings = {"train": {"epochs": 6, "checkpoint_every": 1}}
+    target = "results/train/faithful/seed78/a"
+    whole = tiny_project(tmp_path / "whole", **settings)
+    assert snakemake(whole, cluster, f"{target}/encoder.pt").returncode == 0
+    cut = tiny_project(tmp_path / "cut", **settings)
+    running = subprocess.Popen(command(f"{target}/encoder.pt"), cwd=cut, env=cluster, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    resume = cut / target / "resume.pt"
+    for _ in range(600):
+        if resume.exists():
+            break
+        time.sleep(0.5)
+    assert resume.exists(), "the training saved no resume state"
+    running_jobs = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], env=cluster, capture_output=True,
+                                  text=True, check=True).stdout.split("\n")
+    job = next(line.split()[0] for line in running_jobs if " rule_train" in line)
+    subprocess.run(["scancel", job], env=cluster, check=True)
+    said = running.communicate(timeout=600)[0]
+    assert running.returncode != 0 and "CANCELLED" in said, said[-2000:]
+    assert resume.exists() and not (cut / target / "encoder.pt").exists()
+    again = snakemake(cut, cluster, f"{target}/encoder.pt")
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    log = (cut / "results/logs/train/faithful/seed78/a.log").read_text()
+    assert "resuming from" in log
+    for name in ("encoder.pt", "loss.csv"):
+        assert (cut / target / name).read_bytes() == (whole / target / name).read_bytes(), name
+
+
+def test_a_job_past_its_memory_is_a_clear_failure(cluster, tmp_path):
+    """A training that outgrows the memory its job asked for is killed by SLURM. Snakemake names the rule and
+    the SLURM log, which names the limit; no output is left."""
+    root = tiny_project(tmp_path)
+    result = snakemake(root, cluster, "results/train/faithful/seed78/a/encoder.pt", resources=("train:mem_mb=50",))
+    said = result.stdout + result.stderr
+    assert result.returncode != 0 and "Error in rule train" in said, said[-3000:]
+    slurm_log = Path(re.search(r"\(log: (\S+/rule_train/\S+\.log)\)", said).group(1))
+    assert "exceeded memory limit" in slurm_log.read_text() and f"> {50 * 2**20})" in slurm_log.read_text()
+    assert not (root / "results/train/faithful/seed78/a/encoder.pt").exists()
+    assert not list((root / "results/train").rglob("*.prov.json"))
