@@ -220,6 +220,7 @@ def test_cli_bf16_trains_in_bfloat16_and_records_it(tmp_path, trained_case, rest
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("--precision", "fp16", "invalid choice: 'fp16'"),
     ("--checkpoint-every", "0", "--checkpoint-every must be ≥ 1, got 0"),
+    ("--threads", "0", "--threads 0: threads must be ≥ 1, got 0"),
     ("--protocol", "adversarial", "invalid choice: 'adversarial'"),
 ])
 def test_cli_rejects_a_bad_option_before_any_work(tmp_path, trained_case, capsys, option, value, message):

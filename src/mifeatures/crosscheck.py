@@ -80,10 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="table to write (.csv)")
     args = parser.parse_args(argv)
     protocol = PROTOCOLS[args.protocol]
-    if (args.sized_images is not None) != protocol.needs_sized_images:
-        needs = "needs" if protocol.needs_sized_images else "does not take"
-        parser.error(f"--sized-images: the {protocol.name} protocol {needs} it (only a protocol that pairs "
-                     "maps with the image at their size does)")
+    if problem := protocol.sized_images_problem(args.sized_images is not None):
+        parser.error(problem)
     for name in ("images", "maps", "neighbors"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be ≥ 1, got {getattr(args, name)}")

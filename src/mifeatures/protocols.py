@@ -44,6 +44,14 @@ class Protocol:
         """Whether its scoring reads the grayscale images at the map's size."""
         return self.reference == "sized"
 
+    def sized_images_problem(self, given: bool) -> str | None:
+        """What is wrong with a stage's --sized-images being ``given`` or not for this protocol, if anything."""
+        if given == self.needs_sized_images:
+            return None
+        return (f"--sized-images: the {self.name} protocol {'needs' if self.needs_sized_images else 'does not take'} "
+                "it (only a protocol that pairs maps with the image at their size does; the others score against "
+                "--encoder-images)")
+
 
 FAITHFUL = Protocol(
     name="faithful", adversarial_prior=False, scorer="scoring", encoder_mode="train", reference="sized",

@@ -63,10 +63,8 @@ def main(argv: list[str] | None = None) -> None:
                              "default: %(default)s")
     args = parser.parse_args(argv)
     protocol = PROTOCOLS[args.protocol]
-    if (args.sized_images is not None) != protocol.needs_sized_images:
-        parser.error(f"--sized-images: the {protocol.name} protocol "
-                     f"{'needs' if protocol.needs_sized_images else 'does not take'} it (only a protocol that "
-                     "pairs maps with the image at their size does; the others score against --encoder-images)")
+    if problem := protocol.sized_images_problem(args.sized_images is not None):
+        parser.error(problem)
     settings = {name: getattr(args, name) for name in protocol.score_params}
     for name, value in vars(args).items():
         if name in SCORE_PARAMS and (value is None) == (name in settings):

@@ -50,8 +50,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.checkpoint_every < 1:
         parser.error(f"--checkpoint-every must be ≥ 1, got {args.checkpoint_every}")
-    if args.threads < 1:
-        parser.error(f"--threads must be ≥ 1, got {args.threads}")
     together = len(args.seed) > 1
     if together:
         if len(set(args.seed)) != len(args.seed):
@@ -68,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         runtime = set_up(args.device, args.threads, args.precision)
     except ValueError as error:
-        parser.error(f"--device: {error} (train.device)")
+        parser.error(f"--device {args.device}, --threads {args.threads}: {error}")
     configs = [TrainConfig(args.epochs, args.batch_size, args.lr, seed, args.alpha, args.beta, args.gamma,
                            args.device, args.precision, PROTOCOLS[args.protocol].adversarial_prior)
                for seed in args.seed]
