@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shlex
 import sys
 import tomllib
 from pathlib import Path
@@ -122,3 +123,41 @@ def test_every_rule_environment_holds_what_its_code_imports():
         needed = third_party_imports(*stages, *scorers)
         assert needed <= set(conda_pins(ENVS / f"{env}.yaml")), f"rule {rule} ({env}): lacks {needed - set(conda_pins(ENVS / f'{env}.yaml'))}"
     assert "pytorch" not in conda_pins(ENVS / "tables.yaml") and "pytorch" not in conda_pins(ENVS / "data.yaml")
+
+
+def apptainer_definition() -> tuple[str, set[str], str]:
+    """(base image, packages of the pip install, its constraints file) of workflow/envs/apptainer.def."""
+    text = (ENVS / "apptainer.def").read_text()
+    base = re.search(r"^From:\s*(\S+)$", text, re.M)[1]
+    post = re.search(r"^%post\n(.*?)(?=^%|\Z)", text, re.M | re.S)[1].replace("\\\n", " ")
+    words = shlex.split(post)
+    assert words[:2] == ["pip", "install"], post
+    constraints = words[words.index("-c") + 1]
+    packages = {word for word in words[2:] if not word.startswith("-") and word != constraints}
+    assert f"requirements.lock {constraints}" in " ".join(re.search(r"^%files\n(.*?)(?=^%)", text, re.M | re.S)[1].split())
+    return base, packages, constraints
+
+
+def test_the_apptainer_image_holds_every_job_environment_at_the_locked_versions():
+    """The image `--sdm apptainer` runs is the union of the four job environments, pinned by the lock
+    copied in, on the environments' Python; no workflow tool."""
+    base, packages, _ = apptainer_definition()
+    pypi = {conda: pypi for pypi, conda in CONDA_NAMES.items()}
+    union = {pypi.get(name, name) for path in ENVS.glob("*.yaml") for name in conda_pins(path) if name != "python"}
+    assert packages == union
+    assert packages <= set(locked()) and not packages & WORKFLOW_TOOLS
+    assert {conda_pins(path)["python"] for path in ENVS.glob("*.yaml")} == {"3.11"}
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", base), base
+
+
+def test_every_rule_runs_in_the_one_image_the_definition_builds():
+    """The Snakefile's global `container:` is the image the README's build command makes, and no rule
+    names another (a rule's own `container:` would replace it)."""
+    snakefile = (REPO / "workflow/Snakefile").read_text()
+    assert re.search(r"^container: IMAGE$", snakefile, re.M)
+    common = (REPO / "workflow/rules/common.smk").read_text()
+    image = re.search(r'^IMAGE = "(.+)"$', common, re.M)[1]
+    assert f"apptainer build {image} workflow/envs/apptainer.def" in (ENVS / "apptainer.def").read_text()
+    assert f"apptainer build {image} workflow/envs/apptainer.def" in (REPO / "README.md").read_text()
+    rules = (path.read_text() for path in (REPO / "workflow/rules").glob("*.smk"))
+    assert not any(re.search(r"^\s+container:", text, re.M) for text in rules)

@@ -16,6 +16,8 @@ from mifeatures.models import INPUT_SIZE, map_size
 from mifeatures.params import STL10_TRAIN_IMAGES, case_train, load_params, validate_params
 from mifeatures.protocols import PROTOCOLS
 from mifeatures.provenance import CONFIG_FILES_VARIABLE, SUFFIX
+from snakemake.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 
 def relative(path):
@@ -50,6 +52,13 @@ shell.prefix(
     f"export PYTHONPATH={shlex.quote(SOURCE)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
     f"export {CONFIG_FILES_VARIABLE}={shlex.quote(os.pathsep.join(CONFIG_FILES))}; "
 )
+
+# `--sdm apptainer` runs every job in this image (the Snakefile's `container:`), which the user builds from
+# workflow/envs/apptainer.def: said before any job, or even a dry run, promises a build it cannot do.
+IMAGE = "mifeatures.sif"
+if DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method and not Path(IMAGE).is_file():
+    raise WorkflowError(f"--sdm apptainer: the image {IMAGE} is not in {Path.cwd()}; build it there first: "
+                        f"apptainer build {IMAGE} workflow/envs/apptainer.def")
 
 CASES = config["cases"]
 SEEDS = config["train"]["seeds"]
