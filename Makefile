@@ -13,7 +13,7 @@ test: $(VENV)/.installed browser
 	python -m pytest
 
 # The suite on Python 3.12 and 3.13 too, each in .venv-3.1x at the lock's pins (CI runs it after `make test`):
-# every test file but the whole-workflow, browser, SLURM and seeds-together ones, then a tiny build and its checks.
+# the suite but its slowest files and tests (named in .ci/pythons and the README), then a tiny build and its checks.
 test-pythons:
 	.ci/pythons 3.12 3.13
 

@@ -160,3 +160,20 @@ def test_a_job_past_its_memory_is_a_clear_failure(cluster, tmp_path):
     assert "exceeded memory limit" in slurm_log.read_text() and f"> {50 * 2**20})" in slurm_log.read_text()
     assert not (root / "results/train/faithful/seed78/a/encoder.pt").exists()
     assert not list((root / "results/train").rglob("*.prov.json"))
+
+
+def test_a_job_past_its_runtime_is_a_clear_failure_that_keeps_its_epochs(cluster, tmp_path):
+    """A training longer than its job's runtime (1 minute, SLURM's smallest) is ended by SLURM. Snakemake names
+    the rule and SLURM's TIMEOUT, the SLURM log the time limit; the epochs done are kept in the resume state
+    for the resubmission, and no checkpoint or record is left."""
+    root = tiny_project(tmp_path, train={"epochs": 100, "checkpoint_every": 1})  # ≈ 5 s per epoch here
+    target = root / "results/train/faithful/seed78/a"
+    result = snakemake(root, cluster, "results/train/faithful/seed78/a/encoder.pt", resources=("train:runtime=1",),
+                       timeout=600)
+    said = result.stdout + result.stderr
+    assert result.returncode != 0 and "Error in rule train" in said, said[-3000:]
+    assert "SLURM status is: 'TIMEOUT'" in said, said[-3000:]
+    slurm_log = Path(re.search(r"\(log: (\S+/rule_train/\S+\.log)\)", said).group(1))
+    assert "DUE TO TIME LIMIT" in slurm_log.read_text()
+    assert (target / "resume.pt").is_file() and not (target / "encoder.pt").exists()
+    assert not list((root / "results/train").rglob("*.prov.json"))
