@@ -115,6 +115,7 @@ def test_cli_trains_several_seeds_and_records_each(tmp_path, case_inputs):
     (["--seed", "78", "78"], "each seed once"),
     (["--seed", "78", "79", "--encoder-out", "x.pt"], "must hold {seed}"),
     (["--seed", "78", "79", "--resume-state", "r.pt"], "keep no --resume-state"),
+    (["--seed", "78", "79", "--precision", "bf16"], "bf16 is trained one seed at a time"),
 ])
 def test_cli_refuses_several_seeds_it_cannot_write(tmp_path, case_inputs, arguments, message, capsys):
     defaults = {"--encoder-out": str(tmp_path / "{seed}.pt"), "--loss-out": str(tmp_path / "{seed}.csv")}

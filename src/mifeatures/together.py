@@ -31,18 +31,26 @@ def _stacked(modules: list[torch.nn.Module]) -> tuple[torch.nn.Module, dict, dic
     return copy.deepcopy(modules[0]).to("meta"), params, buffers
 
 
-def train_together(case: str, encoder_images: np.ndarray, critic_images: np.ndarray, configs: list[TrainConfig],
-                   runtime: Runtime) -> list[tuple[dict[str, torch.Tensor], pd.DataFrame]]:
-    """Train ``case`` once per config, all at once; return each run's (encoder state dict, loss log), in the
-    configs' order. The configs differ in their seed only."""
+def check_configs(configs: list[TrainConfig]) -> None:
+    """Raise ValueError unless ``configs`` can be trained together: they differ in their seed only, each
+    seed once, and are not bf16."""
     seeds = [config.seed for config in configs]
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds trained together must differ, got {seeds}")
+        raise ValueError(f"seeds trained together must differ: each seed once, got {seeds}")
     first = configs[0]
     if any(replace(config, seed=first.seed) != first for config in configs):
         raise ValueError("seeds trained together share every other setting")
     if first.precision == "bf16":
         raise ValueError("bf16 is trained one seed at a time: its prior draws follow the maps' dtype")
+
+
+def train_together(case: str, encoder_images: np.ndarray, critic_images: np.ndarray, configs: list[TrainConfig],
+                   runtime: Runtime) -> list[tuple[dict[str, torch.Tensor], pd.DataFrame]]:
+    """Train ``case`` once per config, all at once; return each run's (encoder state dict, loss log), in the
+    configs' order. The configs differ in their seed only (``check_configs``)."""
+    check_configs(configs)
+    seeds = [config.seed for config in configs]
+    first = configs[0]
     device, size = runtime.device, map_size(case)
     encoders, objectives, batches, priors = [], [], [], []
     for config in configs:  # each seed's weights and draws, in its solo run's order

@@ -51,31 +51,31 @@ def main(argv: list[str] | None = None) -> None:
     if args.checkpoint_every < 1:
         parser.error(f"--checkpoint-every must be ≥ 1, got {args.checkpoint_every}")
     together = len(args.seed) > 1
-    if together:
-        if len(set(args.seed)) != len(args.seed):
-            parser.error(f"--seed {' '.join(map(str, args.seed))}: each seed once")
+    configs = [TrainConfig(args.epochs, args.batch_size, args.lr, seed, args.alpha, args.beta, args.gamma,
+                           args.device, args.precision, PROTOCOLS[args.protocol].adversarial_prior)
+               for seed in args.seed]
+    if together:  # imported by name, so that the workflow's one-seed jobs neither run nor rerun with it
+        together_module = importlib.import_module("mifeatures.together")
+        try:
+            together_module.check_configs(configs)
+        except ValueError as error:
+            parser.error(f"--seed {' '.join(map(str, args.seed))}: {error}")
         if "{seed}" not in args.encoder_out or "{seed}" not in args.loss_out:
             parser.error("several seeds write one checkpoint and loss log each: --encoder-out and --loss-out "
                          "must hold {seed}")
         if args.resume_state or args.progress:
             parser.error("seeds trained together keep no --resume-state or --progress file: train one seed per "
                          "job for those")
-        if args.precision == "bf16":
-            parser.error("--precision bf16 trains one seed at a time")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         runtime = set_up(args.device, args.threads, args.precision)
     except ValueError as error:
         parser.error(f"--device {args.device}, --threads {args.threads}: {error}")
-    configs = [TrainConfig(args.epochs, args.batch_size, args.lr, seed, args.alpha, args.beta, args.gamma,
-                           args.device, args.precision, PROTOCOLS[args.protocol].adversarial_prior)
-               for seed in args.seed]
     inputs = {"encoder_images": args.encoder_images, "critic_images": args.critic_images}
-    if together:  # imported by name, so that the workflow's one-seed jobs neither run nor rerun with it
-        together_module = importlib.import_module("mifeatures.together")
-        size = map_size(args.case)
+    if together:
         runs = together_module.train_together(args.case, load_images(args.encoder_images, INPUT_SIZE),
-                              load_images(args.critic_images, size), configs, runtime)
+                                              load_images(args.critic_images, map_size(args.case)), configs,
+                                              runtime)
         outputs = []
         for config, (state_dict, losses) in zip(configs, runs):
             paths = (args.encoder_out.format(seed=config.seed), args.loss_out.format(seed=config.seed))
@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
               f"wrote {paths[0]} and {paths[1]}")
     if args.resume_state:  # only now is the job's output complete
         Path(args.resume_state).unlink(missing_ok=True)
+
 
 if __name__ == "__main__":
     main()

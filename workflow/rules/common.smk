@@ -54,7 +54,8 @@ shell.prefix(
 )
 
 # `--sdm apptainer` runs every job in this image (the Snakefile's `container:`), which the user builds from
-# workflow/envs/apptainer.def: said before any job, or even a dry run, promises a build it cannot do.
+# workflow/envs/apptainer.def. Its absence is said at parse time: a dry run would otherwise plan jobs that
+# cannot start.
 IMAGE = "mifeatures.sif"
 if DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method and not Path(IMAGE).is_file():
     raise WorkflowError(f"--sdm apptainer: the image {IMAGE} is not in {Path.cwd()}; build it there first: "
