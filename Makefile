@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine (see README):
-#   make        creates .venv if needed, then builds every figure (snakemake --cores 4 all)
+#   make        creates .venv if needed, then builds every figure (mifeatures build: Snakemake over the records)
 #   make test   creates .venv if needed, then runs the tests
 SYSTEM_PYTHON := $(shell command -v python3)
 VENV := .venv
@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: all test test-pythons browser pull
 all: $(VENV)/.installed
-	snakemake --cores 4 all
+	mifeatures build --cores 4 all
 
 test: $(VENV)/.installed browser
 	python -m pytest
@@ -17,10 +17,10 @@ test: $(VENV)/.installed browser
 test-pythons:
 	.ci/pythons 3.12 3.13
 
-# Results built elsewhere: dvc pull, then only if they match this checkout's code and params
-# (dvc status clean, provenance verified) mark them up to date for Snakemake; see mifeatures.pull.
+# Results built elsewhere: dvc pull, then mark up to date what their records say this checkout would make,
+# under CONFIG (e.g. make pull CONFIG=config/tiny.yaml); see mifeatures.pull.
 pull: $(VENV)/.installed
-	mifeatures pull
+	mifeatures pull $(if $(CONFIG),--configfile $(CONFIG))
 
 # The report test drives Debian's headless Chromium; install it when missing and we may (root, as on CI).
 browser:

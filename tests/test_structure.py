@@ -21,7 +21,7 @@ from mifeatures.protocols import PROTOCOLS
 REPO = Path(__file__).resolve().parents[1]
 # The workflow's machinery around the science: params validation, provenance, code digests, the audit
 # and its plan, sharing results, locks, and the command line.
-TOOLS = {"__init__", "cli", "params", "provenance", "sources", "plan", "audit", "pull", "runlock"}
+TOOLS = {"__init__", "cli", "params", "provenance", "sources", "plan", "audit", "pull", "runlock", "records", "reconcile"}
 
 
 def stages() -> set[str]:

@@ -20,35 +20,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import os
-import shlex
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from mifeatures import sources
+from mifeatures import provenance, records, sources
 from mifeatures.io import atomic_write
 from mifeatures.params import ParamsError, case_train, load_params, validate_params
-from mifeatures.plan import PlannedJob, needed_by, options, plan
-from mifeatures.provenance import SUFFIX, sha256, sidecar
+from mifeatures.plan import PlannedJob, needed_by, plan
+from mifeatures.provenance import SUFFIX, sidecar
 
 SCHEMA = "workflow/schemas/params.schema.yaml"  # the checkout's own
 _REEXEC = "MIFEATURES_AUDIT_OF_CHECKOUT"  # set in the process that verifies with the checkout's library
-
-
-@functools.cache
-def _sha256(path: str, stamp: tuple[int, int]) -> str:
-    return sha256(path)
-
-
-def current_sha256(path: str | Path) -> str:
-    """sha256 of ``path``, hashed once per (mtime, size) in this process: `--all` meets the same grayscale
-    arrays and checkpoints in the chain of every output."""
-    status = os.stat(path)
-    return _sha256(str(path), (status.st_mtime_ns, status.st_size))
 
 
 def chain(job: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -83,28 +69,20 @@ def config_files(job: dict[str, Any]) -> list[str]:
     return job.get("config_files") or ["params.yaml"]
 
 
-def drift(figure: str | Path, params: dict[str, Any], code_root: Path = sources.ROOT) -> list[str]:
-    """What no longer matches the figure's record: bytes, code (the package in ``code_root``) and
-    params anywhere in its chain."""
+def drift(figure: str | Path, params: dict[str, Any], code_root: Path = sources.ROOT,
+          root: Path | None = None) -> list[str]:
+    """What no longer holds of the figure's record and every record in its chain, whatever the workflow's plan
+    (``records.record_problems``: place, bytes, code, embedded records; only regular files, inside ``root``
+    when given), and the params they were made with against ``params``."""
     path = Path(figure)
-    if not sidecar(path).exists():
-        return [f"{path}: no provenance record ({sidecar(path)})"]
-    job = json.loads(sidecar(path).read_text())
+    job, why = records.read(path)
+    if job is None:
+        return [f"{path}: {why}"]
     problems = []
-    files = {job["output"]["path"]: job["output"]["sha256"]}
     for current in chain(job):
-        for entry in current["inputs"].values():
-            files[entry["path"]] = entry["sha256"]
-            made = entry.get("record", {}).get("output", {}).get("sha256")
-            if made is not None and made != entry["sha256"]:
-                problems.append(f"input {entry['path']}: its bytes when {current['stage']} read them differ from "
-                                f"those {entry['record']['stage']} wrote (edited by hand in between?)")
-        for module, digest in current["code"].get("modules", {}).items():
-            name = Path(module).stem
-            if not sources.path(name, code_root).is_file():
-                problems.append(f"code {module}: ran in {current['stage']}, now missing")
-            elif sources.module_digest(name, code_root) != digest:
-                problems.append(f"code {module}: changed since {current['stage']} ran it")
+        top = current is job
+        problems += records.record_problems(path if top else current["output"]["path"], current, code_root, root,
+                                            check_output=top)
         for key, value in current["params"].items():
             now = lookup(params, key, current["context"])
             if now != value:
@@ -114,17 +92,9 @@ def drift(figure: str | Path, params: dict[str, Any], code_root: Path = sources.
         if seed is not None and (not isinstance(seeds, list) or seed not in seeds):
             problems.append(f"seed {seed} (case {current['context'].get('case')}): trained with it, not in "
                             f"train.seeds {seeds} now")
-    for file, recorded in files.items():
-        if not Path(file).exists():
-            problems.append(f"input {file}: missing")
-        elif current_sha256(file) != recorded:
-            problems.append(f"{'output' if file == str(path) else 'input'} {file}: its bytes are not those "
-                            "its record gives (changed since it was made)")
-        elif sidecar(file).exists():
-            own = json.loads(sidecar(file).read_text())["output"]["sha256"]
-            if own != recorded:
-                problems.append(f"input {file}: its own record {sidecar(file)} gives other bytes")
     return sorted(set(problems))
+
+
 def render(job: dict[str, Any], indent: str = "", shown: set[str] | None = None) -> Iterator[str]:
     """A readable tree: each output, the job that made it, its params and inputs; each record once."""
     shown = set() if shown is None else shown
@@ -171,46 +141,30 @@ def summary(job: dict[str, Any]) -> Iterator[str]:
         yield f"  {key} = {'; '.join(variants)}"
 
 
-def identity_problems(record: dict[str, Any], producer: dict[str, PlannedJob], configfiles: list[str]) -> list[str]:
-    """Where a job in the chain of ``record`` differs from the job the workflow would run for the same path
-    now (another case, protocol, seed, image, input or param), one line per record. Which config files the
-    values came from does not matter, only the values."""
+def output_problems(path: str, producer: dict[str, PlannedJob], params: dict[str, Any], checkout: Path,
+                    configfiles: list[str]) -> tuple[list[str], list[str]]:
+    """(why ``path`` is not what the workflow, run now, would make: ``records.mismatches`` for it and every
+    record in its chain, with the params behind them; the library versions it was made with that differ from
+    this environment's). Both empty when it is current."""
+    job = producer[path]
+    if not Path(path).exists() or f"{path}{SUFFIX}" not in job.outputs:
+        return records.mismatches(path, job, checkout), []
+    record, why = records.read(path)
+    if record is None:
+        return [f"{why}, which the {job.rule} job writes beside it"], []
     problems = []
     for current in chain(record):
-        path = current["output"]["path"]
-        job = producer.get(path)
-        if job is None:
-            problems.append(f"{path}: made by {current['stage']}, but the workflow under {' + '.join(configfiles)} "
-                            "makes no such file")
-            continue
-        made, now = options(shlex.split(current["command"])[1:]), options(job.command)
-        differences = [f"{option or 'arguments'} {' '.join(made.get(option, ('(absent)',)))} "
-                       f"(now {' '.join(now.get(option, ('(absent)',)))})"
-                       for option in sorted(made.keys() | now.keys()) if made.get(option) != now.get(option)]
-        if differences:
-            problems.append(f"{path}: made by another job than the workflow's {job.rule} job for it now: "
-                            + "; ".join(differences))
-    return problems
-
-
-def output_problems(path: str, producer: dict[str, PlannedJob], params: dict[str, Any], checkout: Path,
-                    configfiles: list[str], pulled: bool = False) -> list[str]:
-    """Why ``path`` is not exactly what the workflow, run now, would make; empty when it is. ``pulled``:
-    the files were just restored by DVC, so their mtimes and the lack of Snakemake metadata say nothing."""
-    job = producer[path]
-    if not Path(path).exists():
-        return [f"missing: the {job.rule} job makes it; `snakemake --cores 4 all` (make) rebuilds it and what "
-                "depends on it"]
-    problems = []
-    if f"{path}{SUFFIX}" in job.outputs:
-        if not sidecar(path).exists():
-            return [f"no provenance record ({sidecar(path)}), which the {job.rule} job writes beside it"]
-        record = json.loads(sidecar(path).read_text())
-        problems += identity_problems(record, producer, configfiles)
-        problems += drift(path, params, checkout / "src" / sources.PACKAGE)
-    if job.rerun and not pulled:
-        problems.append(f"Snakemake would run the {job.rule} job again: {job.rerun}")
-    return problems
+        made_for = current["output"]["path"]
+        planned = producer.get(made_for)
+        if planned is None:
+            problems.append(f"{made_for}: made by {current['stage']}, but the workflow under "
+                            f"{' + '.join(configfiles)} makes no such file")
+        else:
+            problems += records.identity_problems(made_for, current, planned)
+    problems += drift(path, params, checkout / "src" / sources.PACKAGE, checkout)
+    code_root = checkout / "src" / sources.PACKAGE
+    changes = sorted({change for current in chain(record) for change in records.environment_changes(current, code_root)})
+    return problems, changes
 
 
 def _record_config(paths: list[Path]) -> list[str]:
@@ -222,7 +176,7 @@ def _record_config(paths: list[Path]) -> list[str]:
 
 
 def verify(checkout: Path, figures: list[Path], every: bool, params_files: list[str] | None,
-           schema: str | Path, pulled: bool = False) -> int:
+           schema: str | Path) -> int:
     """Print each output's verdict against the workflow's plan; return the number not current."""
     with contextlib.chdir(checkout):
         configfiles = params_files or _record_config(
@@ -240,12 +194,16 @@ def verify(checkout: Path, figures: list[Path], every: bool, params_files: list[
             paths = [str(figure) for figure in figures]
         failed = 0
         for path in paths:
-            problems = (output_problems(path, producer, params, checkout.resolve(), configfiles, pulled) if path in producer
-                        else [f"not an output of the workflow under {' + '.join(configfiles)}"])
-            failed += bool(problems)
-            print(f"{path}: " + ("current" if not problems else "DRIFTED"))
+            problems, changes = (output_problems(path, producer, params, checkout.resolve(), configfiles)
+                                 if path in producer else
+                                 ([f"not an output of the workflow under {' + '.join(configfiles)}"], []))
+            failed += bool(problems or changes)
+            verdict = "DRIFTED" if problems else "OTHER ENVIRONMENT" if changes else "current"
+            print(f"{path}: {verdict}")
             for problem in problems:
                 print(f"  - {problem}")
+            for change in changes:
+                print(f"  - environment: {change}")
         if every and len(built) < len(extra):
             print("(the findings' runs are not built: `snakemake protocols` builds them; nothing of them verified)")
     return failed
@@ -262,9 +220,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--verify", action="store_true",
                         help="would the workflow, run now, make exactly these files from exactly these inputs? "
                              "exit 1 if not")
-    parser.add_argument("--pulled", action="store_true",
-                        help="with --verify: the files were just restored by dvc pull, whose mtimes and missing "
-                             "Snakemake metadata say nothing; compare the records only (mifeatures pull)")
     parser.add_argument("--directory", default=".", type=Path,
                         help="the checkout whose workflow and src/ --verify uses; default: the current directory")
     parser.add_argument("--params", nargs="+",
@@ -289,8 +244,7 @@ def main(argv: list[str] | None = None) -> None:
                                     env={**os.environ, "PYTHONPATH": path, _REEXEC: "1"})
             sys.exit(result.returncode)
         try:
-            failed = verify(checkout, figures, args.all, args.params, (checkout / args.schema).resolve(),
-                            args.pulled)
+            failed = verify(checkout, figures, args.all, args.params, (checkout / args.schema).resolve())
         except ParamsError as error:
             parser.exit(2, f"{error}\n")
         sys.exit(1 if failed else 0)
@@ -302,6 +256,9 @@ def main(argv: list[str] | None = None) -> None:
         with atomic_write(args.summary, "w") as handle:
             for figure in figures:
                 handle.write("\n".join(summary(json.loads(sidecar(figure).read_text()))) + "\n\n")
+        # Its inputs are the figures' records, hashed with it, so its own record says which it summarised.
+        provenance.write([args.summary], provenance.record("audit", {str(figure): sidecar(figure) for figure in figures},
+                                                           {}))
         return
     for figure in figures:
         if not sidecar(figure).exists():

@@ -1,6 +1,7 @@
 """``mifeatures COMMAND …``: one sub-command per workflow stage, plus the checks and the audit.
 
-Each is the same as ``python -m mifeatures.MODULE`` (``provenance``: ``mifeatures.audit``).
+Each is the same as ``python -m mifeatures.MODULE`` (``provenance``: ``mifeatures.audit``; ``build``:
+``mifeatures.reconcile``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ COMMANDS = {
     "article": ("article", "the article's printed losses beside this run's (rule article_check)"),
     "params": ("params", "check params.yaml and override files as the workflow does"),
     "provenance": ("audit", "show an output's provenance, or verify it is what the workflow would make"),
-    "pull": ("pull", "dvc pull results built elsewhere and mark them up to date, if they are current"),
+    "build": ("reconcile", "run the workflow, rerunning exactly the jobs whose records do not match (make, dvc repro)"),
+    "pull": ("pull", "dvc pull results built elsewhere and mark up to date what their records say is current"),
 }
 
 

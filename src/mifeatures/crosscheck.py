@@ -23,7 +23,7 @@ from mifeatures.io import atomic_write
 from mifeatures.ksg import ksg_mi
 from mifeatures.maps import load_encoder, protocol_maps
 from mifeatures.models import INPUT_SIZE, N_MAPS, map_size
-from mifeatures.protocols import PROTOCOLS, Protocol
+from mifeatures.protocols import PROTOCOLS, training_run, Protocol
 from mifeatures.runtime import DEVICES, set_up
 
 COLUMNS = ["image", "map", "ksg", "ksg_null", "ksg_corrected"]
@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     """CLI: KSG MI of a seeded subsample of one trained case's image–map pairs."""
     parser = argparse.ArgumentParser(prog="mifeatures crosscheck", description=__doc__.splitlines()[0])
     parser.add_argument("--encoder", required=True, help="checkpoint written by the train stage")
+    parser.add_argument("--run", nargs=3, metavar=("CASE", "PROTOCOL", "SEED"),
+                        help="the training run the checkpoint must be (its place in results/train); another is "
+                             "refused")
     parser.add_argument("--encoder-images", required=True, help="96×96 grayscale .npy (encoder input)")
     parser.add_argument("--protocol", choices=PROTOCOLS, required=True, help="whose maps and reference images")
     parser.add_argument("--sized-images", help="grayscale .npy at the case's map size; the faithful protocol's")
@@ -91,7 +94,10 @@ def main(argv: list[str] | None = None) -> None:
         runtime = set_up(args.device, args.threads, "fp32")
     except ValueError as error:
         parser.error(f"--device {args.device}, --threads {args.threads}: {error}")
-    case, encoder = load_encoder(args.encoder)
+    try:
+        case, encoder = load_encoder(args.encoder, None if args.run is None else training_run(*args.run))
+    except ValueError as error:
+        parser.error(f"--encoder: {error}")
     encoder_images = load_images(args.encoder_images, INPUT_SIZE)
     inputs = {"encoder": args.encoder, "encoder_images": args.encoder_images}
     sized_images = None

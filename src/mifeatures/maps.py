@@ -28,11 +28,17 @@ RECEPTIVE_RADIUS = 4
 VALID = INPUT_SIZE - 2 * RECEPTIVE_RADIUS
 
 
-def load_encoder(path: str) -> tuple[str, torch.nn.Module]:
-    """Return (case, encoder) from a checkpoint written by the train stage."""
+def load_encoder(path: str, run: tuple[str, bool, int] | None = None) -> tuple[str, torch.nn.Module]:
+    """Return (case, encoder) from a checkpoint written by the train stage. ``run``: the (case, adversarial
+    prior, seed) the caller expects; a checkpoint of another run (copied to this one's place) is refused."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(checkpoint, dict) or not {"case", "state_dict"} <= checkpoint.keys():
         raise ValueError(f"{path}: not an encoder checkpoint of the train stage (needs 'case' and 'state_dict')")
+    config = checkpoint.get("config", {})
+    found = (checkpoint["case"], config.get("adversarial_prior"), config.get("seed"))
+    if run is not None and found != tuple(run):
+        raise ValueError(f"{path}: a checkpoint of case {found[0]} (adversarial prior {found[1]}, seed {found[2]}), "
+                         f"not of case {run[0]} (adversarial prior {run[1]}, seed {run[2]}), the run this job reads")
     encoder = build_encoder(checkpoint["case"])
     encoder.load_state_dict(checkpoint["state_dict"])
     return checkpoint["case"], encoder

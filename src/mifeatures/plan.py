@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+# Set while the workflow is parsed to be planned here: the Snakefile then writes nothing (no run registration).
+PLANNING_VARIABLE = "MIFEATURES_PLANNING"
 # Rule arguments that are resources, not rerun triggers: they change no output (see the rules).
 NOT_IDENTITY = frozenset({"--checkpoint-every", "--progress"})
 
@@ -59,6 +61,19 @@ def options(argv: tuple[str, ...] | list[str]) -> dict[str, tuple[str, ...]]:
     return {option: tuple(values) for option, values in parsed.items() if option not in NOT_IDENTITY}
 
 
+@contextlib.contextmanager
+def _environment(name: str, value: str):
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = previous
+
+
 def _checksum_limit(checkout: Path) -> int:
     profile = yaml.safe_load((checkout / "workflow/profiles/default/config.yaml").read_text())
     return int(profile["max-checksum-file-size"])
@@ -73,7 +88,8 @@ def plan(checkout: str | os.PathLike, configfiles: list[str], targets: list[str]
 
     checkout = Path(checkout).resolve()
     extra = [Path(file) for file in configfiles if Path(file) != Path("params.yaml")]
-    with contextlib.chdir(checkout), SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+    with (contextlib.chdir(checkout), _environment(PLANNING_VARIABLE, "1"),
+          SnakemakeApi(OutputSettings(quiet={Quietness.ALL}, dryrun=True, enable_file_logging=False)) as api):
         workflow_api = api.workflow(resource_settings=ResourceSettings(cores=1),
                                     config_settings=ConfigSettings(configfiles=extra),
                                     snakefile=checkout / "workflow/Snakefile", workdir=checkout)

@@ -69,3 +69,14 @@ CORRECTED = Protocol(
     controls={f"mismatched image, null-corrected, {VALID}": "mean_valid_corrected_mismatched"},
 )
 PROTOCOLS = {protocol.name: protocol for protocol in (FAITHFUL, CORRECTED)}
+
+
+def training_run(case: str, protocol: str, seed: str | int) -> tuple[str, bool, int]:
+    """(case, adversarial prior, seed): what a checkpoint of that training run holds (``maps.load_encoder``).
+
+    >>> training_run("c", "faithful", "78")
+    ('c', False, 78)
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r} is none of {', '.join(PROTOCOLS)}")
+    return case, PROTOCOLS[protocol].adversarial_prior, int(seed)

@@ -18,6 +18,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,13 @@ from mifeatures import sources
 from mifeatures.io import atomic_write
 
 SUFFIX = ".prov.json"
-# Set by the workflow to the config files it merged (os.pathsep-separated), so that a figure is
-# verified against the config that made it.
+# Set by the workflow to the config files it merged (a JSON list), so that a figure is verified against the
+# config that made it.
 CONFIG_FILES_VARIABLE = "MIFEATURES_CONFIG_FILES"
+# Set by the workflow for its jobs: the ledger (mifeatures.records) in which each record written is noted, so
+# that a later run can tell the records this checkout made from records that arrived from elsewhere.
+LEDGER_VARIABLE = "MIFEATURES_LEDGER"
+LEDGER = Path(".snakemake/mifeatures-records")
 PACKAGES = ("torch", "numpy", "numba", "pandas", "scikit-image", "scikit-learn", "matplotlib", "snakemake", "dvc")
 
 
@@ -75,19 +80,26 @@ def code_identity(*roots: str) -> dict[str, Any]:
 def _versions() -> dict[str, Any]:
     versions = {}
     for package in PACKAGES:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
+        versions[package] = _installed(package)
     return versions
 
 
-def environment(runtime: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Python, platform and package versions, and for a job that ran torch its build and ``runtime``: the
-    device and float settings the job set itself up with (``Runtime.describe``). A job that never imported
-    torch does not load it here: its environment need not hold it."""
+def _installed(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def environment(runtime: dict[str, Any] | None = None, code: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Python, platform and package versions (``packages``: every distribution the ``code`` modules import),
+    and for a job that ran torch its build and ``runtime``: the device and float settings the job set itself
+    up with (``Runtime.describe``). A job that never imported torch does not load it here: its environment
+    need not hold it."""
     torch = sys.modules.get("torch")
-    versions = {"python": platform.python_version(), "platform": platform.platform(), **_versions()}
+    imported = sorted(sources.distributions(*sources.modules(*code))) if code else []
+    versions = {"python": platform.python_version(), "platform": platform.platform(), **_versions(),
+                "packages": {name: _installed(name) for name in imported}}
     if torch is None:
         return versions | {"torch_build": None, "device": None}
     torch_build = {"version": torch.__version__, "git": torch.version.git_version, "cuda": torch.version.cuda,
@@ -105,18 +117,41 @@ def record(stage: str, inputs: dict[str, str | Path], params: dict[str, Any], co
     without being a parameter (the URL a dataset came from); ``runtime`` the torch set-up it ran under;
     ``code`` the modules it ran from, when not the stage's imports alone.
     """
-    config_files = os.environ.get(CONFIG_FILES_VARIABLE)
+    roots = code or (stage,)
     return {
         "stage": stage,
         "command": shlex.join(sys.orig_argv),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "config_files": config_files.split(os.pathsep) if config_files else None,
+        "config_files": _config_files(),
         "context": context or {},
         "params": params,
         "inputs": {role: _input(path) for role, path in inputs.items()},
-        "code": code_identity(*(code or (stage,))),
-        "environment": environment(runtime),
+        "code": code_identity(*roots),
+        "environment": environment(runtime, roots),
     }
+
+
+def _config_files() -> list[str] | None:
+    """The config files the workflow ran the job with: a JSON list (a name may hold any character)."""
+    value = os.environ.get(CONFIG_FILES_VARIABLE)
+    if not value:
+        return None
+    try:
+        files = json.loads(value)
+    except ValueError:
+        files = None
+    return files if isinstance(files, list) else [value]
+
+
+def ledger_entry(ledger: Path, path: str | Path) -> Path:
+    """The ledger's file for the record ``path`` (relative to the working directory)."""
+    return ledger / urllib.parse.quote(os.path.normpath(str(path)), safe="")
+
+
+def note(record_path: str | Path, ledger: str | Path) -> None:
+    """Note in ``ledger`` that ``record_path`` holds, byte for byte, what this checkout's run wrote or accepted."""
+    with atomic_write(ledger_entry(Path(ledger), record_path), "w") as handle:
+        handle.write(hashlib.sha256(Path(record_path).read_bytes()).hexdigest())
 
 
 def _input(path: str | Path) -> dict[str, Any]:
@@ -132,6 +167,8 @@ def write(outputs: list[str | Path], job: dict[str, Any]) -> None:
         with atomic_write(sidecar(output), "w") as handle:
             json.dump({"output": {"path": str(output), "sha256": sha256(output)}, **job}, handle, indent=1)
             handle.write("\n")
+        if ledger := os.environ.get(LEDGER_VARIABLE):
+            note(sidecar(output), ledger)
 
 
 def png_metadata(job: dict[str, Any]) -> dict[str, str]:

@@ -1,12 +1,11 @@
-"""``mifeatures pull``: take results built elsewhere from the DVC remote, refusing stale ones.
+"""``mifeatures pull``: take results built elsewhere from the DVC remote, and mark up to date only what their
+records say this checkout would make.
 
-DVC restores files in no set order and Snakemake's metadata does not travel, so Snakemake would judge
-them by mtime and rebuild; marking them up to date (``snakemake --touch``) is right only for results
-that this checkout's code and params would build. So: ``dvc pull``; ``dvc status`` may differ only in
-code dependencies (``src``, ``workflow``), and then only where no job's code digest changes (a comment,
-a docstring); every output must pass ``mifeatures provenance --all --verify --pulled``, which compares
-each record with the job the workflow would run for its path; only then ``snakemake --touch --forceall``
-marks every job done with today's params and code, so that a later change reruns what it should.
+``dvc pull``; ``dvc status`` may differ only in code dependencies (``src``, ``workflow``), and then only where no
+job's code digest changes (a comment, a docstring); then the reconciliation of ``mifeatures build``
+(``mifeatures.reconcile``), under the config files the user names (``--configfile``, as Snakemake's), never
+those the results were made with: every job whose records match the job the workflow would run for their paths
+is marked up to date; any other is named, with why, and left for ``mifeatures build`` (make) to rerun.
 """
 
 from __future__ import annotations
@@ -17,10 +16,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mifeatures.reconcile import reconcile
+
 # dvc.yaml's dependencies whose bytes may differ from the lock while every job's code digest is the same.
 CODE_DEPENDENCIES = ("src", "workflow")
 FINDINGS = "results/findings.md"  # present when the findings (target protocols) were built and pushed
 REMEDY = "nothing was marked up to date. Build them: make, or dvc repro."
+PARTLY = ("The jobs above were not made by what this checkout would run; what matches its records was marked up "
+          "to date. `mifeatures build{configfiles}` (make) reruns exactly these and what reads them.")
 
 
 class StaleResults(RuntimeError):
@@ -53,8 +56,9 @@ def status_problems(status: dict) -> list[str]:
     return problems
 
 
-def pull(cores: int = 1) -> None:
-    """Pull, check, then mark up to date; raise StaleResults (having marked nothing) on any mismatch."""
+def pull(configfiles: list[str]) -> None:
+    """Pull, check, then mark up to date what matches; raise StaleResults on any mismatch (having marked nothing
+    when DVC's own check fails, what matches otherwise)."""
     pulled = _run(["dvc", "pull"])
     if pulled.returncode:
         raise StaleResults(f"dvc pull failed:\n{pulled.stdout}{pulled.stderr}If it names files changed here, "
@@ -64,23 +68,25 @@ def pull(cores: int = 1) -> None:
     if problems:
         raise StaleResults("dvc status:\n" + "\n".join(problems) + "\nThe pulled results were not built from "
                            "this checkout's code and params; " + REMEDY)
-    audit = _run([sys.executable, "-m", "mifeatures.audit", "--all", "--verify", "--pulled"])
-    if audit.returncode:
-        raise StaleResults(f"{audit.stdout}{audit.stderr}The pulled results do not match their inputs, code or "
-                           "params (above); " + REMEDY)
     targets = ["all", *(["protocols"] if Path(FINDINGS).exists() else [])]
-    touched = _run(["snakemake", "--cores", str(cores), "--touch", "--forceall", *targets])
-    if touched.returncode:
-        raise StaleResults(f"snakemake --touch failed:\n{touched.stdout}{touched.stderr}")
+    reconciliation = reconcile(["params.yaml", *configfiles], targets)
+    if reconciliation.stale:
+        extra = "".join(f" --configfile {file}" for file in configfiles)
+        raise StaleResults(f"{reconciliation.report()}\n{PARTLY.format(configfiles=extra)}")
 
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: pull results and mark them up to date, or say why not and exit 1."""
     parser = argparse.ArgumentParser(prog="mifeatures pull", description=__doc__.splitlines()[0])
-    parser.add_argument("--cores", type=int, default=1, help="for snakemake --touch; default: %(default)s")
+    parser.add_argument("--configfile", nargs="+", default=[], metavar="FILE",
+                        help="config files merged over params.yaml, as for snakemake and mifeatures build: the "
+                             "results are checked against this config")
     args = parser.parse_args(argv)
+    for file in args.configfile:
+        if not Path(file).is_file():
+            parser.error(f"--configfile {file}: no such file in {Path.cwd()}")
     try:
-        pull(args.cores)
+        pull(args.configfile)
     except StaleResults as error:
         print(f"mifeatures pull: {error}", file=sys.stderr)
         sys.exit(1)

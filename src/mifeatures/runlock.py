@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -91,11 +92,25 @@ def workers(workdir: Path) -> list[int]:
     return found
 
 
+def _owner(path: Path) -> dict[str, Any]:
+    """A registration; an unreadable one (emptied, edited) is reported and counts as a run that is gone, since
+    it names no process that could be alive."""
+    try:
+        owner = json.loads(path.read_text())
+        if isinstance(owner, dict) and isinstance(owner.get("pid"), int):
+            return owner
+        problem = "it names no pid"
+    except (OSError, ValueError) as error:
+        problem = str(error) or type(error).__name__
+    print(f"ignored {path}: not a readable run registration ({problem})", file=sys.stderr)
+    return {"host": socket.gethostname(), "boot": None, "pid": -1}
+
+
 def clear_stale(workdir: str | os.PathLike = ".") -> list[Path]:
     """Remove the lock files of ``workdir`` if no run that could hold them is alive; return the removed ones."""
     workdir = Path(workdir)
     locks = sorted((workdir / LOCKS).glob("*.lock"))
-    owners = {path: json.loads(path.read_text()) for path in (workdir / OWNERS).glob("*.json")}
+    owners = {path: _owner(path) for path in (workdir / OWNERS).glob("*.json")}
     owners = {path: owner for path, owner in owners.items() if owner.get("pid") != os.getpid()
               or owner.get("host") != socket.gethostname()}
     gone = [path for path, owner in owners.items() if not alive(owner)]

@@ -18,7 +18,7 @@ from mifeatures.images import load_images
 from mifeatures.io import atomic_write
 from mifeatures.maps import load_encoder, protocol_maps
 from mifeatures.models import INPUT_SIZE, map_size
-from mifeatures.protocols import PROTOCOLS
+from mifeatures.protocols import PROTOCOLS, training_run
 from mifeatures.runtime import DEVICES, set_up
 from mifeatures.scoring import image_bounds
 from mifeatures.shifts import draw_shifts
@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     """CLI: score one trained case over every image."""
     parser = argparse.ArgumentParser(prog="mifeatures score", description=__doc__.splitlines()[0])
     parser.add_argument("--encoder", required=True, help="checkpoint written by the train stage")
+    parser.add_argument("--run", nargs=3, metavar=("CASE", "PROTOCOL", "SEED"),
+                        help="the training run the checkpoint must be (its place in results/train); another is "
+                             "refused")
     parser.add_argument("--encoder-images", required=True, help="96×96 grayscale .npy (encoder input)")
     parser.add_argument("--protocol", choices=PROTOCOLS, required=True,
                         help="faithful: the article's scoring; corrected: eval mode, maps aligned on the "
@@ -86,7 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as error:
         parser.error(f"--device {args.device}, --threads {args.threads}: {error}")
     device = runtime.device
-    case, encoder = load_encoder(args.encoder)
+    try:
+        case, encoder = load_encoder(args.encoder, None if args.run is None else training_run(*args.run))
+    except ValueError as error:
+        parser.error(f"--encoder: {error}")
     encoder_images = load_images(args.encoder_images, INPUT_SIZE)
     if not all(0 <= image < len(encoder_images) for image in args.figure_images):
         parser.error(f"--figure-images {' '.join(map(str, args.figure_images))}: each must be an index of the "

@@ -14,6 +14,8 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import importlib.metadata
+import sys
 from pathlib import Path
 
 PACKAGE = "mifeatures"
@@ -56,6 +58,29 @@ def modules(*roots: str) -> tuple[str, ...]:
             seen.add(module)
             todo.extend(_imports(module) - seen)
     return tuple(sorted(seen))
+
+
+@functools.cache
+def _distributions_of_imports() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+def distributions(*modules: str, root: Path = ROOT) -> set[str]:
+    """The installed distributions (lower-case names) whose packages ``modules`` import: what their job's
+    results may depend on besides Python and the package itself.
+
+    >>> sorted(distributions("images"))
+    ['numpy', 'scikit-image']
+    """
+    names = set()
+    for module in modules:
+        for node in ast.walk(ast.parse(path(module, root).read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.partition(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.partition(".")[0])
+    names -= {*sys.stdlib_module_names, PACKAGE, "__future__"}
+    return {dist.lower() for name in names for dist in _distributions_of_imports().get(name, [])}
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:

@@ -1,6 +1,8 @@
 # All Python of the workflow: config checks, paths, targets and input/params functions.
 import itertools
+import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -11,11 +13,13 @@ from types import SimpleNamespace
 SOURCE = str(Path(workflow.basedir).parent / "src")
 sys.path.insert(0, SOURCE)
 
-from mifeatures import runlock, sources
+from mifeatures import records, runlock, sources
 from mifeatures.models import INPUT_SIZE, map_size
 from mifeatures.params import STL10_TRAIN_IMAGES, case_train, load_params, validate_params
 from mifeatures.protocols import PROTOCOLS
-from mifeatures.provenance import CONFIG_FILES_VARIABLE, SUFFIX
+from mifeatures.plan import PLANNING_VARIABLE
+from mifeatures.provenance import CONFIG_FILES_VARIABLE, LEDGER, LEDGER_VARIABLE, SUFFIX
+from mifeatures.reconcile import RECONCILED_VARIABLE
 from snakemake.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
@@ -38,19 +42,32 @@ validate_params(
     source=" + ".join(CONFIG_FILES),
 )
 
+# The run that reads this file: Snakemake's own (not a job on a cluster node, which parses it too), and not the
+# audit or `mifeatures build` planning through the API, which write nothing.
+MAIN_RUN = not (workflow.remote_exec or workflow.subprocess_exec or os.environ.get(PLANNING_VARIABLE))
+# Snakemake says whether it is a dry run only after parsing (workflow.dryrun is False until then): its flag,
+# alone or among other one-letter flags (-np), is read here.
+DRY_RUN = any(re.fullmatch(r"--dry-?run|--just-print|-[A-Za-z]*n[A-Za-z]*", word)
+              for word in itertools.takewhile(lambda word: word != "--", sys.argv[1:]))
 # A run killed with its jobs (power loss, SIGKILL) leaves Snakemake's locks: the next run clears
-# them when no run that could hold them is alive (mifeatures.runlock), then registers itself.
-# Jobs on a cluster node parse this file too; they take no locks.
-if not (workflow.remote_exec or workflow.subprocess_exec):
+# them when no run that could hold them is alive (mifeatures.runlock), then registers itself. A dry run
+# takes no locks, so it neither clears nor registers: it writes nothing.
+if MAIN_RUN and not DRY_RUN:
     for stale in runlock.clear_stale():
         print(f"removed {stale}: the run that held it is gone", file=sys.stderr)
     runlock.register()
-# Every job runs this tree's library, and records the config files in its provenance so that a
-# figure is verified against its own config. Set in the shell prefix, so neither is a rerun trigger.
+# Outputs that arrived from elsewhere (dvc checkout, dvc pull, a copy) carry records this checkout's runs did
+# not write: Snakemake's cache may then be wrong, and `mifeatures build` (make, dvc repro) reconciles them.
+if MAIN_RUN and not os.environ.get(RECONCILED_VARIABLE):
+    records.warn_of_strangers()
+# Every job runs this tree's library, records the config files in its provenance so that a figure is
+# verified against its own config, and notes each record it writes in the ledger. Set in the shell prefix,
+# so none is a rerun trigger.
 shell.prefix(
     "set -euo pipefail; "
     f"export PYTHONPATH={shlex.quote(SOURCE)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
-    f"export {CONFIG_FILES_VARIABLE}={shlex.quote(os.pathsep.join(CONFIG_FILES))}; "
+    f"export {CONFIG_FILES_VARIABLE}={shlex.quote(json.dumps(CONFIG_FILES))}; "
+    f"export {LEDGER_VARIABLE}={shlex.quote(str(LEDGER))}; "
 )
 
 # `--sdm apptainer` runs every job in this image (the Snakefile's `container:`), which the user builds from

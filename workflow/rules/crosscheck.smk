@@ -22,6 +22,7 @@ rule crosscheck:
         code=code("crosscheck"),
     shell:
         "python -m mifeatures.crosscheck --encoder {input.encoder}"
+        " --run {wildcards.case} {wildcards.protocol} {wildcards.seed}"
         " --encoder-images {input.encoder_images} --protocol {wildcards.protocol} {params.protocol}"
         " --images {params.ksg[images]} --maps {params.ksg[maps]} --pixels {params.ksg[pixels]}"
         " --neighbors {params.ksg[neighbors]} --seed {params.ksg[seed]} --null-shifts {params.ksg[null_shifts]}"

@@ -2,11 +2,13 @@ rule provenance:
     input:
         records=[f"{figure}{SUFFIX}" for figure in all_figures()],
     output:
-        report(
-            "results/provenance.txt",
-            caption="../report/provenance.rst",
-            category="5. Provenance",
-            labels={"figure": "provenance of every figure"},
+        **recorded(
+            summary=report(
+                "results/provenance.txt",
+                caption="../report/provenance.rst",
+                category="5. Provenance",
+                labels={"figure": "provenance of every figure"},
+            ),
         ),
     log:
         "results/logs/provenance.log",
@@ -16,4 +18,4 @@ rule provenance:
         figures=all_figures(),
         code=code("audit"),
     shell:
-        "python -m mifeatures.audit {params.figures} --summary {output} > {log} 2>&1"
+        "python -m mifeatures.audit {params.figures} --summary {output.summary} > {log} 2>&1"

@@ -23,6 +23,7 @@ rule score:
         code=lambda wildcards: code("score", scoring(wildcards).scorer),
     shell:
         "python -m mifeatures.score --encoder {input.encoder}"
+        " --run {wildcards.case} {wildcards.protocol} {wildcards.seed}"
         " --encoder-images {input.encoder_images} --protocol {wildcards.scoring} {params.protocol}"
         " --bins {params.bins} --noise-seed {params.noise_seed} --device {params.device}"
         " --threads {threads}"
