@@ -216,6 +216,23 @@ def test_hand_edited_table_is_caught_even_after_a_rebuilt_figure(chain, capsys, 
                for p in problems), problems
 
 
+def test_table_copied_with_its_record_to_another_case_is_caught_downstream(chain, tmp_path):
+    """Case a's summary copied with its record to another place, then aggregated from there: the aggregate's
+    record embeds a record written for a's path, which --verify names (the copy itself is named by its own
+    record's path)."""
+    copied = tmp_path / "c/summary.csv"
+    copied.parent.mkdir()
+    for suffix in ("", provenance.SUFFIX):
+        shutil.copy(f"{chain['summary_a']}{suffix}", f"{copied}{suffix}")
+    out = tmp_path / "cases.csv"
+    aggregate.main([f"a={chain['summary_a']}", f"c={copied}", "--cases-out", str(out), "--images-out",
+                    str(tmp_path / "images.csv"), "--metrics-out", str(tmp_path / "metrics.json")])
+    problems = audit.drift(out, load_params([chain["params"]]))
+    assert f"input {copied}: the record aggregate embedded for it was written for {chain['summary_a']}" in problems
+    assert f"{copied}: its record was written for {chain['summary_a']} (copied from there?)" in audit.drift(
+        copied, load_params([chain["params"]]))
+
+
 def test_edited_module_is_code_drift(chain, tmp_path):
     """A figure made by older code is not current: editing aggregate.py (which decides the wins) drifts
     wins.png, whose aggregate and figures jobs ran it, and not maps_a.png; a comment alone changes nothing."""
@@ -279,6 +296,23 @@ def test_missing_record_and_missing_input_are_drift(chain, capsys, tmp_path):
     finally:
         shutil.move(moved, cases_csv)
     assert f"input {cases_csv}: missing" in problems
+
+
+def test_score_takes_the_case_from_the_checkpoint_not_from_its_job(chain, tmp_path, capsys):
+    """Case a's checkpoint at case c's place was scored as case a, and its tables written as c's. A job names
+    the run it scores (--run CASE PROTOCOL SEED), and another run's checkpoint is refused before any output."""
+    root = chain["params"].parent
+    out = tmp_path / "c"
+    with pytest.raises(SystemExit) as exit_:
+        score.main(["--protocol", "faithful", "--bins", "30", "--noise-seed", "0", "--device", "cpu",
+                    "--encoder", str(chain["encoder_a"]), "--run", "c", "faithful", "78",
+                    "--encoder-images", str(root / "size96.npy"), "--sized-images", str(root / "size96.npy"),
+                    "--mi-out", str(out / "mi.csv"), "--summary-out", str(out / "summary.csv"), "--figure-images",
+                    "2", "--maps-out", str(out / "figure_maps.npy"), "--bounds-out", str(out / "figure_bounds.csv")])
+    assert exit_.value.code == 2
+    assert ("a checkpoint of case a (adversarial prior False, seed 78), not of case c (adversarial prior False, "
+            "seed 78)") in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_show_without_a_record_is_a_usage_error(tmp_path):

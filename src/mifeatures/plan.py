@@ -31,6 +31,7 @@ class PlannedJob:
     outputs: tuple[str, ...]
     command: tuple[str, ...]  # the stage's argv after the interpreter, as the job would run it now
     rerun: str  # why Snakemake would run it again; empty when it is up to date
+    cached: bool = True  # whether Snakemake's metadata knows every output
 
 
 def _argv(shellcmd: str | None) -> tuple[str, ...]:
@@ -101,7 +102,8 @@ def plan(checkout: str | os.PathLike, configfiles: list[str], targets: list[str]
         workflow._build_dag()
         dag = workflow.dag
         return [PlannedJob(job.rule.name, dict(job.wildcards), tuple(map(str, job.input)),
-                           tuple(map(str, job.output)), _argv(job.shellcmd), str(dag.reason(job) or ""))
+                           tuple(map(str, job.output)), _argv(job.shellcmd), str(dag.reason(job) or ""),
+                           workflow.persistence.has_metadata(job))
                 for job in dag.jobs]
 
 

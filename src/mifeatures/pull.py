@@ -69,7 +69,10 @@ def pull(configfiles: list[str]) -> None:
         raise StaleResults("dvc status:\n" + "\n".join(problems) + "\nThe pulled results were not built from "
                            "this checkout's code and params; " + REMEDY)
     targets = ["all", *(["protocols"] if Path(FINDINGS).exists() else [])]
-    reconciliation = reconcile(["params.yaml", *configfiles], targets)
+    try:
+        reconciliation = reconcile(["params.yaml", *configfiles], targets)
+    except RuntimeError as error:
+        raise StaleResults(f"{error}\n{REMEDY}") from error
     if reconciliation.stale:
         extra = "".join(f" --configfile {file}" for file in configfiles)
         raise StaleResults(f"{reconciliation.report()}\n{PARTLY.format(configfiles=extra)}")

@@ -38,8 +38,7 @@ class Reconciliation:
     stale: list[tuple[PlannedJob, list[str]]]  # jobs to rerun, with why, output by output
     downstream: list[PlannedJob]  # jobs that read what a stale job makes, rerun with it
     current: list[PlannedJob]  # jobs whose records match
-    touch: list[PlannedJob]  # of those, the ones Snakemake's cache would have rerun
-    jobs: list[PlannedJob]  # every planned job
+    touch: list[PlannedJob]  # of those, the ones Snakemake's cache would rerun or does not know
 
     def report(self) -> str:
         lines = [f"mifeatures build: {len(self.current)} jobs match their records, {len(self.stale)} do not"
@@ -69,6 +68,8 @@ def judge(jobs: list[PlannedJob], root: Path) -> Reconciliation:
     for index, job in enumerate(jobs):
         problems = list(dict.fromkeys(problem for output in recorded_outputs(job)
                                       for problem in records.mismatches(output, job, root)))
+        if job.outputs and not recorded_outputs(job) and job.rerun:  # no record to judge by: Snakemake's word
+            problems = [f"Snakemake: {job.rerun}"]
         if problems:
             stale[index] = problems
     made_by = {output: index for index, job in enumerate(jobs) for output in job.outputs}
@@ -83,7 +84,7 @@ def judge(jobs: list[PlannedJob], root: Path) -> Reconciliation:
     current = [job for index, job in enumerate(jobs) if index not in rerun and recorded_outputs(job)]
     return Reconciliation([(jobs[index], problems) for index, problems in stale.items()],
                           [job for index, job in enumerate(jobs) if index in rerun and index not in stale and job.outputs],
-                          current, [job for job in current if job.rerun], jobs)
+                          current, [job for job in current if job.rerun or not job.cached])
 
 
 def snakemake_command(configfiles: list[str], cores: str, *args: str) -> list[str]:
@@ -94,8 +95,11 @@ def snakemake_command(configfiles: list[str], cores: str, *args: str) -> list[st
 def mark_current(reconciliation: Reconciliation, configfiles: list[str]) -> None:
     """Make Snakemake's cache and the ledger agree with the records of the current jobs."""
     if reconciliation.touch:
+        # Forced, so that a job Snakemake would not rerun but has no metadata for is marked too; every job these
+        # targets need is current, since whatever a current job reads is.
         targets = [output for job in reconciliation.touch for output in recorded_outputs(job)]
-        touched = subprocess.run(snakemake_command(configfiles, "1", "--touch", "--quiet", "--", *targets),
+        touched = subprocess.run(snakemake_command(configfiles, "1", "--touch", "--quiet", "--forcerun", *targets,
+                                                   "--", *targets),
                                  env={**os.environ, RECONCILED_VARIABLE: "1"}, capture_output=True, text=True)
         if touched.returncode:
             raise RuntimeError(f"snakemake --touch failed:\n{touched.stdout}{touched.stderr}")
@@ -134,17 +138,20 @@ def main(argv: list[str] | None = None) -> None:
         load_params(configfiles)
     except ParamsError as error:
         parser.exit(2, f"{error}\n")
-    reconciliation = reconcile(configfiles, args.targets, args.dry_run)
+    try:
+        reconciliation = reconcile(configfiles, args.targets, args.dry_run)
+    except RuntimeError as error:
+        parser.exit(1, f"mifeatures build: {error}\n")
     print(reconciliation.report(), file=sys.stderr)
     if args.dry_run:
         for job in reconciliation.downstream:
             print(f"  rerun {describe(job)} (it reads what a job above makes)", file=sys.stderr)
         return
-    if not reconciliation.stale and not any(job.rerun for job in reconciliation.jobs):
+    if not reconciliation.stale:
         print("Nothing to be done: every output's record matches the job the workflow would run for it.",
               file=sys.stderr)
         return
-    forced = [recorded_outputs(job)[0] for job, _ in reconciliation.stale]
+    forced = [job.outputs[0] for job, _ in reconciliation.stale]
     command = snakemake_command(configfiles, args.cores, *(["--forcerun", *forced] if forced else []),
                                 *passed, "--", *args.targets)
     sys.exit(subprocess.run(command, env={**os.environ, RECONCILED_VARIABLE: "1"}).returncode)
