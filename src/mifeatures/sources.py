@@ -94,12 +94,19 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
 
 
 def module_digest(module: str, root: Path = ROOT) -> str:
-    """sha256 of the module's syntax tree without docstrings: blind to comments and layout.
+    """sha256 of the module's syntax tree without docstrings: blind to comments and layout. Parsed once per
+    version of the file in a process (the workflow and the audit ask for the same modules many times).
 
     >>> module_digest("io") == module_digest("io") and len(module_digest("io")) == 64
     True
     """
-    tree = _without_docstrings(ast.parse(path(module, root).read_text()))
+    status = path(module, root).stat()
+    return _digest_of_file(str(path(module, root)), status.st_mtime_ns, status.st_size)
+
+
+@functools.cache
+def _digest_of_file(file: str, mtime_ns: int, size: int) -> str:
+    tree = _without_docstrings(ast.parse(Path(file).read_text()))
     return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()
 
 
