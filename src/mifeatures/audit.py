@@ -2,18 +2,20 @@
 
 ``mifeatures provenance OUTPUT`` prints an output's provenance chain as a tree. ``--verify`` answers, for
 each output (``--all``: every output the workflow declares under data/ and results/), "would the workflow,
-run now, make exactly this file from exactly these inputs?", in the checkout it is run in:
+run now, make exactly this file from exactly these inputs?", in the checkout it is run in, by the rule
+``mifeatures build`` reruns by (``mifeatures.records``), applied to every record in the output's chain:
 
-- the job: each record in the chain against the job the workflow's plan (``mifeatures.plan``, Snakemake's
-  own DAG) has for the same path: its command (case, protocol, seed, image, every param, every input
-  path, hence the dataset, the seeds and the cases it spans);
-- Snakemake's own verdict: whether it would rerun that job, and why (every rerun trigger);
+- the job: each record against the job the workflow's plan (``mifeatures.plan``, Snakemake's own DAG) has
+  for the same path: its command (case, protocol, seed, image, every param, every input path, hence the
+  dataset, the seeds and the cases it spans);
+- the place: each record was written for the path it lies beside, each embedded record for its input's;
 - every file's bytes against the hash its consumer recorded, and against the hash in the file's own
   record (a table edited by hand after its stage wrote it is caught even if a figure was rebuilt on it);
 - the code: a digest of each module a stage ran against the module in the checkout's ``src/``;
-- the params against the config files that made the output (or those given with ``--params``).
+- the params against the config files that made the output (or those given with ``--params``);
+- apart, as its own verdict: the library versions each job ran with against this environment's.
 
-An output that is missing, or has no record, is not current.
+An output that is missing, or has no record, is not current. Snakemake's local cache is not asked.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from mifeatures.io import atomic_write
 from mifeatures.params import ParamsError, case_train, load_params, validate_params
 from mifeatures.plan import PlannedJob, needed_by, plan
 from mifeatures.provenance import SUFFIX, sidecar
+from mifeatures.reconcile import judge
 
 SCHEMA = "workflow/schemas/params.schema.yaml"  # the checkout's own
 _REEXEC = "MIFEATURES_AUDIT_OF_CHECKOUT"  # set in the process that verifies with the checkout's library
@@ -185,6 +188,8 @@ def verify(checkout: Path, figures: list[Path], every: bool, params_files: list[
         validate_params(params, schema, source=" + ".join(configfiles))
         jobs = plan(".", configfiles, ["all", "protocols"])
         producer = {output: job for job in jobs for output in job.outputs}
+        # What reads an output that reruns is not current either, though its own records still hold.
+        remade_first = {output for job in judge(jobs, checkout.resolve()).downstream for output in job.outputs}
         if every:
             article = needed_by(jobs, "all")
             extra = [job for job in needed_by(jobs, "protocols") if job not in article]
@@ -197,6 +202,8 @@ def verify(checkout: Path, figures: list[Path], every: bool, params_files: list[
             problems, changes = (output_problems(path, producer, params, checkout.resolve(), configfiles)
                                  if path in producer else
                                  ([f"not an output of the workflow under {' + '.join(configfiles)}"], []))
+            if not problems and path in remade_first:
+                problems = ["it reads what a job that reruns makes (`mifeatures build -n` names that job and why)"]
             failed += bool(problems or changes)
             verdict = "DRIFTED" if problems else "OTHER ENVIRONMENT" if changes else "current"
             print(f"{path}: {verdict}")

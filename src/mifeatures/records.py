@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
+import importlib
 import json
 import os
 import platform
@@ -146,29 +146,29 @@ def mismatches(path: str, job: PlannedJob, root: Path) -> list[str]:
 
 
 @functools.cache
-def _distribution_versions() -> dict[str, str]:
-    return {dist.metadata["Name"].lower(): dist.version for dist in importlib.metadata.distributions()
-            if dist.metadata["Name"]}
+def _version_now(package: str) -> str | None:
+    """The ``__version__`` of ``package`` as this environment imports it; None if it cannot."""
+    try:
+        return getattr(importlib.import_module(package), "__version__", None)
+    except ImportError:
+        return None
 
 
-def environment_changes(record: dict[str, Any], code_root: Path = sources.ROOT,
-                        installed: dict[str, str] | None = None) -> list[str]:
+def environment_changes(record: dict[str, Any], code_root: Path = sources.ROOT) -> list[str]:
     """The library versions this record's job ran with that differ from this environment's, by name: Python, and
     every recorded package the job's modules import (torch with its build)."""
     environment = record.get("environment", {})
-    installed = _distribution_versions() if installed is None else installed
     changes = []
     if environment.get("python") not in (None, platform.python_version()):
         changes.append(f"python {environment['python']} when made, {platform.python_version()} now")
     modules = [Path(module).stem for module in record["code"].get("modules", {})]
-    imported = sources.distributions(*(name for name in modules if sources.path(name, code_root).is_file()),
-                                     root=code_root)
-    recorded = {**{name: version for name, version in environment.items() if name in imported},
-                **environment.get("packages", {})}
+    imported = sources.imported_packages(*(name for name in modules if sources.path(name, code_root).is_file()),
+                                         root=code_root)
+    recorded = environment.get("packages", {})
     for name in sorted(imported & recorded.keys()):
-        now = installed.get(name.lower())
+        now = _version_now(name)
         if recorded[name] is not None and recorded[name] != now:
-            changes.append(f"{name} {recorded[name]} when made, {now or '(not installed)'} now")
+            changes.append(f"{name} {recorded[name]} when made, {now or '(not importable)'} now")
     return changes
 
 

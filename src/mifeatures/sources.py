@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
-import importlib.metadata
 import sys
 from pathlib import Path
 
@@ -60,17 +59,12 @@ def modules(*roots: str) -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
-@functools.cache
-def _distributions_of_imports() -> dict[str, list[str]]:
-    return importlib.metadata.packages_distributions()
+def imported_packages(*modules: str, root: Path = ROOT) -> set[str]:
+    """The top-level packages outside the standard library and this package that ``modules`` import: what their
+    job's results may depend on besides Python and the package itself.
 
-
-def distributions(*modules: str, root: Path = ROOT) -> set[str]:
-    """The installed distributions (lower-case names) whose packages ``modules`` import: what their job's
-    results may depend on besides Python and the package itself.
-
-    >>> sorted(distributions("images"))
-    ['numpy', 'scikit-image']
+    >>> sorted(imported_packages("images"))
+    ['numpy', 'skimage']
     """
     names = set()
     for module in modules:
@@ -79,8 +73,7 @@ def distributions(*modules: str, root: Path = ROOT) -> set[str]:
                 names.update(alias.name.partition(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names.add(node.module.partition(".")[0])
-    names -= {*sys.stdlib_module_names, PACKAGE, "__future__"}
-    return {dist.lower() for name in names for dist in _distributions_of_imports().get(name, [])}
+    return names - {*sys.stdlib_module_names, PACKAGE, "__future__"}
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:
