@@ -84,3 +84,11 @@ def test_the_figures_run_no_network():
     loaded = subprocess.run([sys.executable, "-c", "import sys, mifeatures.figures; print('torch' in sys.modules)"],
                             capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "False"
+
+
+def test_the_workflow_is_formatted_as_snakefmt_writes_it():
+    """`snakefmt --check workflow` would change 2 files; it changes none, so a formatting diff is never mixed into a
+    change of the rules."""
+    checked = subprocess.run([str(Path(sys.executable).parent / "snakefmt"), "--check", str(REPO / "workflow")],
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

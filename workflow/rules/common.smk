@@ -15,7 +15,12 @@ sys.path.insert(0, SOURCE)
 
 from mifeatures import records, runlock, sources
 from mifeatures.models import INPUT_SIZE, map_size
-from mifeatures.params import STL10_TRAIN_IMAGES, case_train, load_params, validate_params
+from mifeatures.params import (
+    STL10_TRAIN_IMAGES,
+    case_train,
+    load_params,
+    validate_params,
+)
 from mifeatures.protocols import PROTOCOLS
 from mifeatures.plan import PLANNING_VARIABLE
 from mifeatures.provenance import CONFIG_FILES_VARIABLE, LEDGER, LEDGER_VARIABLE, SUFFIX
@@ -27,7 +32,11 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 def relative(path):
     """``path`` relative to the working directory when inside it, so records hold it as a copy has it."""
     absolute = Path(path).resolve()
-    return str(absolute.relative_to(Path.cwd())) if absolute.is_relative_to(Path.cwd()) else str(absolute)
+    return (
+        str(absolute.relative_to(Path.cwd()))
+        if absolute.is_relative_to(Path.cwd())
+        else str(absolute)
+    )
 
 
 CONFIG_FILES = ["params.yaml", *map(relative, workflow.overwrite_configfiles or [])]
@@ -44,11 +53,17 @@ validate_params(
 
 # The run that reads this file: Snakemake's own (not a job on a cluster node, which parses it too), and not the
 # audit or `mifeatures build` planning through the API, which write nothing.
-MAIN_RUN = not (workflow.remote_exec or workflow.subprocess_exec or os.environ.get(PLANNING_VARIABLE))
+MAIN_RUN = not (
+    workflow.remote_exec
+    or workflow.subprocess_exec
+    or os.environ.get(PLANNING_VARIABLE)
+)
 # Snakemake says whether it is a dry run only after parsing (workflow.dryrun is False until then): its flag,
 # alone or among other one-letter flags (-np), is read here.
-DRY_RUN = any(re.fullmatch(r"--dry-?run|--just-print|-[A-Za-z]*n[A-Za-z]*", word)
-              for word in itertools.takewhile(lambda word: word != "--", sys.argv[1:]))
+DRY_RUN = any(
+    re.fullmatch(r"--dry-?run|--just-print|-[A-Za-z]*n[A-Za-z]*", word)
+    for word in itertools.takewhile(lambda word: word != "--", sys.argv[1:])
+)
 # A run killed with its jobs (power loss, SIGKILL) leaves Snakemake's locks: the next run clears
 # them when no run that could hold them is alive (mifeatures.runlock), then registers itself. A dry run
 # takes no locks, so it neither clears nor registers: it writes nothing.
@@ -74,9 +89,14 @@ shell.prefix(
 # workflow/envs/apptainer.def. Its absence is said at parse time: a dry run would otherwise plan jobs that
 # cannot start.
 IMAGE = "mifeatures.sif"
-if DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method and not Path(IMAGE).is_file():
-    raise WorkflowError(f"--sdm apptainer: the image {IMAGE} is not in {Path.cwd()}; build it there first: "
-                        f"apptainer build {IMAGE} workflow/envs/apptainer.def")
+if (
+    DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
+    and not Path(IMAGE).is_file()
+):
+    raise WorkflowError(
+        f"--sdm apptainer: the image {IMAGE} is not in {Path.cwd()}; build it there first: "
+        f"apptainer build {IMAGE} workflow/envs/apptainer.def"
+    )
 
 CASES = config["cases"]
 SEEDS = config["train"]["seeds"]
@@ -86,7 +106,9 @@ SEEDS = config["train"]["seeds"]
 ARTICLE_RUN = {"protocol": "faithful", "seed": SEEDS[0], "scoring": "faithful"}
 # Each rule's conda environment (`--sdm conda`), by what its stage imports: tests/test_packaging.py checks
 # that every rule's environment holds every package its code imports, at requirements.lock's pins.
-ENVS = {group: f"../envs/{group}.yaml" for group in ("data", "torch", "tables", "figures")}
+ENVS = {
+    group: f"../envs/{group}.yaml" for group in ("data", "torch", "tables", "figures")
+}
 
 RAW_IMAGES = f"data/{config['data']['dataset']}/stl10_binary/train_X.bin"
 GRAY = "results/grayscale/size{size}.npy"
@@ -100,8 +122,12 @@ SCORED = f"{RUN}/scored-{{scoring}}"  # a trained run, scored by a protocol's sc
 PROGRESS = f"results/logs/progress/{RUN}.txt"  # a training job's steps, time left and loss, live
 MI_TABLE = f"results/score/{SCORED}/mi.csv"
 SUMMARY = f"results/score/{SCORED}/summary.csv"
-FIGURE_MAPS = f"results/score/{SCORED}/figure_maps.npy"  # the maps of figures.images, as scored
-FIGURE_BOUNDS = f"results/score/{SCORED}/figure_bounds.csv"  # and their images' MI bounds
+FIGURE_MAPS = (
+    f"results/score/{SCORED}/figure_maps.npy"  # the maps of figures.images, as scored
+)
+FIGURE_BOUNDS = (
+    f"results/score/{SCORED}/figure_bounds.csv"  # and their images' MI bounds
+)
 CROSSCHECK = f"results/crosscheck/{RUN}.csv"
 FIGURES = "results/figures"
 FINDINGS = "results/findings"
@@ -146,21 +172,30 @@ def protocol_sized_images(wildcards):
 # or resources out of its params trigger (Rule._is_deriving_function), so a change would rerun nothing.
 def sized_images_arg(wildcards):
     """--sized-images for a protocol that pairs each map with the image at its size (the faithful one)."""
-    return f"--sized-images {sized_images(wildcards)}" if scoring(wildcards).needs_sized_images else ""
+    return (
+        f"--sized-images {sized_images(wildcards)}"
+        if scoring(wildcards).needs_sized_images
+        else ""
+    )
 
 
 def score_protocol_args(wildcards):
     """What the protocol's scorer takes (its score.* settings, its images): only these values reach, and can
     rerun, its jobs."""
-    settings = " ".join(f"--{name.replace('_', '-')} {config['score'][name]}"
-                        for name in scoring(wildcards).score_params)
+    settings = " ".join(
+        f"--{name.replace('_', '-')} {config['score'][name]}"
+        for name in scoring(wildcards).score_params
+    )
     return " ".join(filter(None, (sized_images_arg(wildcards), settings)))
 
 
 def canonical(section):
     """A section with its keys sorted, at every depth: Snakemake compares dict params by repr, key order
     included, so reordered lines in params.yaml must not rerun anything."""
-    return {key: canonical(value) if isinstance(value, dict) else value for key, value in sorted(section.items())}
+    return {
+        key: canonical(value) if isinstance(value, dict) else value
+        for key, value in sorted(section.items())
+    }
 
 
 def train_params(wildcards):
@@ -169,8 +204,13 @@ def train_params(wildcards):
     checkpoint_every is left out: how often state is saved never changes a result. The seed is
     the job's own, a wildcard.
     """
-    return canonical({key: value for key, value in case_train(config, wildcards.case).items()
-                      if key not in ("checkpoint_every", "seeds")})
+    return canonical(
+        {
+            key: value
+            for key, value in case_train(config, wildcards.case).items()
+            if key not in ("checkpoint_every", "seeds")
+        }
+    )
 
 
 N_IMAGES = (
@@ -218,27 +258,38 @@ def every_run(pattern):
 
 def own_scoring(pattern):
     """``pattern`` for every (protocol, seed, case) scored by its own protocol, as the cross-check is."""
-    return [pattern.format(protocol=protocol, scoring=protocol, seed=seed, case=case)
-            for protocol in PROTOCOLS for seed in SEEDS for case in CASES]
+    return [
+        pattern.format(protocol=protocol, scoring=protocol, seed=seed, case=case)
+        for protocol in PROTOCOLS
+        for seed in SEEDS
+        for case in CASES
+    ]
 
 
 def every_scoring(pattern):
     """``pattern`` for every (protocol, seed, case) and every protocol's scoring of it."""
-    return expand(pattern, protocol=PROTOCOLS, seed=SEEDS, case=CASES, scoring=PROTOCOLS)
+    return expand(
+        pattern, protocol=PROTOCOLS, seed=SEEDS, case=CASES, scoring=PROTOCOLS
+    )
 
 
 def findings_runs():
     """--run arguments of the findings stage: each scored run with its summary; then each run's
-    cross-check with the per-map table of its own protocol's scoring, which it is compared with."""
+    cross-check with the per-map table of its own protocol's scoring, which it is compared with.
+    """
     runs = [
         f"--run {protocol} {scored} {seed} {case} "
         + SUMMARY.format(protocol=protocol, scoring=scored, seed=seed, case=case)
-        for protocol, scored, seed, case in itertools.product(PROTOCOLS, PROTOCOLS, SEEDS, CASES)
+        for protocol, scored, seed, case in itertools.product(
+            PROTOCOLS, PROTOCOLS, SEEDS, CASES
+        )
     ]
     checks = [
         f"--crosscheck {protocol} {seed} {case} "
-        + " ".join(pattern.format(protocol=protocol, scoring=protocol, seed=seed, case=case)
-                   for pattern in (CROSSCHECK, MI_TABLE))
+        + " ".join(
+            pattern.format(protocol=protocol, scoring=protocol, seed=seed, case=case)
+            for pattern in (CROSSCHECK, MI_TABLE)
+        )
         for protocol, seed, case in itertools.product(PROTOCOLS, SEEDS, CASES)
     ]
     return runs + checks
@@ -253,30 +304,64 @@ def article_tables():
     deleted table or checkpoint is rebuilt, and what depends on it, rather than left missing while its
     dependents look current."""
     sizes = sorted({INPUT_SIZE, *map(map_size, CASES)})
-    return with_records([
-        RAW_IMAGES,
-        *(GRAY.format(size=size) for size in sizes),
-        *(path for pattern in (ENCODER, LOSS, MI_TABLE, SUMMARY, FIGURE_MAPS, FIGURE_BOUNDS) for path in per_case(pattern)),
-        *(f"results/aggregate/{name}" for name in ("cases.csv", "images.csv", "metrics.json")),
-    ])
+    return with_records(
+        [
+            RAW_IMAGES,
+            *(GRAY.format(size=size) for size in sizes),
+            *(
+                path
+                for pattern in (
+                    ENCODER,
+                    LOSS,
+                    MI_TABLE,
+                    SUMMARY,
+                    FIGURE_MAPS,
+                    FIGURE_BOUNDS,
+                )
+                for path in per_case(pattern)
+            ),
+            *(
+                f"results/aggregate/{name}"
+                for name in ("cases.csv", "images.csv", "metrics.json")
+            ),
+        ]
+    )
 
 
 def findings_tables():
     """Every run's tables behind the findings, records included (see article_tables)."""
-    return with_records([*(path for pattern in (ENCODER, LOSS, CROSSCHECK) for path in every_run(pattern)),
-                         *(path for pattern in (MI_TABLE, SUMMARY) for path in every_scoring(pattern))])
+    return with_records(
+        [
+            *(
+                path
+                for pattern in (ENCODER, LOSS, CROSSCHECK)
+                for path in every_run(pattern)
+            ),
+            *(
+                path
+                for pattern in (MI_TABLE, SUMMARY)
+                for path in every_scoring(pattern)
+            ),
+        ]
+    )
 
 
 def check_devices():
     """`device: cuda` for jobs this machine runs (not a cluster's nodes) needs CUDA here: said before
     any job starts, so no job deletes its previous outputs only to fail."""
-    wanting = [case for case in CASES if train_params(SimpleNamespace(case=case))["device"] == "cuda"]
+    wanting = [
+        case
+        for case in CASES
+        if train_params(SimpleNamespace(case=case))["device"] == "cuda"
+    ]
     if wanting and workflow.local_exec:
         import torch
 
         if not torch.cuda.is_available():
-            sys.exit(f"{' + '.join(CONFIG_FILES)}: train.device: 'cuda' for case(s) {', '.join(wanting)}, "
-                     "but this machine has no CUDA device; use auto or cpu, or run on a GPU machine or cluster")
+            sys.exit(
+                f"{' + '.join(CONFIG_FILES)}: train.device: 'cuda' for case(s) {', '.join(wanting)}, "
+                "but this machine has no CUDA device; use auto or cpu, or run on a GPU machine or cluster"
+            )
 
 
 def map_figures():

@@ -4,7 +4,12 @@ rule score:
         encoder_images=encoder_images(),
         sized_images=protocol_sized_images,
     output:
-        **recorded(mi=MI_TABLE, summary=SUMMARY, figure_maps=FIGURE_MAPS, figure_bounds=FIGURE_BOUNDS),
+        **recorded(
+            mi=MI_TABLE,
+            summary=SUMMARY,
+            figure_maps=FIGURE_MAPS,
+            figure_bounds=FIGURE_BOUNDS,
+        ),
     log:
         f"results/logs/score/{SCORED}.log",
     conda:
