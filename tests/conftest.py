@@ -9,7 +9,7 @@ import pytest
 
 from mifeatures.sample import make_sample
 from mifeatures.images import resize_images, to_grayscale
-from mifeatures.models import map_size
+from mifeatures.shapes import map_size
 from mifeatures.training import run
 
 from helpers import train_config

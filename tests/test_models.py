@@ -11,7 +11,8 @@ from torch import nn
 
 from mifeatures.sample import make_sample
 from mifeatures.images import to_grayscale
-from mifeatures.models import GlobalCritic, LocalCritic, PriorCritic, build_encoder, map_size
+from mifeatures.models import GlobalCritic, LocalCritic, PriorCritic, build_encoder
+from mifeatures.shapes import map_size
 
 EXPECTED_SIZE = {"a": 88, "b": 104, "c": 96, "d": 96}
 CONV, TCONV = nn.Conv2d, nn.ConvTranspose2d

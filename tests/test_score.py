@@ -18,7 +18,8 @@ from mifeatures.estimators import corrected_mi, miller_madow
 from mifeatures.ksg import ksg_mi
 from mifeatures.protocols import PROTOCOLS
 from mifeatures.mi import mutual_information, noise_bound
-from mifeatures.models import INPUT_SIZE, N_MAPS, build_encoder, map_size
+from mifeatures.models import build_encoder
+from mifeatures.shapes import INPUT_SIZE, N_MAPS, map_size
 from mifeatures.corrected_scoring import CORRECTED_SUMMARY_COLUMNS, corrected_estimates, score_corrected
 from mifeatures.maps import (batched_feature_maps, eval_encoder, feature_maps, load_encoder, per_image_encoder,
                              to_image_grid, valid_region)

@@ -10,7 +10,7 @@ import torch
 from mifeatures.estimators import miller_madow, spatial_null
 from mifeatures.maps import VALID, batched_feature_maps, eval_encoder, to_image_grid, valid_region
 from mifeatures.mi import mutual_information_many
-from mifeatures.models import INPUT_SIZE
+from mifeatures.shapes import INPUT_SIZE
 from mifeatures.scoring import in_chunks, per_map_table, spread
 from mifeatures.shifts import K_SHIFTS, draw_shifts
 

@@ -22,7 +22,7 @@ from mifeatures.images import load_images
 from mifeatures.io import atomic_write
 from mifeatures.ksg import ksg_mi
 from mifeatures.maps import load_encoder, protocol_maps
-from mifeatures.models import INPUT_SIZE, N_MAPS, map_size
+from mifeatures.shapes import INPUT_SIZE, N_MAPS, map_size
 from mifeatures.protocols import PROTOCOLS, training_run, Protocol
 from mifeatures.runtime import DEVICES, set_up
 

@@ -17,15 +17,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mifeatures.models import INPUT_SIZE, build_encoder, map_size
+from mifeatures.models import build_encoder
+from mifeatures.shapes import INPUT_SIZE, RECEPTIVE_RADIUS, VALID, map_size
 
 if TYPE_CHECKING:
     from mifeatures.protocols import Protocol
-
-# Four 3×3 layers see 4 px around a pixel: over the image's central 88×88 every case's map is computed
-# from image pixels only, and every case has map pixels there.
-RECEPTIVE_RADIUS = 4
-VALID = INPUT_SIZE - 2 * RECEPTIVE_RADIUS
 
 
 def load_encoder(path: str, run: tuple[str, bool, int] | None = None) -> tuple[str, torch.nn.Module]:

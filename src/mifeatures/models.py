@@ -11,10 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-INPUT_SIZE = 96
-N_MAPS = 32
-CRITIC_HIDDEN = 64
-GLOBAL_HIDDEN = 256
+from mifeatures.shapes import CRITIC_HIDDEN, GLOBAL_HIDDEN, INPUT_SIZE, MAP_SIZES, N_MAPS, global_conv_size
 
 
 class _FourLayerEncoder(nn.Module):
@@ -51,7 +48,7 @@ class _FourLayerEncoder(nn.Module):
 class EncoderA(_FourLayerEncoder):
     """Case a: four unpadded convolutions, 96 → 94 → 92 → 90 → 88."""
 
-    output_size = 88
+    output_size = MAP_SIZES["a"]
 
     def __init__(self):
         super().__init__((nn.Conv2d,) * 4)
@@ -60,7 +57,7 @@ class EncoderA(_FourLayerEncoder):
 class EncoderB(_FourLayerEncoder):
     """Case b: four unpadded transposed convolutions, 96 → 98 → 100 → 102 → 104."""
 
-    output_size = 104
+    output_size = MAP_SIZES["b"]
 
     def __init__(self):
         super().__init__((nn.ConvTranspose2d,) * 4)
@@ -69,7 +66,7 @@ class EncoderB(_FourLayerEncoder):
 class EncoderC(_FourLayerEncoder):
     """Case c: four convolutions with padding 1, 96 → 96 throughout."""
 
-    output_size = 96
+    output_size = MAP_SIZES["c"]
 
     def __init__(self):
         super().__init__((nn.Conv2d,) * 4, padding=1)
@@ -78,7 +75,7 @@ class EncoderC(_FourLayerEncoder):
 class EncoderD(_FourLayerEncoder):
     """Case d: two transposed then two plain convolutions, 96 → 98 → 100 → 98 → 96."""
 
-    output_size = 96
+    output_size = MAP_SIZES["d"]
 
     def __init__(self):
         super().__init__((nn.ConvTranspose2d, nn.ConvTranspose2d, nn.Conv2d, nn.Conv2d))
@@ -101,11 +98,6 @@ def _encoder_class(case: str) -> type[_FourLayerEncoder]:
 def build_encoder(case: str) -> _FourLayerEncoder:
     """Return a freshly initialised encoder for ``case`` (one of ``ENCODERS``)."""
     return _encoder_class(case)()
-
-
-def map_size(case: str) -> int:
-    """Side length of the feature maps of ``case``; the image is resized to it for critics and MI."""
-    return _encoder_class(case).output_size
 
 
 class LocalCritic(nn.Module):
@@ -132,7 +124,7 @@ class GlobalCritic(nn.Module):
 
     def __init__(self, map_size: int):
         super().__init__()
-        conv_size = map_size - 4  # two unpadded 3×3 convolutions
+        conv_size = global_conv_size(map_size)
         self.c0 = nn.Conv2d(N_MAPS + 1, CRITIC_HIDDEN, kernel_size=3)
         self.c1 = nn.Conv2d(CRITIC_HIDDEN, CRITIC_HIDDEN, kernel_size=3)
         self.l0 = nn.Linear(CRITIC_HIDDEN * conv_size * conv_size, GLOBAL_HIDDEN)

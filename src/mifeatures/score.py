@@ -17,7 +17,7 @@ from mifeatures import provenance
 from mifeatures.images import load_images
 from mifeatures.io import atomic_write
 from mifeatures.maps import load_encoder, protocol_maps
-from mifeatures.models import INPUT_SIZE, map_size
+from mifeatures.shapes import INPUT_SIZE, map_size
 from mifeatures.protocols import PROTOCOLS, training_run
 from mifeatures.runtime import DEVICES, set_up
 from mifeatures.scoring import image_bounds

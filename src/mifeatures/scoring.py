@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from mifeatures.maps import batched_feature_maps, per_image_encoder
 from mifeatures.mi import mutual_information, mutual_information_many, noise_bound
-from mifeatures.models import N_MAPS
+from mifeatures.shapes import N_MAPS
 
 SUMMARY_COLUMNS = ["image", "upper", "noise", "max", "min", "mean", "std"]
 

@@ -19,7 +19,7 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm import tqdm
 
-from mifeatures.models import N_MAPS, map_size
+from mifeatures.shapes import N_MAPS, map_size
 from mifeatures.runtime import Runtime
 from mifeatures.training import (DISCRIMINATOR_TERM, LOSS_COLUMNS, LOSS_TERMS, Batches, NonFiniteLossError,
                                  TrainConfig, adam, fresh_models)
@@ -45,7 +45,7 @@ def check_configs(configs: list[TrainConfig]) -> None:
 
 
 def train_together(case: str, encoder_images: np.ndarray, critic_images: np.ndarray, configs: list[TrainConfig],
-                   runtime: Runtime) -> list[tuple[dict[str, torch.Tensor], pd.DataFrame]]:
+                   runtime: Runtime, fused_adam: bool = False) -> list[tuple[dict[str, torch.Tensor], pd.DataFrame]]:
     """Train ``case`` once per config, all at once; return each run's (encoder state dict, loss log), in the
     configs' order. The configs differ in their seed only (``check_configs``)."""
     check_configs(configs)
@@ -71,7 +71,7 @@ def train_together(case: str, encoder_images: np.ndarray, critic_images: np.ndar
                                {"prior_sample": prior_sample})
 
     terms_of_every_seed = vmap(terms_of_one_seed)
-    optimizers = [adam(params.values(), first.lr, device) for params in (encoder_params, objective_params)]
+    optimizers = [adam(params.values(), first.lr, device, fused_adam) for params in (encoder_params, objective_params)]
     steps = len(batches[0])
     rows: list[list[list[float]]] = [[] for _ in configs]
     with tqdm(total=first.epochs * steps, desc=f"train case {case}, seeds {seeds}", mininterval=5,

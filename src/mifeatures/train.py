@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mifeatures import provenance, sources
 from mifeatures.images import load_images
-from mifeatures.models import INPUT_SIZE, map_size
+from mifeatures.shapes import INPUT_SIZE, map_size
 from mifeatures.protocols import PROTOCOLS
 from mifeatures.runtime import DEVICES, PRECISIONS, set_up
 from mifeatures.training import TrainConfig, run, write_run
@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", choices=DEVICES, required=True, help="auto: CUDA if present (train.device)")
     parser.add_argument("--precision", choices=PRECISIONS, required=True,
                         help="fp32 (no TF32), tf32 (CUDA only) or bf16 autocast (train.precision)")
+    parser.add_argument("--fused-adam", action=argparse.BooleanOptionalAction, required=True,
+                        help="Adam's fused kernel on a CPU too (train.fused_adam; always on a GPU)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="faithful",
                         help="faithful: the article's single loss; corrected: the prior played adversarially, "
                              "as the official DIM code does (the encoder fools a discriminator trained on "
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     if together:
         runs = together_module.train_together(args.case, load_images(args.encoder_images, INPUT_SIZE),
                                               load_images(args.critic_images, map_size(args.case)), configs,
-                                              runtime)
+                                              runtime, args.fused_adam)
         outputs = []
         for config, (state_dict, losses) in zip(configs, runs):
             paths = (args.encoder_out.format(seed=config.seed), args.loss_out.format(seed=config.seed))
@@ -84,13 +86,13 @@ def main(argv: list[str] | None = None) -> None:
     else:
         losses = run(args.case, args.encoder_images, args.critic_images, configs[0], args.encoder_out,
                      args.loss_out, runtime, args.resume_state, args.checkpoint_every, discard_resume=False,
-                     code=sources.digest("train"), progress=args.progress)
+                     code=sources.digest("train"), progress=args.progress, fused_adam=args.fused_adam)
         outputs = [(configs[0], (args.encoder_out, args.loss_out), losses)]
     for config, paths, losses in outputs:
         # Protocol and seed say which run this is, as the case does: context. The params are params.yaml's
         # train keys (train.seeds holds the seed; the protocol sets adversarial_prior).
         params = {f"train.{key}": value for key, value in asdict(config).items()
-                  if key not in ("seed", "adversarial_prior")}
+                  if key not in ("seed", "adversarial_prior")} | {"train.fused_adam": args.fused_adam}
         context = {"case": args.case, "protocol": args.protocol, "seed": config.seed}
         if together:
             context["trained_with"] = args.seed

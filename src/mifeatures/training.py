@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from mifeatures.images import load_images
 from mifeatures.io import atomic_write, discard_stale_temporaries
-from mifeatures.models import INPUT_SIZE, build_encoder, map_size
+from mifeatures.models import build_encoder
+from mifeatures.shapes import INPUT_SIZE, map_size
 from mifeatures.objective import DeepInfoMaxLoss, LossWeights
 from mifeatures.resume import ResumeState, fingerprint
 from mifeatures.runtime import PRECISIONS, Runtime, resolve_device, set_up
@@ -89,10 +90,10 @@ def fresh_models(case: str, config: TrainConfig) -> tuple[torch.nn.Module, DeepI
     return encoder, objective
 
 
-def adam(parameters, lr: float, device: torch.device) -> torch.optim.Adam:
+def adam(parameters, lr: float, device: torch.device, fused_on_cpu: bool = False) -> torch.optim.Adam:
     """A run's optimiser. Fused Adam is one kernel per step on a GPU; on a CPU torch's default keeps the
-    numbers of earlier runs."""
-    return torch.optim.Adam(parameters, lr=lr, fused=True if device.type == "cuda" else None)
+    numbers of earlier runs, and the fused kernel (train.fused_adam) is faster but changes their last bits."""
+    return torch.optim.Adam(parameters, lr=lr, fused=True if device.type == "cuda" or fused_on_cpu else None)
 
 
 def write_run(case: str, config: TrainConfig, state_dict: dict, losses: pd.DataFrame, encoder_out: str,
@@ -243,7 +244,7 @@ def train(
 def run(case: str, encoder_images_path: str, critic_images_path: str, config: TrainConfig,
         encoder_out: str, loss_out: str, runtime: Runtime | None = None, resume_path: str | None = None,
         checkpoint_every: int = CHECKPOINT_EVERY, discard_resume: bool = True, code: str = "",
-        progress: str | None = None) -> pd.DataFrame:
+        progress: str | None = None, fused_adam: bool = False) -> pd.DataFrame:
     """Train case ``case`` from the grayscale arrays and write the encoder checkpoint and loss log.
 
     ``runtime`` is the job's torch set-up (``runtime.set_up``); without one, torch is set up for
@@ -252,7 +253,7 @@ def run(case: str, encoder_images_path: str, critic_images_path: str, config: Tr
     one continues from there when started again; the state is removed once the outputs are
     written, or left to a caller with more to write (``discard_resume=False``), so that
     nothing that can still fail runs after it is gone. ``code`` is the digest of the code that runs, part
-    of the resume state's fingerprint.
+    of the resume state's fingerprint. ``fused_adam``: Adam's fused kernel on a CPU too (``adam``).
     """
     runtime = runtime or set_up(config.device, 1, config.precision)
     if (runtime.device, runtime.precision) != (resolve_device(config.device), config.precision):
@@ -263,10 +264,11 @@ def run(case: str, encoder_images_path: str, critic_images_path: str, config: Tr
     critic_images = load_images(critic_images_path, size)
     device = runtime.device
     encoder, objective = fresh_models(case, config)
-    optimizers = [adam(encoder.parameters(), config.lr, device), adam(objective.parameters(), config.lr, device)]
+    optimizers = [adam(module.parameters(), config.lr, device, fused_adam) for module in (encoder, objective)]
     batches = Batches(encoder_images, critic_images, config.batch_size, config.seed, device)
     prior_generator = torch.Generator(device=device).manual_seed(config.seed)
-    resume = (ResumeState(resume_path, fingerprint(case, config, device, code, encoder_images, critic_images))
+    resume = (ResumeState(resume_path, fingerprint(case, config, device, f"{code}, fused Adam: {fused_adam}",
+                                                   encoder_images, critic_images))
               if resume_path else None)
     if resume_path:  # a save killed mid-way left its temporary file (as large as a state)
         discard_stale_temporaries(resume_path)
