@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: all test test-pythons browser pull
 all: $(VENV)/.installed
-	mifeatures build --cores 4 all
+	mifeatures build all
 
 test: $(VENV)/.installed browser
 	python -m pytest

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mifeatures.memory import stage_mb
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -45,7 +47,11 @@ def test_slurm_profile_asks_for_a_gpu_memory_and_time_per_training(project):
     jobs = dry_run(project, "slurm")
     assert len(jobs["train"]) == 4 and len(jobs["score"]) == 4
     for train in jobs["train"]:
-        assert (train["gpu"], train["gpu_model"], train["cpus_per_task"], train["mem_mb"]) == ("1", "h100", "4", "8000")
+        assert (train["gpu"], train["gpu_model"], train["cpus_per_task"]) == ("1", "h100", "4")
+    # the article's 5000 images: each case's measured peak with its margin (mifeatures.memory)
+    assert sorted(int(train["mem_mb"]) for train in jobs["train"]) == sorted(stage_mb("train", case, 5000)
+                                                                           for case in "abcd")
+    for train in jobs["train"]:
         assert 10 <= int(train["runtime"]) <= 120  # 25 000 steps at ≤ 50 ms, doubled
     assert all(score["gpu"] == "1" for score in jobs["score"])
     profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())

@@ -97,6 +97,7 @@ def environment(runtime: dict[str, Any] | None = None, code: tuple[str, ...] = (
     # installed distributions' metadata would cost most of a second per job.
     imported = sorted(sources.imported_packages(*sources.modules(*code))) if code else []
     versions = {"python": platform.python_version(), "platform": platform.platform(), **_versions(),
+                "allocator": os.environ.get("GLIBC_TUNABLES"),  # glibc's malloc settings (mifeatures.memory)
                 "packages": {name: getattr(sys.modules[name], "__version__", None) for name in imported
                              if name in sys.modules}}
     if torch is None:

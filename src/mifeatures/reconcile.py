@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("targets", nargs="*", default=["all"], help="Snakemake targets; default: all")
     parser.add_argument("--configfile", nargs="+", default=[], metavar="FILE",
                         help="config files merged over params.yaml, as snakemake's --configfile")
-    parser.add_argument("--cores", default="4", help="as snakemake's; default: %(default)s")
+    parser.add_argument("--cores", default="all",
+                        help="as snakemake's; default: %(default)s (how many jobs run at once, their mem_mb decides too)")
     parser.add_argument("-n", "--dry-run", action="store_true",
                         help="say which jobs rerun and why, run nothing and write nothing")
     argv = sys.argv[1:] if argv is None else argv

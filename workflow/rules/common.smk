@@ -14,7 +14,8 @@ SOURCE = str(Path(workflow.basedir).parent / "src")
 sys.path.insert(0, SOURCE)
 
 from mifeatures import records, runlock, sources
-from mifeatures.models import INPUT_SIZE, map_size
+from mifeatures.memory import ALLOCATOR_TUNABLES, local_mem_mb, stage_mb
+from mifeatures.shapes import INPUT_SIZE, map_size
 from mifeatures.params import (
     STL10_TRAIN_IMAGES,
     case_train,
@@ -75,14 +76,41 @@ if MAIN_RUN and not DRY_RUN:
 # not write: Snakemake's cache may then be wrong, and `mifeatures build` (make, dvc repro) reconciles them.
 if MAIN_RUN and not os.environ.get(RECONCILED_VARIABLE):
     records.warn_of_strangers()
+# A local run hands its jobs at most the memory available when it starts (each torch rule declares its
+# peak as mem_mb, mifeatures.memory), so it never starts more trainings than the machine holds; a
+# `--resources mem_mb=N` of the user's wins. A cluster's jobs ask the scheduler for their own.
+if (
+    MAIN_RUN
+    and workflow.local_exec
+    and not {"mem_mb", "mem"} & set(workflow.global_resources.keys())
+):
+    workflow.register_resource("mem_mb", local_mem_mb())
+# A job killed by SIGKILL (exit status 137) is said to be, most likely, the kernel's out-of-memory killer's
+# doing, on stderr (Snakemake's output) and at the end of the job's log (its command's `> LOG` redirection).
+KILLED = (
+    "mifeatures: this job was killed with SIGKILL (exit status 137), most likely by the kernel's "
+    "out-of-memory killer (dmesg or journalctl -k says). Run fewer jobs at once: --resources mem_mb=N "
+    "with N below the memory free, or --cores 1; see docs/failures.md."
+)
+KILLED_TRAP = (
+    f"mifeatures_killed={shlex.quote(KILLED)}; mifeatures_log='> ([^ ]+) 2>&1$'; "
+    'trap \'if [ $? -eq 137 ]; then echo "$mifeatures_killed" >&2; if [[ $BASH_COMMAND =~ $mifeatures_log ]]; '
+    'then echo "$mifeatures_killed" >> "${BASH_REMATCH[1]}"; fi; fi\' ERR; '
+)
 # Every job runs this tree's library, records the config files in its provenance so that a figure is
 # verified against its own config, and notes each record it writes in the ledger. Set in the shell prefix,
-# so none is a rerun trigger.
+# so none is a rerun trigger. Torch's large tensors stay in glibc's heap (mifeatures.memory).
 shell.prefix(
-    "set -euo pipefail; "
-    f"export PYTHONPATH={shlex.quote(SOURCE)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
-    f"export {CONFIG_FILES_VARIABLE}={shlex.quote(json.dumps(CONFIG_FILES))}; "
-    f"export {LEDGER_VARIABLE}={shlex.quote(str(LEDGER))}; "
+    (
+        "set -euo pipefail; "
+        f"export PYTHONPATH={shlex.quote(SOURCE)}${{PYTHONPATH:+:$PYTHONPATH}}; "
+        f"export {CONFIG_FILES_VARIABLE}={shlex.quote(json.dumps(CONFIG_FILES))}; "
+        f"export {LEDGER_VARIABLE}={shlex.quote(str(LEDGER))}; "
+        f"export GLIBC_TUNABLES=${{GLIBC_TUNABLES:+$GLIBC_TUNABLES:}}{ALLOCATOR_TUNABLES}; "
+        + KILLED_TRAP
+    )
+    .replace("{", "{{")
+    .replace("}", "}}")
 )
 
 # `--sdm apptainer` runs every job in this image (the Snakefile's `container:`), which the user builds from
@@ -210,6 +238,13 @@ def train_params(wildcards):
             for key, value in case_train(config, wildcards.case).items()
             if key not in ("checkpoint_every", "seeds")
         }
+    )
+
+
+def adam_flag(wildcards):
+    """The train stage's switch for Adam's fused CPU kernel (train.fused_adam, a case may override it)."""
+    return (
+        "--fused-adam" if train_params(wildcards)["fused_adam"] else "--no-fused-adam"
     )
 
 

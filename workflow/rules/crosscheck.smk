@@ -13,7 +13,7 @@ rule crosscheck:
     threads: 1
     resources:
         gpu=gpus,
-        mem_mb=2000,
+        mem_mb=lambda wildcards: stage_mb("crosscheck", wildcards.case, N_IMAGES),
         runtime=30,
     params:
         ksg=canonical(config["score"]["ksg"]),

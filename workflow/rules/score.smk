@@ -17,7 +17,7 @@ rule score:
     threads: 1
     resources:
         gpu=gpus,
-        mem_mb=4000,
+        mem_mb=lambda wildcards: stage_mb("score", wildcards.case, N_IMAGES),
         runtime=30,
     params:
         bins=config["score"]["bins"],

@@ -16,12 +16,13 @@ rule train:
     threads: 1
     resources:
         gpu=gpus,
-        mem_mb=8000,  # the 139 M-weight critic with its gradient and Adam moments: ≈ 2.2 GB
+        mem_mb=lambda wildcards: stage_mb("train", wildcards.case, N_IMAGES),  # 4.9–6.7 GB (mifeatures.memory)
         runtime=train_runtime,
         checkpoint_every=config["train"]["checkpoint_every"],
         progress=lambda wildcards: PROGRESS.format(**wildcards),  # where a person sees how far it is
     params:
         hp=train_params,
+        adam=adam_flag,
         resume=RESUME,
         code=code("train"),
     shell:
@@ -30,7 +31,7 @@ rule train:
         " --epochs {params.hp[epochs]} --batch-size {params.hp[batch_size]} --lr {params.hp[lr]}"
         " --seed {wildcards.seed} --alpha {params.hp[alpha]} --beta {params.hp[beta]}"
         " --gamma {params.hp[gamma]} --protocol {wildcards.protocol}"
-        " --device {params.hp[device]} --precision {params.hp[precision]}"
+        " --device {params.hp[device]} --precision {params.hp[precision]} {params.adam}"
         " --threads {threads}"
         " --resume-state {params.resume} --checkpoint-every {resources.checkpoint_every}"
         " --progress {resources.progress}"
