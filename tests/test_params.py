@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import numpy as np
+import pooch
 import pytest
+import torch
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from mifeatures.params import ParamsError, load_params, main, merge, validate_params
+from mifeatures.aggregation import WIN_STATISTICS
+from mifeatures.crosscheck import draw_pairs
+from mifeatures.inference import bootstrap_means, seed_test, seeds_needed
+from mifeatures.ksg import ksg_mi
+from mifeatures.mi import mutual_information
+from mifeatures.params import ParamsError, case_train, load_params, main, merge, validate_params
+from mifeatures.runtime import set_up
+from mifeatures.sample import make_sample
+from mifeatures.shapes import VALID, map_size
+from mifeatures.shifts import draw_shifts
+from mifeatures.training import TrainConfig, adam, seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow/schemas/params.schema.yaml"
@@ -198,3 +215,124 @@ def test_a_cases_train_section_is_its_overrides_over_the_shared_values():
     params = {"train": {"lr": 1e-4, "epochs": 2, "overrides": {"c": {"lr": 2e-4}}}}
     assert case_train(params, "c") == {"lr": 2e-4, "epochs": 2}
     assert case_train(params, "a") == {"lr": 1e-4, "epochs": 2}
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ({"train": {"overrides": {"c": {"lr": float("nan")}}}}, "train.overrides.c.lr: nan is not a finite number"),
+    ({"train": {"alpha": float("inf")}}, "train.alpha: inf is not a finite number"),
+    ({"findings": {"margin": float("inf")}}, "findings.margin: inf is not a finite number"),
+    ({"findings": {"confidence": float("nan")}}, "findings.confidence: nan is not a finite number"),
+    ({"score": {"ksg": {"pixels": 10, "neighbors": 10}}}, "score.ksg.neighbors: 10 is not below score.ksg.pixels"),
+    ({"score": {"ksg": {"pixels": 9216, "neighbors": 8000}}}, "score.ksg.pixels: 9216 is greater than the maximum"),
+    ({"train": {"seeds": [4294967296]}}, "train.seeds.0: 4294967296 is greater than the maximum of 4294967295"),
+    ({"data": {"stl10": {"url": "file:///data/stl10_binary.tar.gz"}}}, "data.stl10.url: 'file:///data/"),
+])
+def test_values_that_validated_then_failed_their_job_or_deleted_a_model(override, key):
+    """Each was "valid", then failed its job after Snakemake had deleted the old outputs (a NaN learning rate
+    cost case c's model), or ran with a meaningless value (an infinite margin puts every difference within it)."""
+    with pytest.raises(ParamsError, match=re.escape(key)):
+        validate_params(merge(load_params([PARAMS]), override), SCHEMA)
+
+
+SCHEMA_TREE = yaml.safe_load(SCHEMA.read_text())
+
+
+def resolved(node: dict) -> dict:
+    return SCHEMA_TREE["$defs"][node["$ref"].rpartition("/")[2]] if "$ref" in node else node
+
+
+def schema_leaves(schema: dict, node: dict | None = None, path: tuple = ()) -> list[tuple[tuple, dict]]:
+    """Every settable key of the schema with its own schema; train.overrides as case c's."""
+    node = resolved(node if node is not None else schema)
+    if path == ("train", "overrides"):
+        return [(path + ("c", key), sub) for key, sub in node["additionalProperties"]["properties"].items()]
+    if node.get("type") == "object" and "properties" in node:
+        return [leaf for key, sub in node["properties"].items() for leaf in schema_leaves(schema, sub, path + (key,))]
+    return [(path, node)]
+
+
+LEAVES = schema_leaves(SCHEMA_TREE)
+HOSTILE = [float("nan"), float("inf"), float("-inf"), 10**30, 1e300, -1, -1e-9, 0, 0.5, True, None, "x", "", [], {}]
+
+
+@st.composite
+def key_and_value(draw):
+    """A schema key and a value for it: hostile (NaN, ±inf, huge, negative, wrong type), at or just past one of
+    its bounds, one of its choices, or anything Hypothesis draws."""
+    path, schema = draw(st.sampled_from(LEAVES))
+    item = resolved(schema.get("items", {}))
+    bounds = [bound + step for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+              for source in (schema, item) if key in source for bound in [source[key]]
+              for step in (0, -1, 1, -1e-9, 1e-9)]
+    choices = schema.get("enum", []) + item.get("enum", [])
+    value = draw(st.one_of(st.sampled_from(HOSTILE + bounds + choices), st.integers(), st.floats(),
+                           st.text(max_size=8)))
+    if schema.get("type") == "array" and draw(st.booleans()):
+        value = [value]
+    return path, value
+
+
+def feed(path: tuple, params: dict) -> None:
+    """Run the code the key feeds on a tiny input, with the validated params."""
+    section, key = path[0], path[-1]
+    train = case_train(params, "c")
+    if section == "cases":
+        for case in params["cases"]:
+            map_size(case)
+    elif section == "data" and key == "url":
+        assert urlsplit(params["data"]["stl10"]["url"]).hostname
+        pooch.downloaders.choose_downloader(params["data"]["stl10"]["url"])
+    elif section == "data" and key in ("n_images", "seed"):
+        sample = params["data"]["sample"]
+        assert len(make_sample(sample["n_images"], sample["seed"])) == sample["n_images"]
+    elif section == "train":
+        if train["device"] == "cuda" and not torch.cuda.is_available():
+            return  # refused by the workflow before any job (test_workflow: check_devices)
+        for seed in params["train"]["seeds"]:
+            seed_everything(seed)
+        config = TrainConfig(**{name: train[name] for name in ("epochs", "batch_size", "lr", "alpha", "beta",
+                                                               "gamma", "device", "precision")},
+                             seed=params["train"]["seeds"][0], adversarial_prior=False)
+        set_up(config.device, 1, config.precision)
+        weight = torch.ones(1, requires_grad=True)
+        loss = sum(w * torch.nn.functional.softplus(weight * 10) for w in (config.alpha, config.beta, config.gamma))
+        loss.backward()
+        adam([weight], config.lr, torch.device("cpu"), train["fused_adam"]).step()
+        assert torch.isfinite(loss) and torch.isfinite(weight).all()
+    elif section == "score":
+        score, ksg = params["score"], params["score"]["ksg"]
+        rng = np.random.default_rng(0)
+        image, maps = rng.random((VALID, VALID)), rng.random((1, VALID, VALID))
+        assert np.isfinite(mutual_information(image, maps, score["bins"])).all()
+        np.random.default_rng(score["noise_seed"])
+        draw_shifts((VALID, VALID), score["null_shifts"], score["null_seed"])
+        draw_pairs(params["data"]["sample"]["n_images"], ksg["images"], ksg["maps"], ksg["seed"])
+        assert np.isfinite(ksg_mi(image, maps, ksg["neighbors"], ksg["pixels"], ksg["seed"], ksg["null_shifts"])[1]).all()
+    elif section == "findings":
+        findings = params["findings"]
+        seeds = np.random.default_rng(0).normal(0.05, 0.01, (3, 8))
+        bootstrap_means({"c": seeds}, findings["bootstrap"], findings["seed"])
+        test = seed_test(seeds, findings["confidence"], findings["margin"])
+        assert np.isfinite([test.low, test.high, test.p_within]).all()
+        seeds_needed(0.01, findings["margin"], 3, findings["confidence"])
+    elif section == "aggregate":
+        assert params["aggregate"]["win_by"] in WIN_STATISTICS
+
+
+@settings(max_examples=250, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(key_and_value())
+def test_every_value_is_refused_naming_its_key_or_runs_the_code_it_feeds(drawn):
+    """No value the validator calls valid fails the code it feeds; every value it refuses is named by its key."""
+    path, value = drawn
+    params = load_params([PARAMS])
+    target = params
+    for part in path[:-1]:
+        target = target.setdefault(part, {})
+    target[path[-1]] = value
+    try:
+        validate_params(params, SCHEMA)
+    except ParamsError as error:
+        assert ".".join(path) in str(error) or ".".join(path[:-1]) in str(error), (path, value, str(error))
+        return
+    feed(path, params)

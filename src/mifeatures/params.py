@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import re
 import sys
 from pathlib import Path
@@ -30,11 +31,22 @@ _AMBIGUOUS = {
     "a YAML 1.1 boolean (True or False to YAML 1.1, a string to DVC's YAML 1.2)":
         re.compile(r"y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF"),
 }
-# jsonschema counts 1.0 as an integer; a job's argparse does not. Integers here are ints only.
+
+
+def _is_integer(_, value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(_, value: Any) -> bool:
+    return _is_integer(_, value) or isinstance(value, float) and math.isfinite(value)
+
+
+# jsonschema counts 1.0 as an integer; a job's argparse does not. Integers here are ints only. And a number is
+# finite: NaN passes every bound (each comparison is false) and an infinite margin or weight passes its minimum.
 _Validator = jsonschema.validators.extend(
     jsonschema.Draft202012Validator,
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
-        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)),
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"integer": _is_integer, "number": _is_finite_number}),
 )
 
 
@@ -45,7 +57,10 @@ class ParamsError(ValueError):
 def _describe(error: jsonschema.ValidationError) -> str:
     key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
     hint = error.schema.get("description") if isinstance(error.schema, dict) else None
-    return f"{key}: {error.message}" + (f" ({hint})" if hint else "")
+    value = error.instance
+    message = (f"{value} is not a finite number" if isinstance(value, float) and not math.isfinite(value)
+               else error.message)
+    return f"{key}: {message}" + (f" ({hint})" if hint else "")
 
 
 def validate_params(params: dict[str, Any], schema_path: str | Path, source: str = "params.yaml") -> None:
@@ -118,6 +133,10 @@ def _contradictions(params: dict[str, Any]) -> list[str]:
         if batch_size > count:
             problems.append(f"{key}: {batch_size} exceeds the {count} images of {where}; a training step "
                             f"needs a full batch (at most {count})")
+    ksg = params["score"]["ksg"]
+    if ksg["neighbors"] >= ksg["pixels"]:
+        problems.append(f"score.ksg.neighbors: {ksg['neighbors']} is not below score.ksg.pixels "
+                        f"({ksg['pixels']}); the k-NN estimate needs more pixels than neighbours")
     return problems
 
 
