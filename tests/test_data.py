@@ -44,9 +44,14 @@ def _stl10_bytes(images: np.ndarray, tmp: Path, name: str) -> bytes:
     return path.read_bytes()
 
 
+def _stl10_split(images: np.ndarray) -> np.ndarray:
+    """``images`` first, then black ones up to the 5000 of STL-10's train split, whose size the download checks."""
+    return np.concatenate([images, np.zeros((5000 - len(images), SIDE, SIDE, 3), np.uint8)])
+
+
 def _make_tar_gz(members: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -63,8 +68,8 @@ def stl10_members(tmp_path_factory) -> dict[str, bytes]:
     tmp = tmp_path_factory.mktemp("members")
     class_names = "airplane bird car cat deer dog horse monkey ship truck".split()
     return {
-        "stl10_binary/train_X.bin": _stl10_bytes(make_sample(3, 0), tmp, "train_X.bin"),
-        "stl10_binary/train_y.bin": np.array([1, 5, 10], dtype=np.uint8).tobytes(),
+        "stl10_binary/train_X.bin": _stl10_bytes(_stl10_split(make_sample(3, 0)), tmp, "train_X.bin"),
+        "stl10_binary/train_y.bin": np.resize(np.array([1, 5, 10], dtype=np.uint8), 5000).tobytes(),
         "stl10_binary/test_X.bin": _stl10_bytes(_random_images(2, 1), tmp, "test_X.bin"),
         "stl10_binary/test_y.bin": np.array([3, 7], dtype=np.uint8).tobytes(),
         "stl10_binary/unlabeled_X.bin": _stl10_bytes(_random_images(1, 2), tmp, "unlabeled_X.bin"),
@@ -359,7 +364,7 @@ def test_download_extracts_only_the_train_split_and_keeps_the_archive(server, do
 
     assert Path(result) == out
     assert out.read_bytes() == stl10_members["stl10_binary/train_X.bin"]
-    np.testing.assert_array_equal(read_stl10_images(out), make_sample(3, 0))
+    np.testing.assert_array_equal(read_stl10_images(out), _stl10_split(make_sample(3, 0)))
     folder = download_root / "stl10_binary"
     assert sorted(p.name for p in folder.iterdir()) == ["class_names.txt", "train_X.bin", "train_y.bin"]
     assert (folder / "train_y.bin").read_bytes() == stl10_members["stl10_binary/train_y.bin"]
@@ -713,3 +718,67 @@ def test_default_sample_is_the_one_this_repository_was_built_on(tmp_path):
     out = tmp_path / "data/sample/stl10_binary/train_X.bin"
     sample_main(["--n-images", str(sample["n_images"]), "--seed", str(sample["seed"]), "--out", str(out)])
     assert hashlib.md5(out.read_bytes()).hexdigest() == DEFAULT_SAMPLE_MD5
+
+
+def _tar_gz_with(member: tarfile.TarInfo, data: bytes | None, members: dict[str, bytes]) -> bytes:
+    """An archive of ``members`` (train_X.bin left out) plus ``member``, written as given."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+        for name, content in members.items():
+            if name != member.name:
+                info = tarfile.TarInfo(name)
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+        tar.addfile(member, None if data is None else io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _link(kind: bytes) -> tarfile.TarInfo:
+    member = tarfile.TarInfo("stl10_binary/train_X.bin")
+    member.type, member.linkname = kind, "stl10_binary/train_y.bin"
+    return member
+
+
+def _device() -> tarfile.TarInfo:
+    member = tarfile.TarInfo("stl10_binary/train_X.bin")
+    member.type = tarfile.CHRTYPE
+    return member
+
+
+def _oversized() -> tuple[tarfile.TarInfo, bytes]:
+    member = tarfile.TarInfo("stl10_binary/train_X.bin")
+    member.size = 2 * 138_240_000  # 276 MB of zeros: a few hundred KB compressed
+    return member, bytes(member.size)
+
+
+@pytest.mark.network
+@pytest.mark.parametrize(("member", "reason"), [
+    (lambda: (_link(tarfile.SYMTYPE), None), "stl10_binary/train_X.bin is a symbolic link, not a regular file"),
+    (lambda: (_link(tarfile.LNKTYPE), None), "stl10_binary/train_X.bin is a hard link, not a regular file"),
+    (lambda: (_device(), None), "stl10_binary/train_X.bin is a device, not a regular file"),
+    (_oversized, "stl10_binary/train_X.bin holds 276,480,000 bytes where STL-10's has 138,240,000"),
+], ids=["symlink", "hardlink", "device", "oversized"])
+def test_link_or_oversized_member_gave_a_keyerror_traceback_kept_the_archive_or_filled_the_disk(
+        server, download_root, stl10_members, member, reason):
+    """A link member named train_X.bin gave a KeyError traceback and the archive was kept, so every rerun failed
+    the same way; a 263 KB archive holding a 276 MB member filled the disk. Each is refused from its header,
+    before a byte is written, and the archive is deleted."""
+    info, data = member()
+    url, md5 = server.publish("stl10_binary.tar.gz", _tar_gz_with(info, data, stl10_members))
+    out = download_root / "stl10_binary" / "train_X.bin"
+    with pytest.raises(ValueError, match=re.escape(reason) + ".*the archive has been deleted"):
+        download_stl10(url, md5, out, progress=False)
+    assert _files_under(download_root) == []
+
+
+@pytest.mark.network
+def test_download_killed_mid_way_left_poochs_temporary_for_ever(server, download_root, stl10_members):
+    """A download killed mid-way left pooch's tmpXXXXXXXX (mode 0600) in data/stl10/, inside a DVC output, for
+    ever; the next download job removes it, and nothing else there."""
+    download_root.mkdir(parents=True)
+    stale, kept = download_root / "tmpk3j_x9ab", download_root / "notes.txt"
+    stale.write_bytes(b"part of an archive")
+    kept.write_text("mine")
+    url, md5 = server.publish("stl10_binary.tar.gz", _make_tar_gz(stl10_members))
+    download_stl10(url, md5, download_root / "stl10_binary" / "train_X.bin", progress=False)
+    assert not stale.exists() and kept.exists()

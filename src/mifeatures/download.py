@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import gzip
 import logging
+import re
 import tarfile
 import time
 import zlib
@@ -22,7 +23,14 @@ log = logging.getLogger(__name__)
 
 ARCHIVE_NAME = "stl10_binary.tar.gz"
 TRAIN_IMAGES = "stl10_binary/train_X.bin"
-TRAIN_MEMBERS = (TRAIN_IMAGES, "stl10_binary/train_y.bin", "stl10_binary/class_names.txt")
+# The train members and their exact sizes in bytes (5000 images of 3×96×96 bytes, 5000 labels); the class
+# names' file is a few lines. A member of another size, or not a regular file, is not STL-10's: it is
+# refused from its header, before a byte is written (a 263 KB archive can hold a member of hundreds of MB).
+TRAIN_MEMBERS = {TRAIN_IMAGES: 5000 * 3 * 96 * 96, "stl10_binary/train_y.bin": 5000,
+                 "stl10_binary/class_names.txt": None}
+MAX_CLASS_NAMES_BYTES = 4096
+# pooch streams a download into tempfile's "tmp" + 8 characters beside the archive; a killed job leaves it.
+POOCH_TEMPORARY = re.compile(r"tmp[a-z0-9_]{8}")
 DOWNLOAD_ATTEMPTS = 3  # attempts in all for faults that may heal (dropped connection, timeout, 5xx)
 RETRY_BACKOFF_S = 1.0  # wait before retry k: k × this many seconds
 
@@ -55,6 +63,8 @@ def download_stl10(
     if attempts < 1:
         raise ValueError(f"attempts must be ≥ 1, got {attempts}")
     root = out.parent.parent
+    for stale in discard_download_temporaries(root):
+        log.warning("removed %s, left by a download killed mid-way", stale)
     remedies = (
         f"Use a mirror (data.stl10.url in params.yaml), place {ARCHIVE_NAME} in {root} by hand, "
         "or use data.dataset: sample"
@@ -89,6 +99,15 @@ def download_stl10(
             time.sleep(wait)
     _extract_train_split(Path(archive), root, url)
     return out
+
+
+def discard_download_temporaries(root: Path) -> list[Path]:
+    """Remove the partial downloads pooch left in ``root`` when a job was killed mid-way; return them. Only
+    one download job writes there, so when it starts none of them is live."""
+    stale = [path for path in root.glob("tmp*") if POOCH_TEMPORARY.fullmatch(path.name) and path.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def _retrieve(url: str, md5: str, root: Path, progress: bool) -> str:
@@ -131,24 +150,25 @@ def _describe(error: requests.RequestException) -> str:
 def _extract_train_split(archive: Path, root: Path, url: str) -> None:
     """Extract the train members into ``root/stl10_binary``: all of them, or none.
 
-    Every member is written to a temporary file first; they are renamed into place only after
-    all were read without error. An archive that cannot be read is deleted, and the message says
-    so: it passed the md5 check, so a later run would otherwise reuse it and fail the same way.
-    A failure to write (e.g. a full disk) keeps the archive.
+    Every member is checked from its header first (a regular file, of STL-10's size), then written to
+    a temporary file; they are renamed into place only after all were read without error. An archive
+    that cannot be read or fails a check is deleted, and the message says so: it passed the md5 check,
+    so a later run would otherwise reuse it and fail the same way. A failure to write (e.g. a full
+    disk) keeps the archive.
     """
     folder = root / Path(TRAIN_IMAGES).parent
     folder_existed = folder.exists()
     try:
         with tarfile.open(archive, "r:gz") as tar, contextlib.ExitStack() as targets:
-            names = set(tar.getnames())
-            missing = [member for member in TRAIN_MEMBERS if member not in names]
+            members = {member.name: member for member in tar.getmembers()}  # the last of a name, as tar's
+            missing = [name for name in TRAIN_MEMBERS if name not in members]
             if missing:
                 raise _BadArchive(f"not an STL-10 archive, it lacks {', '.join(missing)}")
-            for member in TRAIN_MEMBERS:
-                source = tar.extractfile(member)
-                if source is None:
-                    raise _BadArchive(f"{member} is not a regular file; not an STL-10 archive")
-                target = targets.enter_context(atomic_write(root / member))
+            for name, size in TRAIN_MEMBERS.items():
+                _check_member(members[name], size)
+            for name in TRAIN_MEMBERS:
+                source = tar.extractfile(members[name])
+                target = targets.enter_context(atomic_write(root / name))
                 with source:
                     while chunk := source.read(1 << 20):
                         target.write(chunk)
@@ -167,6 +187,20 @@ def _extract_train_split(archive: Path, root: Path, url: str) -> None:
             "or use data.dataset: sample"
         ) from error
     log.info("extracted %s into %s", ", ".join(TRAIN_MEMBERS), root)
+
+
+def _check_member(member: tarfile.TarInfo, size: int | None) -> None:
+    """Refuse, from its header, a train member that is not a regular file of STL-10's size."""
+    if not member.isreg():
+        kind = ("a symbolic link" if member.issym() else "a hard link" if member.islnk()
+                else "a device" if member.isdev() else "a directory" if member.isdir() else "not a regular file")
+        raise _BadArchive(f"{member.name} is {kind}, not a regular file; not an STL-10 archive")
+    if size is not None and member.size != size:
+        raise _BadArchive(f"{member.name} holds {member.size:,} bytes where STL-10's has {size:,}; "
+                          "not an STL-10 archive")
+    if size is None and member.size > MAX_CLASS_NAMES_BYTES:
+        raise _BadArchive(f"{member.name} holds {member.size:,} bytes, more than the {MAX_CLASS_NAMES_BYTES:,} "
+                          "a list of class names needs; not an STL-10 archive")
 
 
 class _BadArchive(Exception):
