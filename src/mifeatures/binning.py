@@ -123,8 +123,9 @@ def linspace_rows(low: np.ndarray, high: np.ndarray, bins: int) -> np.ndarray:
 @numba.njit
 def bin_and_count(joint_offsets, maps, scale, shift_up, shift_down, upper_edges, counts):
     """Add to ``counts[k, joint_offsets[n] + bin]`` one for each value n of map k: ``RowBinner.bin``
-    fused with the count. The arithmetic is numpy's, in the maps' own dtype: numba contracts no
-    multiply-add unless asked to (fastmath), so the binner's proofs hold here too.
+    fused with the count. The arithmetic is numpy's, in the binner's dtype (float32 maps are promoted
+    value by value, exactly, against float64 parameters): numba contracts no multiply-add unless asked to
+    (fastmath), so the binner's proofs hold here too.
 
     The two truncations run as one vectorised pass; the rare values where they differ, near an
     edge, are then compared with the edge in the counting pass, as ``RowBinner.exact`` does.
