@@ -58,6 +58,17 @@ def tiny_project(root: Path, **changes) -> Path:
     return root
 
 
+def trainable_copy(built: Path, root: Path, **changes) -> Path:
+    """A copy of the SLURM-built project with ``changes`` to its params: its sample and grayscale arrays are
+    current, so only the trainings the changes touch go through SLURM."""
+    shutil.copytree(built, root, symlinks=True)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for section, values in changes.items():
+        params[section] |= values
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
+
+
 def command(*args: str, resources: tuple[str, ...] = ()) -> list[str]:
     """Snakemake through the SLURM profile, with ``resources`` set over the profile's (one --set-resources:
     a second would replace the first)."""
@@ -118,14 +129,16 @@ def test_sbatch_received_what_the_rules_declare(built, cluster):
         assert job["AllocCPUS"] == resources["cpus_per_task"]
 
 
-def test_a_training_cancelled_mid_run_resumes_to_the_same_bytes(cluster, tmp_path):
+def test_a_training_cancelled_mid_run_resumes_to_the_same_bytes(built, cluster, tmp_path):
     """scancel a training job once it saved a resume state; the resubmitted job continues from it and
-    writes the checkpoint and loss log an uninterrupted run writes, byte for byte."""
-    settings = {"train": {"epochs": 6, "checkpoint_every": 1}}
+    writes the checkpoint and loss log an uninterrupted run writes, byte for byte (the same job run on this
+    machine without SLURM, meanwhile: same code, same thread count)."""
+    settings = {"train": {"epochs": 4, "checkpoint_every": 1}}
     target = "results/train/faithful/seed78/a"
-    whole = tiny_project(tmp_path / "whole", **settings)
-    assert snakemake(whole, cluster, f"{target}/encoder.pt").returncode == 0
-    cut = tiny_project(tmp_path / "cut", **settings)
+    whole = trainable_copy(built[0], tmp_path / "whole", **settings)
+    uninterrupted = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", f"{target}/encoder.pt"], cwd=whole,
+                                     env=cluster, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cut = trainable_copy(built[0], tmp_path / "cut", **settings)
     running = subprocess.Popen(command(f"{target}/encoder.pt"), cwd=cut, env=cluster, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     resume = cut / target / "resume.pt"
@@ -145,28 +158,31 @@ def test_a_training_cancelled_mid_run_resumes_to_the_same_bytes(cluster, tmp_pat
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     log = (cut / "results/logs/train/faithful/seed78/a.log").read_text()
     assert "resuming from" in log
+    said = uninterrupted.communicate(timeout=600)[0]
+    assert uninterrupted.returncode == 0, said[-2000:]
     for name in ("encoder.pt", "loss.csv"):
         assert (cut / target / name).read_bytes() == (whole / target / name).read_bytes(), name
 
 
-def test_a_job_past_its_memory_is_a_clear_failure(cluster, tmp_path):
+def test_a_job_past_its_memory_is_a_clear_failure(built, cluster, tmp_path):
     """A training that outgrows the memory its job asked for is killed by SLURM. Snakemake names the rule and
     the SLURM log, which names the limit; no output is left."""
-    root = tiny_project(tmp_path)
-    result = snakemake(root, cluster, "results/train/faithful/seed78/a/encoder.pt", resources=("train:mem_mb=50",))
+    root = trainable_copy(built[0], tmp_path / "project")
+    result = snakemake(root, cluster, "--forcerun", "train", "--", "results/train/faithful/seed78/a/encoder.pt",
+                       resources=("train:mem_mb=50",))
     said = result.stdout + result.stderr
     assert result.returncode != 0 and "Error in rule train" in said, said[-3000:]
     slurm_log = Path(re.search(r"\(log: (\S+/rule_train/\S+\.log)\)", said).group(1))
     assert "exceeded memory limit" in slurm_log.read_text() and f"> {50 * 2**20})" in slurm_log.read_text()
     assert not (root / "results/train/faithful/seed78/a/encoder.pt").exists()
-    assert not list((root / "results/train").rglob("*.prov.json"))
+    assert not list((root / "results/train/faithful/seed78/a").glob("*.prov.json"))
 
 
-def test_a_job_past_its_runtime_is_a_clear_failure_that_keeps_its_epochs(cluster, tmp_path):
+def test_a_job_past_its_runtime_is_a_clear_failure_that_keeps_its_epochs(built, cluster, tmp_path):
     """A training longer than its job's runtime (1 minute, SLURM's smallest) is ended by SLURM. Snakemake names
     the rule and SLURM's TIMEOUT, the SLURM log the time limit; the epochs done are kept in the resume state
     for the resubmission, and no checkpoint or record is left."""
-    root = tiny_project(tmp_path, train={"epochs": 100, "checkpoint_every": 1})  # ≈ 5 s per epoch here
+    root = trainable_copy(built[0], tmp_path / "project", train={"epochs": 100, "checkpoint_every": 1})  # ≈ 5 s an epoch
     target = root / "results/train/faithful/seed78/a"
     result = snakemake(root, cluster, "results/train/faithful/seed78/a/encoder.pt", resources=("train:runtime=1",),
                        timeout=600)
@@ -176,4 +192,4 @@ def test_a_job_past_its_runtime_is_a_clear_failure_that_keeps_its_epochs(cluster
     slurm_log = Path(re.search(r"\(log: (\S+/rule_train/\S+\.log)\)", said).group(1))
     assert "DUE TO TIME LIMIT" in slurm_log.read_text()
     assert (target / "resume.pt").is_file() and not (target / "encoder.pt").exists()
-    assert not list((root / "results/train").rglob("*.prov.json"))
+    assert not list((root / "results/train/faithful/seed78/a").glob("*.prov.json"))

@@ -31,11 +31,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import torch
 import yaml
 from PIL import Image
 
+from mifeatures.memory import stage_mb
 from mifeatures.sample import make_sample
 from mifeatures.stl10 import write_stl10_images
 from mifeatures.params import load_params, merge
@@ -137,10 +139,12 @@ def init_dvc(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def first_build(tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
-    """The tiny build behind ``project``, and its DETERMINISTIC files as they were right after it."""
+def first_build(tmp_path_factory) -> tuple[Path, dict[str, bytes], Path]:
+    """The tiny build behind ``project``, and its DETERMINISTIC files as they were right after it. A copy of it,
+    taken then, is ``built``: the tests that edit ``project`` never reach that copy."""
     root = build_tiny(tmp_path_factory.mktemp("project"))
-    return root, contents(root)
+    pristine = shutil.copytree(root, tmp_path_factory.mktemp("built") / "tiny", symlinks=True)
+    return root, contents(root), pristine
 
 
 @pytest.fixture(scope="module")
@@ -277,19 +281,20 @@ def test_every_output_has_a_declared_provenance_record(project):
 
 
 def stl10_project(root: Path) -> Path:
-    """A copy of the project on data.dataset: stl10 whose archive (10 random images, its md5 in
-    params.yaml) was placed in data/stl10/ by hand, so no download is needed."""
+    """A copy of the project on data.dataset: stl10 whose archive (10 sample images, then black ones up to the
+    split's 5000; its md5 in params.yaml) was placed in data/stl10/ by hand, so no download is needed."""
     for name in COPIED:
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
-    write_stl10_images(make_sample(10, 0), root / "train_X.bin")
+    images = make_sample(10, 0)
+    write_stl10_images(np.concatenate([images, np.zeros((4990, *images.shape[1:]), np.uint8)]), root / "train_X.bin")
     archive = root / "data/stl10/stl10_binary.tar.gz"
     archive.parent.mkdir(parents=True)
-    with tarfile.open(archive, "w:gz") as tar:
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
         for member in ("train_X.bin", "train_y.bin", "class_names.txt"):
             path = root / member
             if not path.exists():
-                path.write_bytes(b"\1" * 10 if member == "train_y.bin" else b"airplane\n")
+                path.write_bytes(b"\1" * 5000 if member == "train_y.bin" else b"airplane\n")
             tar.add(path, f"stl10_binary/{member}")
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
     params = merge(load_params([REPO / "params.yaml", REPO / "config/tiny.yaml"]),
@@ -592,9 +597,10 @@ def test_protocols_and_seeds_are_wildcards_of_the_same_rules(project):
 # Every "current" and every "valid" is true: each finding of the review, on a copy of one tiny build.
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    """A tiny build nobody edits; each test below attacks a copy of it (mtimes and metadata kept)."""
-    return build_tiny(tmp_path_factory.mktemp("built"))
+def built(first_build) -> Path:
+    """A tiny build nobody edits (taken right after ``first_build``, mtimes and metadata kept); each test below
+    attacks a copy of it."""
+    return first_build[2]
 
 
 def copy_of(root: Path, tmp_path: Path) -> Path:
@@ -681,7 +687,7 @@ def hand_train(root: Path, case: str, *changes: str) -> None:
     run(root, sys.executable, "-m", "mifeatures.train", "--case", case, "--encoder-images",
         "results/grayscale/size96.npy", "--critic-images", "results/grayscale/size88.npy", "--epochs", "1",
         "--batch-size", "10", "--lr", "0.0001", "--seed", "78", "--alpha", "0.1", "--beta", "0.1", "--gamma", "0.8",
-        "--device", "cpu", "--precision", "fp32", "--checkpoint-every", "5",
+        "--device", "cpu", "--precision", "fp32", "--no-fused-adam", "--checkpoint-every", "5",
         "--encoder-out", f"{folder}/encoder.pt", "--loss-out", f"{folder}/loss.csv", *changes)
 
 
@@ -1076,3 +1082,63 @@ def test_list_changes_params_lists_every_record_after_a_clean_build(built, tmp_p
     assert reruns(root) == {}
     set_params(root, {"aggregate": {"win_by": "max"}})
     assert reruns(root) == {"aggregate": 1, "figure_wins": 1, "provenance": 1}
+
+
+def jobs_at_once(log: str) -> list[dict[str, int]]:
+    """From a Snakemake log, the {jobid: mem_mb} of the jobs running after each job started."""
+    running: dict[int, int] = {}
+    snapshots = []
+    starting = None
+    for line in log.splitlines():
+        if match := re.match(r"(?:local)?rule \w+:", line):
+            starting = {"mem_mb": 0}
+        elif starting is not None and (match := re.search(r"\bmem_mb=(\d+)", line)):
+            starting["mem_mb"] = int(match[1])
+        elif starting is not None and (match := re.match(r"\s+jobid: (\d+)", line)):
+            starting["jobid"] = int(match[1])
+        elif match := re.match(r"Finished jobid: (\d+)", line):
+            running.pop(int(match[1]), None)
+        elif starting is not None and line.startswith("Shell command:"):
+            running[starting["jobid"]] = starting["mem_mb"]
+            snapshots.append(dict(running))
+            starting = None
+    return snapshots
+
+
+def test_default_run_started_four_trainings_at_once_and_was_killed_for_memory(built):
+    """`snakemake --cores 4` (make, dvc.yaml) started all four trainings on a 2-core machine, ≈ 17 GB at once, and
+    an OOM kill took the models it was replacing. Now a local run hands out at most the memory available at its
+    start, and never runs jobs whose declared mem_mb (each training's measured peak, mifeatures.memory) exceed
+    it: the tiny build's log (`--cores 4`, no --resources) shows both."""
+    log = min((built / ".snakemake/log").glob("*.log")).read_text()
+    provided = int(re.search(r"^Provided resources: .*\bmem_mb\D*(\d+)", log, re.M)[1])
+    assert 0 < provided <= psutil.virtual_memory().total / 2**20
+    snapshots = jobs_at_once(log)
+    assert len(snapshots) > 20 and max(sum(running.values()) for running in snapshots) <= provided
+    declared = {int(mem) for mem in re.findall(r"rule train:(?:\n .*)*?\bmem_mb=(\d+)", log)}
+    assert declared == {stage_mb("train", case, 20) for case in "abcd"}, declared
+
+
+def test_a_job_killed_for_memory_said_nothing_of_why(built, tmp_path):
+    """An OOM-killed training ended its log at `0%` and Snakemake said only `exit status 137`. A job killed by
+    SIGKILL now says, in Snakemake's output and at the end of its log, that the kernel's out-of-memory killer
+    most likely did it, and what to do."""
+    root = copy_of(built, tmp_path)
+    target = f"results/train/{ARTICLE_RUN}/a/loss.csv"
+    job = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", "--forcerun", "train", "--", target], cwd=root,
+                           env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    training = []
+    while not training and time.monotonic() < deadline and job.poll() is None:
+        training = [process for process in psutil.Process(job.pid).children(recursive=True)
+                    if "mifeatures.train" in process.cmdline()]
+        time.sleep(0.1)
+    assert training, "the training never started"
+    training[0].send_signal(signal.SIGKILL)
+    said = job.communicate(timeout=120)[0]
+    assert job.returncode != 0
+    explanation = "killed with SIGKILL (exit status 137), most likely by the kernel's out-of-memory killer"
+    assert explanation in said and "--resources mem_mb=N" in said, said
+    log = (root / f"results/logs/train/{ARTICLE_RUN}/a.log").read_text()
+    assert log.rstrip().splitlines()[-1].startswith(f"mifeatures: this job was {explanation[:6]}"), log
+    assert not (root / target).exists()
