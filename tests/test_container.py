@@ -20,6 +20,8 @@ import yaml
 
 from mifeatures.params import load_params
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 COPIED = ("workflow", "src", "config")

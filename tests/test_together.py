@@ -59,6 +59,7 @@ def assert_close_to_solo(together, alone, config):
     assert differences.max() <= bound and differences.median() < 1e-6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("adversarial_prior", [False, True])
 def test_each_seed_trained_together_is_its_solo_run(tmp_path, gray_images, case_inputs, adversarial_prior):
     """Each seed's loss log and weights are its solo run's, to the tolerances above, in both protocols'
@@ -71,6 +72,7 @@ def test_each_seed_trained_together_is_its_solo_run(tmp_path, gray_images, case_
     assert not together[0][1][LOSS_TERMS].equals(together[1][1][LOSS_TERMS])  # two seeds, two runs
 
 
+@pytest.mark.slow
 def test_the_order_of_the_seeds_changes_nothing(gray_images, case_inputs):
     """A seed's result does not depend on where it stands in the list: bit for bit."""
     configs = [train_config(epochs=1, batch_size=4, seed=seed) for seed in SEEDS]
@@ -97,6 +99,7 @@ SETTINGS = ["--case", "a", "--epochs", "1", "--batch-size", "4", "--lr", "0.0001
             "--beta", "0.1", "--gamma", "0.8", "--device", "cpu", "--precision", "fp32", "--no-fused-adam", "--checkpoint-every", "5"]
 
 
+@pytest.mark.slow
 def test_cli_trains_several_seeds_and_records_each(tmp_path, case_inputs):
     """`mifeatures train --seed 78 79` writes each seed's checkpoint, loss log and record, which names the
     seeds it was trained with and the module that did it."""

@@ -149,6 +149,7 @@ def run_with_dataloader(paths, config, out):
     pd.DataFrame(rows, columns=LOSS_COLUMNS).to_csv(out / "loss.csv", index=False)
 
 
+@pytest.mark.slow
 def test_device_loop_gives_the_bytes_of_the_dataloader_loop(tmp_path, trained_case):
     """Two epochs of two steps: the loss log and the encoder checkpoint are the old loop's, byte for byte."""
     config = train_config(epochs=2, batch_size=4)
@@ -207,6 +208,7 @@ def test_tf32_changes_nothing_on_a_cpu(tmp_path, trained_case, restore_float32_f
     assert (tmp_path / "loss.csv").read_bytes() == trained_case["loss"].read_bytes()
 
 
+@pytest.mark.slow
 def test_cli_bf16_trains_in_bfloat16_and_records_it(tmp_path, trained_case, restore_float32_flags):
     """--precision bf16 gives finite losses unlike fp32's, and the checkpoint and provenance name it."""
     out = tmp_path / "encoder.pt"
@@ -321,6 +323,7 @@ def uninterrupted(tmp_path_factory, trained_case):
     return folder
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_bytes(tmp_path, trained_case, uninterrupted):
     """SIGKILL after an epoch, then a rerun, gives the weights and loss log of an uninterrupted run."""
     saved = kill_at_first_state(train_command(trained_case, tmp_path, EPOCHS, 1), tmp_path / "resume.pt")
@@ -334,6 +337,7 @@ def test_killed_run_resumes_to_the_same_bytes(tmp_path, trained_case, uninterrup
     assert_same_outputs(tmp_path, uninterrupted)
 
 
+@pytest.mark.slow
 def test_state_is_saved_every_checkpoint_every_epochs_and_resumes_under_another(tmp_path, trained_case,
                                                                                 uninterrupted):
     """With --checkpoint-every 2 the first state appears after epoch 2, not 1; a rerun that saves every
@@ -451,6 +455,8 @@ def test_fingerprint_covers_device_threads_code_and_torch(gray_images, monkeypat
     finally:
         torch.set_num_threads(threads)
     assert current(code="edited code") != base
+    assert fingerprint("a", train_config(), torch.device("cpu"), sources.digest("train"), gray_images,
+                       fused_adam=True) != base  # Adam's fused kernel changes the last bits
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # two GPU models, as a CUDA machine names them
     monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 91000)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
@@ -587,6 +593,7 @@ def test_adversarial_step_steps_each_side_on_its_own_loss(gray_images):
             assert torch.equal(mine.state_dict()[name], tensor), name
 
 
+@pytest.mark.slow
 def test_sigkill_while_a_resume_state_is_written_leaves_a_temporary_file(tmp_path, trained_case, uninterrupted):
     """A save killed mid-way left `.resume.pt.XXXXXXXX.tmp` (289 MB at the tiny config), which outlived the
     successful rerun; the rerun now removes it when it starts, and resumes to the same bytes."""
@@ -599,6 +606,7 @@ def test_sigkill_while_a_resume_state_is_written_leaves_a_temporary_file(tmp_pat
     assert_same_outputs(tmp_path, uninterrupted)
 
 
+@pytest.mark.slow
 def test_provenance_failing_after_training_loses_the_resume_state(tmp_path, trained_case, uninterrupted):
     """The resume state was deleted before the provenance was written, so a failure there (here: the record's
     path is taken by a folder) cost every step; the state now outlives it and the rerun resumes from it."""
@@ -615,6 +623,7 @@ def test_provenance_failing_after_training_loses_the_resume_state(tmp_path, trai
     assert_same_outputs(tmp_path, uninterrupted)
 
 
+@pytest.mark.slow
 def test_progress_file_shows_a_running_job_and_its_end(tmp_path, trained_case):
     """While the CLI trains (3 epochs of 2 steps), its progress file says how many steps are done of how many,
     the time left and the last epoch's loss, rewritten as it goes; at the end it says all of them are."""

@@ -106,20 +106,22 @@ def _shapes(weights: object) -> dict | None:
     return {name: getattr(tensor, "shape", None) for name, tensor in weights.items()}
 
 
-def fingerprint(case: str, config, device: torch.device, code: str, *arrays: np.ndarray) -> str:
+def fingerprint(case: str, config, device: torch.device, code: str, *arrays: np.ndarray,
+                fused_adam: bool = False) -> str:
     """Identity of a run: case, hyperparameters (a dataclass), input image bytes and all that changes its
     numbers.
 
     That is the device actually used (on CUDA: which GPU model, and the cuDNN release), ``code`` (a digest
     of the library code the run executes), the torch release and torch's thread count (read here, so set it
-    first): a run resumed after any of them changed would mix epochs of two different computations.
+    first), and whether Adam's kernel is the fused one (``fused_adam``, which changes the last bits): a run
+    resumed after any of them changed would mix epochs of two different computations.
     """
     on_gpu = device.type == "cuda" and torch.cuda.is_available()
     identity = {"case": case, **asdict(config), "resolved_device": str(device),
                 "gpu": torch.cuda.get_device_name(device) if on_gpu else None,
                 "cudnn": torch.backends.cudnn.version() if on_gpu else None,
                 "code": code, "torch": torch.__version__,
-                "threads": torch.get_num_threads()}
+                "threads": torch.get_num_threads(), "fused_adam": fused_adam}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode())
     for array in arrays:
         digest.update(np.ascontiguousarray(array).tobytes())

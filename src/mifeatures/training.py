@@ -267,8 +267,8 @@ def run(case: str, encoder_images_path: str, critic_images_path: str, config: Tr
     optimizers = [adam(module.parameters(), config.lr, device, fused_adam) for module in (encoder, objective)]
     batches = Batches(encoder_images, critic_images, config.batch_size, config.seed, device)
     prior_generator = torch.Generator(device=device).manual_seed(config.seed)
-    resume = (ResumeState(resume_path, fingerprint(case, config, device, f"{code}, fused Adam: {fused_adam}",
-                                                   encoder_images, critic_images))
+    resume = (ResumeState(resume_path, fingerprint(case, config, device, code, encoder_images, critic_images,
+                                                   fused_adam=fused_adam))
               if resume_path else None)
     if resume_path:  # a save killed mid-way left its temporary file (as large as a state)
         discard_stale_temporaries(resume_path)
