@@ -28,8 +28,9 @@ PEAK = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=Tr
 
 def peak_mb(command: list[str], allocator: str) -> float:
     """Peak RSS in MB of ``command`` run in a fresh process, with glibc's default or the workflow's allocator."""
-    environment = os.environ | ({"GLIBC_TUNABLES": ALLOCATOR_TUNABLES} if allocator == "tuned" else {})
-    environment.pop("GLIBC_TUNABLES", None) if allocator == "default" else None
+    environment = {key: value for key, value in os.environ.items() if key != "GLIBC_TUNABLES"}
+    if allocator == "tuned":
+        environment["GLIBC_TUNABLES"] = ALLOCATOR_TUNABLES
     output = subprocess.run([sys.executable, "-c", PEAK, *command], env=environment, check=True,
                             capture_output=True, text=True).stdout
     return int(output.split()[-1]) / 1024
@@ -55,11 +56,13 @@ def main() -> None:
         work = Path(folder)
         for n_images in args.images:
             raw = work / f"raw{n_images}.bin"
-            subprocess.run(stage("sample", "--n-images", str(n_images), "--seed", "78", "--out", str(raw)), check=True)
+            subprocess.run(stage("sample", "--n-images", str(n_images), "--seed", "78", "--out", str(raw)), check=True,
+                           stdout=subprocess.DEVNULL)
             gray = {}
             for size in sorted({INPUT_SIZE, *map(map_size, args.cases)}):
                 gray[size] = work / f"gray{n_images}_{size}.npy"
-                subprocess.run(stage("grayscale", str(raw), "--size", str(size), "--out", str(gray[size])), check=True)
+                subprocess.run(stage("grayscale", str(raw), "--size", str(size), "--out", str(gray[size])), check=True,
+                               stdout=subprocess.DEVNULL)
             for case in args.cases:
                 encoder, loss = work / f"{case}{n_images}.pt", work / f"{case}{n_images}.csv"
                 train = stage("train", "--case", case, "--encoder-images", str(gray[INPUT_SIZE]),
@@ -67,8 +70,6 @@ def main() -> None:
                               "--loss-out", str(loss), "--epochs", "1", "--batch-size", "10", "--lr", "1e-4",
                               "--seed", "78", "--alpha", "0.1", "--beta", "0.1", "--gamma", "0.8",
                               "--device", "cpu", "--precision", "fp32", "--no-fused-adam", "--checkpoint-every", "5")
-                # a short run: the peak comes with the first step, and 20 images make two
-                train[train.index("--encoder-images") + 1] = str(gray[INPUT_SIZE])
                 peaks = [peak_mb(train, allocator) for allocator in allocators]
                 print(f"| train | {case} | {n_images} | " + " | ".join(f"{p:.0f}" for p in peaks)
                       + f" | {stage_mb('train', case, n_images)} |", flush=True)

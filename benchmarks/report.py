@@ -4,9 +4,12 @@
 
 Prints a Markdown table (the README's comes from it) headed by the machine it ran on:
 - MI of one image against 32 maps, and of 64 images each against its 32: the article's per-map
-  np.histogram2d + mutual_info_score vs ours;
+  np.histogram2d + mutual_info_score (which bins the float32 maps and the float64 image in float64) vs
+  ours; and ours binning the float32 maps as they are vs ours on float64 copies of them (the old way);
 - a training step: the loop as the article's code ran it (a DataLoader on the host, the loss terms read
   with .item() every step) vs ours, same math, same device, per case;
+- a training step in a fresh process under glibc's default allocator vs the one every workflow job runs
+  under (mifeatures.memory), CPU time, per case; and with Adam's fused CPU kernel (train.fused_adam) vs without;
 - a training step of case a under each train.precision the device offers, and in fp32 without
   deterministic algorithms (what determinism costs), against fp32: its time, how far its per-step
   loss strays from fp32's, and whether a rerun gives the same losses bit for bit;
@@ -39,14 +42,16 @@ from torch.utils.data import DataLoader, TensorDataset
 from mifeatures.sample import make_sample
 from mifeatures.images import resize_images, to_grayscale
 from mifeatures.mi import mutual_information, mutual_information_many
-from mifeatures.models import ENCODERS, build_encoder, map_size
+from mifeatures.models import ENCODERS, build_encoder
+from mifeatures.shapes import map_size
 from mifeatures.objective import DeepInfoMaxLoss, LossWeights
 from mifeatures.params import load_params
 from mifeatures.maps import feature_maps
 from mifeatures.scoring import all_images_loop_normalisation, score
 from mifeatures.runtime import resolve_device, set_up
 from mifeatures.together import train_together
-from mifeatures.training import Batches, TrainConfig, seed_everything, train
+from mifeatures.memory import ALLOCATOR_TUNABLES
+from mifeatures.training import Batches, TrainConfig, adam, seed_everything, train
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = load_params([REPO / "params.yaml"])["train"]
@@ -95,19 +100,22 @@ def mi_rows(gray: np.ndarray) -> list[tuple]:
     assert np.allclose(article_many_mi(), mutual_information_many(gray[:64], maps, BINS), rtol=0, atol=1e-9)
     article_many = best_of(article_many_mi, 2)
     ours_many = best_of(lambda: mutual_information_many(gray[:64], maps, BINS), 5)
-    return [("MI, 1 image × 32 maps 96×96", f"{article * 1e3:.2f} ms", f"{ours * 1e3:.2f} ms", article / ours),
-            ("MI, 64 images × 32 maps 96×96, per image", f"{article_many / 64 * 1e3:.2f} ms",
-             f"{ours_many / 64 * 1e3:.2f} ms", article_many / ours_many)]
+    copies = best_of(lambda: mutual_information_many(gray[:64], (m.astype(np.float64) for m in maps), BINS), 5)
+    return [("MI, 1 image × 32 maps 96×96 (article: np.histogram2d, float64)", f"{article * 1e3:.2f} ms",
+             f"{ours * 1e3:.2f} ms", article / ours),
+            ("MI, 64 images × 32 maps 96×96, per image (article: np.histogram2d, float64)",
+             f"{article_many / 64 * 1e3:.2f} ms", f"{ours_many / 64 * 1e3:.2f} ms", article_many / ours_many),
+            ("MI, 64 images, per image: float32 maps binned as they are (baseline: float64 copies)",
+             f"{copies / 64 * 1e3:.2f} ms", f"{ours_many / 64 * 1e3:.2f} ms", copies / ours_many)]
 
 
-def training_parts(case: str, gray: np.ndarray, device: torch.device):
+def training_parts(case: str, gray: np.ndarray, device: torch.device, fused_adam: bool = False):
     """A fresh model, critics and optimisers on ``device``, and the images at the case's map size; built
     before any timing starts. Both loops run under fp32's flags (TF32 off, cuDNN's included)."""
     seed_everything(78)
     set_up(device.type, torch.get_num_threads(), "fp32")
     encoder, objective = build_encoder(case).to(device), DeepInfoMaxLoss(map_size(case), WEIGHTS).to(device)
-    optimizers = [torch.optim.Adam(module.parameters(), lr=1e-4, fused=device.type == "cuda" or None)
-                  for module in (encoder, objective)]
+    optimizers = [adam(module.parameters(), 1e-4, device, fused_adam) for module in (encoder, objective)]
     return encoder, objective, optimizers, resize_images(gray, map_size(case))
 
 
@@ -146,12 +154,12 @@ def our_loop(parts, gray: np.ndarray, device: torch.device, steps: int, precisio
 
 
 def step_seconds(loop, case: str, gray: np.ndarray, device: torch.device, steps: int, repeats: int = 2,
-                 **options) -> float:
+                 fused_adam: bool = False, **options) -> float:
     """Seconds per step of ``loop`` over fresh parts, the best of ``repeats``: building the model and copying
     it to the device stay outside the timed region."""
     times = []
     for _ in range(repeats):
-        parts = training_parts(case, gray, device)
+        parts = training_parts(case, gray, device, fused_adam)
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -175,6 +183,67 @@ def training_rows(gray: np.ndarray, device: torch.device) -> list[tuple]:
         rows.append((f"training step, case {case}, batch 10", f"{article * 1e3:.1f} ms", f"{ours * 1e3:.1f} ms",
                      article / ours))
     return rows
+
+
+# Four training steps in a fresh process, so that glibc reads GLIBC_TUNABLES at its start: CPU seconds (user +
+# system) per step and the losses, as JSON.
+ALLOCATOR_PROBE = """
+import json, resource, sys, numpy as np, torch
+sys.path.insert(0, sys.argv[3])
+from report import our_loop, training_parts
+torch.set_num_threads(1)
+gray = np.load(sys.argv[1])
+parts = training_parts(sys.argv[2], gray, torch.device("cpu"))
+before = resource.getrusage(resource.RUSAGE_SELF)
+losses = our_loop(parts, gray, torch.device("cpu"), len(gray) // 10)
+after = resource.getrusage(resource.RUSAGE_SELF)
+steps = len(losses)
+print(json.dumps({"cpu": (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / steps,
+                  "system": (after.ru_stime - before.ru_stime) / steps, "losses": losses}))
+"""
+
+
+def allocator_rows(gray: np.ndarray, device: torch.device) -> list[tuple]:
+    """Each case's step under glibc's default allocator and under the workflow's, alternating, the best of 2."""
+    if device.type != "cpu":
+        return []
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        images = Path(scratch) / "gray.npy"
+        np.save(images, gray[:40])
+        for case in ENCODERS:
+            runs: dict[str, list[dict]] = {"default": [], "tuned": []}
+            for _ in range(2):
+                for name in runs:
+                    env = {key: value for key, value in os.environ.items() if key != "GLIBC_TUNABLES"}
+                    env |= {"GLIBC_TUNABLES": ALLOCATOR_TUNABLES} if name == "tuned" else {}
+                    said = subprocess.run([sys.executable, "-c", ALLOCATOR_PROBE, str(images), case,
+                                           str(Path(__file__).parent)], env=env, capture_output=True, text=True,
+                                          check=True).stdout
+                    runs[name].append(json.loads(said.splitlines()[-1]))
+            assert all(run["losses"] == runs["default"][0]["losses"] for name in runs for run in runs[name])
+            default, tuned = (min(runs[name], key=lambda run: run["cpu"]) for name in ("default", "tuned"))
+            rows.append((f"training step, case {case}, CPU time, glibc heap settings (baseline: glibc's default)",
+                         f"{default['cpu'] * 1e3:.0f} ms ({default['system'] * 1e3:.0f} ms system)",
+                         f"{tuned['cpu'] * 1e3:.0f} ms ({tuned['system'] * 1e3:.0f} ms system); losses bit-identical",
+                         default["cpu"] / tuned["cpu"]))
+    return rows
+
+
+def fused_adam_rows(gray: np.ndarray, device: torch.device) -> list[tuple]:
+    """Case a's step with Adam's fused kernel against without it, and how far its losses stray (a GPU always
+    fuses, so the row is the CPU's)."""
+    if device.type != "cpu":
+        return []
+    steps = 3
+    gray = gray[: steps * 10]
+    unfused = our_loop(training_parts("a", gray, device), gray, device, steps)
+    fused = our_loop(training_parts("a", gray, device, fused_adam=True), gray, device, steps)
+    error = max(abs(f - u) / abs(u) for f, u in zip(fused, unfused))
+    seconds = {on: step_seconds(our_loop, "a", gray, device, steps, fused_adam=on) for on in (False, True)}
+    return [("training step, case a, fused Adam (baseline: unfused)", f"{seconds[False] * 1e3:.1f} ms",
+             f"{seconds[True] * 1e3:.1f} ms; loss off unfused by ≤ {error:.1e} relative over {steps} steps",
+             seconds[False] / seconds[True])]
 
 
 def precision_rows(gray: np.ndarray, device: torch.device) -> list[tuple]:
@@ -300,12 +369,17 @@ def size_rows(sizes: list[int], device: torch.device) -> list[tuple]:
     return rows
 
 
+SECTIONS = ("mi", "training", "allocator", "fused", "precision", "together", "scoring", "project", "sizes")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda; default: %(default)s")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1000, 5000], help="image counts to score")
     parser.add_argument("--project", type=Path, help="a built project for the no-op timings; default: build tiny")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (per core: 1); default: %(default)s")
+    parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS),
+                        help="which rows to measure; default: all")
     parser.add_argument("--together", type=int,
                         help="seeds trained together in the seeds-together row; default: 20 on CUDA, 2 on a CPU "
                              "(each seed holds ≈ 2 GB of weights and Adam moments)")
@@ -316,10 +390,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {machine(device)}\n")
     print("| figure | article's way | ours | speed-up |\n|---|---|---|---|")
     together = args.together or (20 if device.type == "cuda" else 2)
-    for section in (lambda: mi_rows(gray), lambda: training_rows(gray, device), lambda: precision_rows(gray, device),
-                    lambda: together_rows(gray, device, together), lambda: scoring_rows(gray, device),
-                    lambda: project_rows(args.project), lambda: size_rows(args.sizes, device)):
-        for figure, baseline, ours, ratio in section():
+    sections = {"mi": lambda: mi_rows(gray), "training": lambda: training_rows(gray, device),
+                "allocator": lambda: allocator_rows(gray, device), "fused": lambda: fused_adam_rows(gray, device),
+                "precision": lambda: precision_rows(gray, device),
+                "together": lambda: together_rows(gray, device, together), "scoring": lambda: scoring_rows(gray, device),
+                "project": lambda: project_rows(args.project), "sizes": lambda: size_rows(args.sizes, device)}
+    for name in args.sections:
+        for figure, baseline, ours, ratio in sections[name]():
             print(f"| {figure} | {baseline} | {ours} | {f'{ratio:.1f}×' if ratio else ''} |", flush=True)
 
 
