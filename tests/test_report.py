@@ -13,10 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
-
-from mifeatures.params import load_params, merge
 
 pytestmark = pytest.mark.slow
 
@@ -36,16 +33,10 @@ def snakemake(root: Path, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> Path:
-    """report.html of a two-case, one-image build of the tiny config: the article's figures and the
-    protocols' findings (two cases being the fewest the findings compare)."""
-    root = tmp_path_factory.mktemp("report")
-    for name in ("workflow", "src", "environment.yml"):
-        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, root / name)
-    params = merge(load_params([REPO / "params.yaml", REPO / "config/tiny.yaml"]),
-                   {"cases": ["a", "c"], "figures": {"images": [10]}})
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    snakemake(root, "all", "protocols")
+def report(protocols_build, tmp_path_factory) -> Path:
+    """report.html of a copy of the shared two-case, one-image tiny build of `all` and `protocols`: the
+    article's figures and the protocols' findings."""
+    root = shutil.copytree(protocols_build[0], tmp_path_factory.mktemp("report") / "tiny", symlinks=True)
     snakemake(root, "--report", "results/report.html", "all", "protocols")
     return root / "results/report.html"
 

@@ -553,45 +553,41 @@ def test_dvc_experiment_is_comparable_in_exp_show(pulled_clone):
     assert any(experiment[f"mean_mi.{case}"] != baseline[f"mean_mi.{case}"] for case in "abcd")
 
 
-def test_protocols_and_seeds_are_wildcards_of_the_same_rules(project):
+def test_protocols_and_seeds_are_wildcards_of_the_same_rules(protocols_build, tmp_path):
     """`snakemake protocols` runs the corrected protocol beside the article's run, whose outputs it
     leaves byte for byte; the findings read the same faithful numbers as the aggregate; a param of the
     corrected scoring reruns corrected jobs only; a second seed trains every (protocol, case) once more
-    and leaves the article's figures current."""
-    params = project / "params.yaml"
-    original = params.read_text()
-    article_outputs = contents(project)
-    try:
-        snakemake(project, "protocols")
-        after = contents(project)
-        assert {path: after[path] for path in article_outputs} == article_outputs and planned(project) == {}
-        findings = pd.read_csv(project / "results/findings/cases.csv")
-        faithful = findings[(findings["training"] == "faithful") & (findings["scoring"] == "faithful")]
-        faithful = faithful.set_index("case")["mean_mi"]
-        aggregate = pd.read_csv(project / "results/aggregate/cases.csv").set_index("case")["mean_mi"]
-        pd.testing.assert_series_equal(faithful, aggregate, check_names=False, rtol=1e-12)
-        assert set(zip(findings["training"], findings["scoring"])) == {
-            (training, scoring) for training in ("faithful", "corrected") for scoring in ("faithful", "corrected")}
-        assert "**Only 1 seed**" in (project / "results/findings.md").read_text()
-        null = project / "src/mifeatures/estimators.py"
-        original_null = edit(null, "return mutual_information_many(rolled, [maps] * len(rolled), bins).mean(axis=0)",
-                             "return mutual_information_many(rolled, [maps] * len(rolled), bins).mean(0)")
-        try:  # the spatial null: the corrected scorer's jobs and what reads them, nothing of the faithful one
-            assert planned(project, target="protocols") == {"score": 8, "findings": 1, "figure_protocols": 1,
-                                                             "protocols": 1}
-            assert planned(project) == {}
-        finally:
-            null.write_text(original_null)
-        set_params(project, {"score": {"null_shifts": 4}})
-        # the corrected scorer of both trainings' runs
-        assert planned(project, target="protocols") == {"score": 8, "findings": 1, "figure_protocols": 1,
-                                                         "protocols": 1}
-        set_params(project, {"train": {"seeds": [78, 79]}})
-        assert planned(project, target="protocols") == {"train": 8, "score": 24, "crosscheck": 8, "findings": 1,
-                                                         "figure_protocols": 1, "protocols": 1}
-        assert planned(project) == {}
-    finally:
-        params.write_text(original)
+    and leaves the article's figures current (on a copy of the shared two-case build of `all`, then
+    `protocols`)."""
+    project = shutil.copytree(protocols_build[0], tmp_path / "tiny", symlinks=True)
+    article_outputs = protocols_build[1]
+    cases = yaml.safe_load((project / "params.yaml").read_text())["cases"]
+    after = {path: (project / path).read_bytes() for path in article_outputs}
+    assert after == article_outputs and planned(project) == {}
+    findings = pd.read_csv(project / "results/findings/cases.csv")
+    faithful = findings[(findings["training"] == "faithful") & (findings["scoring"] == "faithful")]
+    faithful = faithful.set_index("case")["mean_mi"]
+    aggregate = pd.read_csv(project / "results/aggregate/cases.csv").set_index("case")["mean_mi"]
+    pd.testing.assert_series_equal(faithful, aggregate, check_names=False, rtol=1e-12)
+    assert set(zip(findings["training"], findings["scoring"])) == {
+        (training, scoring) for training in ("faithful", "corrected") for scoring in ("faithful", "corrected")}
+    assert "**Only 1 seed**" in (project / "results/findings.md").read_text()
+    corrected_scoring = {"score": 2 * len(cases), "findings": 1, "figure_protocols": 1, "protocols": 1}
+    null = project / "src/mifeatures/estimators.py"
+    original_null = edit(null, "return mutual_information_many(rolled, [maps] * len(rolled), bins).mean(axis=0)",
+                         "return mutual_information_many(rolled, [maps] * len(rolled), bins).mean(0)")
+    # the spatial null: the corrected scorer's jobs (of both trainings) and what reads them, nothing of the faithful one
+    assert planned(project, target="protocols") == corrected_scoring
+    assert planned(project) == {}
+    null.write_text(original_null)
+    set_params(project, {"score": {"null_shifts": 4}})
+    assert planned(project, target="protocols") == corrected_scoring
+    set_params(project, {"train": {"seeds": [78, 79]}})
+    # seed 79: both trainings and both scorers of each case; seed 78: the corrected scorer again (null_shifts)
+    assert planned(project, target="protocols") == {
+        "train": 2 * len(cases), "score": 6 * len(cases), "crosscheck": 2 * len(cases), "findings": 1,
+        "figure_protocols": 1, "protocols": 1}
+    assert planned(project) == {}
 
 
 # Every "current" and every "valid" is true: each finding of the review, on a copy of one tiny build.
