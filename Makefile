@@ -18,7 +18,7 @@ test-pythons:
 	.ci/pythons 3.12 3.13
 
 # Results built elsewhere: dvc pull, then mark up to date what their records say this checkout would make,
-# under CONFIG (e.g. make pull CONFIG=config/tiny.yaml); see mifeatures.pull.
+# under CONFIG (e.g. make pull CONFIG=config/tiny.yaml); see mifeatures.workflow.pull.
 pull: $(VENV)/.installed
 	mifeatures pull $(if $(CONFIG),--configfile $(CONFIG))
 
@@ -26,12 +26,14 @@ pull: $(VENV)/.installed
 browser:
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then \
+			echo "make test: installing Debian's chromium and chromium-driver for the report test (apt-get install)"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
-		else echo "chromium/chromedriver missing and not root: the report test will be skipped"; fi; \
+		else echo "chromium/chromedriver missing and not root: the report test will be skipped" \
+			"(to run it: sudo apt-get install chromium chromium-driver)"; fi; \
 	fi
 
 # The exact environment of requirements.lock; its torch==2.13.0 resolves to the local CPU wheel here.
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(SYSTEM_PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[test]"
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[workflow,test]"
 	touch $@

@@ -4,7 +4,8 @@
 
 Runs the stage CLIs as the workflow does (one thread, fp32, CPU) on the embedded sample and prints a Markdown
 table of each job's peak RSS in MB, under glibc's default allocator and under the one the workflow sets
-(mifeatures.memory.ALLOCATOR_TUNABLES). The rules' mem_mb (mifeatures.memory) are sized from these numbers.
+(mifeatures.workflow.memory.ALLOCATOR_TUNABLES). The rules' mem_mb (mifeatures.workflow.memory) are sized from
+these numbers.
 A training job's peak comes with its first optimiser step, so one epoch of two steps is enough.
 """
 
@@ -18,8 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mifeatures.memory import ALLOCATOR_TUNABLES, stage_mb
-from mifeatures.shapes import INPUT_SIZE, map_size
+from mifeatures.workflow.memory import ALLOCATOR_TUNABLES, stage_mb
+from mifeatures.core.networks.shapes import INPUT_SIZE, map_size
 
 # Runs a command and prints the peak RSS of its process tree in kB (Linux: ru_maxrss of waited children).
 PEAK = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "

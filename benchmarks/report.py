@@ -9,12 +9,13 @@ Prints a Markdown table (the README's comes from it) headed by the machine it ra
 - a training step: the loop as the article's code ran it (a DataLoader on the host, the loss terms read
   with .item() every step) vs ours, same math, same device, per case;
 - a training step in a fresh process under glibc's default allocator vs the one every workflow job runs
-  under (mifeatures.memory), CPU time, per case; and with Adam's fused CPU kernel (train.fused_adam) vs without;
+  under (mifeatures.workflow.memory), CPU time, per case; and with Adam's fused CPU kernel (train.fused_adam) vs
+  without;
 - a training step of case a under each train.precision the device offers, and in fp32 without
   deterministic algorithms (what determinism costs), against fp32: its time, how far its per-step
   loss strays from fp32's, and whether a rerun gives the same losses bit for bit;
 - scoring throughput: the article's all-images loop (one image at a time, histogram2d per map) vs ours
-  in chunks (which also computes each map's MI a second way, see mifeatures.scoring);
+  in chunks (which also computes each map's MI a second way, see mifeatures.core.information.scoring);
 - a no-op `snakemake -n all` and a no-op `dvc repro` on a built tiny project (built here unless
   --project names one);
 - scoring time and peak memory at several image counts, each in its own process.
@@ -39,19 +40,19 @@ import torch
 from sklearn.metrics import mutual_info_score
 from torch.utils.data import DataLoader, TensorDataset
 
-from mifeatures.sample import make_sample
-from mifeatures.images import resize_images, to_grayscale
-from mifeatures.mi import mutual_information, mutual_information_many
-from mifeatures.models import ENCODERS, build_encoder
-from mifeatures.shapes import map_size
-from mifeatures.objective import DeepInfoMaxLoss, LossWeights
-from mifeatures.params import load_params
-from mifeatures.maps import feature_maps
-from mifeatures.scoring import all_images_loop_normalisation, score
-from mifeatures.runtime import resolve_device, set_up
-from mifeatures.together import train_together
-from mifeatures.memory import ALLOCATOR_TUNABLES
-from mifeatures.training import Batches, TrainConfig, adam, seed_everything, train
+from mifeatures.stages.sample import make_sample
+from mifeatures.core.data.images import resize_images, to_grayscale
+from mifeatures.core.information.mi import mutual_information, mutual_information_many
+from mifeatures.core.networks.models import ENCODERS, build_encoder
+from mifeatures.core.networks.shapes import map_size
+from mifeatures.core.networks.objective import DeepInfoMaxLoss, LossWeights
+from mifeatures.workflow.params import load_params
+from mifeatures.core.information.maps import feature_maps
+from mifeatures.core.information.scoring import all_images_loop_normalisation, score
+from mifeatures.core.networks.runtime import resolve_device, set_up
+from mifeatures.core.networks.together import train_together
+from mifeatures.workflow.memory import ALLOCATOR_TUNABLES
+from mifeatures.core.networks.training import Batches, TrainConfig, adam, seed_everything, train
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = load_params([REPO / "params.yaml"])["train"]
@@ -271,8 +272,8 @@ def precision_rows(gray: np.ndarray, device: torch.device) -> list[tuple]:
 
 
 def together_rows(gray: np.ndarray, device: torch.device, seeds: int) -> list[tuple]:
-    """``seeds`` seeds of case a trained together (mifeatures.together) against one seed alone, per step at
-    fp32. train_together builds its models inside, so its step time is the difference of a two-epoch and a
+    """``seeds`` seeds of case a trained together (mifeatures.core.networks.together) against one seed alone, per
+    step at fp32. train_together builds its models inside, so its step time is the difference of a two-epoch and a
     one-epoch run over the same images: the build cancels out."""
     steps = 10 if device.type == "cuda" else 2
     gray = gray[: steps * 10]
@@ -308,8 +309,8 @@ def scoring_rows(gray: np.ndarray, device: torch.device) -> list[tuple]:
 
     article = best_of(one_at_a_time, 2)
     ours = best_of(lambda: score(encoder, images, images, BINS, 0, device), 2)
-    return [("scoring, case c, 64 images", f"{len(images) / article:.0f} images/s", f"{len(images) / ours:.0f} images/s",
-             article / ours)]
+    return [("scoring, case c, 64 images", f"{len(images) / article:.0f} images/s",
+             f"{len(images) / ours:.0f} images/s", article / ours)]
 
 
 def project_rows(project: Path | None) -> list[tuple]:
@@ -343,8 +344,8 @@ def project_rows(project: Path | None) -> list[tuple]:
 SIZE_PROBE = """
 import re, sys, time, numpy as np, torch
 from pathlib import Path
-from mifeatures.models import build_encoder
-from mifeatures.scoring import score
+from mifeatures.core.networks.models import build_encoder
+from mifeatures.core.information.scoring import score
 torch.set_num_threads(int(sys.argv[4]))
 gray = np.load(sys.argv[1], mmap_mode="r")[: int(sys.argv[2])]
 torch.manual_seed(0)
@@ -393,7 +394,8 @@ def main(argv: list[str] | None = None) -> None:
     sections = {"mi": lambda: mi_rows(gray), "training": lambda: training_rows(gray, device),
                 "allocator": lambda: allocator_rows(gray, device), "fused": lambda: fused_adam_rows(gray, device),
                 "precision": lambda: precision_rows(gray, device),
-                "together": lambda: together_rows(gray, device, together), "scoring": lambda: scoring_rows(gray, device),
+                "together": lambda: together_rows(gray, device, together),
+                "scoring": lambda: scoring_rows(gray, device),
                 "project": lambda: project_rows(args.project), "sizes": lambda: size_rows(args.sizes, device)}
     for name in args.sections:
         for figure, baseline, ours, ratio in sections[name]():

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import yaml
 
-from mifeatures.params import load_params, merge
-from mifeatures.sample import make_sample
-from mifeatures.images import resize_images, to_grayscale
-from mifeatures.shapes import map_size
-from mifeatures.training import run
+from mifeatures.workflow.params import load_params, merge
+from mifeatures.stages.sample import make_sample
+from mifeatures.core.data.images import resize_images, to_grayscale
+from mifeatures.core.networks.shapes import map_size
+from mifeatures.core.networks.training import run
 
 from helpers import train_config
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mifeatures.objective import LossWeights
-from mifeatures.params import load_params
-from mifeatures.training import TrainConfig
+from mifeatures.core.networks.objective import LossWeights
+from mifeatures.workflow.params import load_params
+from mifeatures.core.networks.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = load_params([REPO / "params.yaml"])["train"]
@@ -15,5 +15,6 @@ WEIGHTS = LossWeights(TRAIN["alpha"], TRAIN["beta"], TRAIN["gamma"])
 
 def train_config(**changes) -> TrainConfig:
     """params.yaml's train section as a TrainConfig (first seed, the faithful protocol's prior), with ``changes``."""
-    values = {key: TRAIN[key] for key in ("epochs", "batch_size", "lr", "alpha", "beta", "gamma", "device", "precision")}
+    keys = ("epochs", "batch_size", "lr", "alpha", "beta", "gamma", "device", "precision")
+    values = {key: TRAIN[key] for key in keys}
     return TrainConfig(**values | {"seed": TRAIN["seeds"][0], "adversarial_prior": False} | changes)

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from mifeatures.aggregate import main, metrics, per_case, per_image
+from mifeatures.stages.aggregate import main, metrics, per_case, per_image
 
 
 def summary(means, maxima):

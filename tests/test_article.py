@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mifeatures.article import ARTICLE_LOSSES, loss_check, main
+from mifeatures.stages.article import ARTICLE_LOSSES, loss_check, main
 
 
 def test_each_printed_epoch_is_compared_or_said_to_be_unreached(trained_case, tmp_path):

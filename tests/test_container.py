@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mifeatures.params import load_params
+from mifeatures.workflow.params import load_params
 
 pytestmark = pytest.mark.slow
 

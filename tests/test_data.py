@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mifeatures.download import download_stl10
-from mifeatures.download import main as download_main
-from mifeatures.sample import main as sample_main
-from mifeatures.sample import make_sample
-from mifeatures.stl10 import IMAGE_BYTES, read_stl10_images, write_stl10_images
-from mifeatures.params import load_params
+from mifeatures.stages.download import download_stl10
+from mifeatures.stages.download import main as download_main
+from mifeatures.stages.sample import main as sample_main
+from mifeatures.stages.sample import make_sample
+from mifeatures.core.data.stl10 import IMAGE_BYTES, read_stl10_images, write_stl10_images
+from mifeatures.workflow.params import load_params
 
 SIDE = 96
 CHANNEL_BYTES = SIDE * SIDE  # 9216
@@ -698,7 +698,7 @@ def test_cli_download_retries_a_drop_with_the_progress_bar_on(server, download_r
     url, md5 = server.publish("stl10_binary.tar.gz", _make_tar_gz(stl10_members))
     server.fail_next("drop")
     out = download_root / "stl10_binary" / "train_X.bin"
-    with caplog.at_level("WARNING", logger="mifeatures.download"):
+    with caplog.at_level("WARNING", logger="mifeatures.stages.download"):
         download_main(["--url", url, "--md5", md5, "--out", str(out)])
     assert out.read_bytes() == stl10_members["stl10_binary/train_X.bin"]
     assert len(server.requests) == 2

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mifeatures.params import load_params, validate_params
+from mifeatures.workflow.params import load_params, validate_params
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks/device_check.py"

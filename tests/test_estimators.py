@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from mifeatures.estimators import corrected_mi, miller_madow, spatial_null
-from mifeatures.images import to_grayscale
-from mifeatures.ksg import _ksg, ksg_mi
-from mifeatures.mi import mutual_information
-from mifeatures.sample import make_sample
-from mifeatures.shifts import K_SHIFTS, MIN_SHIFT_FRACTION, draw_shifts
+from mifeatures.core.information.estimators import corrected_mi, miller_madow, spatial_null
+from mifeatures.core.data.images import to_grayscale
+from mifeatures.core.information.ksg import _ksg, ksg_mi
+from mifeatures.core.information.mi import mutual_information
+from mifeatures.stages.sample import make_sample
+from mifeatures.core.information.shifts import K_SHIFTS, MIN_SHIFT_FRACTION, draw_shifts
 
 BINS = 30
 SIZE = 96

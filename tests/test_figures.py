@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mifeatures.aggregation import per_case, per_image
-from mifeatures.figures import main, maps_figure
-from mifeatures.maps import feature_maps, load_encoder
-from mifeatures.mi import mutual_information, noise_bound
-from mifeatures.score import main as score_main
+from mifeatures.core.statistics.aggregation import per_case, per_image
+from mifeatures.stages.figures import main, maps_figure
+from mifeatures.core.information.maps import feature_maps, load_encoder
+from mifeatures.core.information.mi import mutual_information, noise_bound
+from mifeatures.stages.score import main as score_main
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mifeatures import provenance
-from mifeatures.findings import CLAIM_CASE, Check, Run, main, per_image, statistics
-from mifeatures.protocols import PROTOCOLS
+from mifeatures.workflow import provenance
+from mifeatures.stages.findings import CLAIM_CASE, Check, Run, main, per_image, statistics
+from mifeatures.core.protocols import PROTOCOLS
+from mifeatures.core.statistics.inference import bootstrap_means, interval, seed_test, seeds_needed, verdict, winners
 
 ESTIMATORS = {name: protocol.estimators for name, protocol in PROTOCOLS.items()}
-from mifeatures.inference import bootstrap_means, interval, seed_test, seeds_needed, verdict, winners
 
 
 def simulated_differences(rng, trials, seeds, images, seed_sd, image_sd, noise_sd, mean=0.0):
@@ -310,8 +310,8 @@ def test_schema_names_the_protocols_and_estimators_the_findings_know():
     `score.null_shifts` is bounded by the shifts the valid region (the smaller grid) has."""
     import yaml
     from pathlib import Path
-    from mifeatures.maps import VALID
-    from mifeatures.shifts import draw_shifts
+    from mifeatures.core.networks.shapes import VALID
+    from mifeatures.core.information.shifts import draw_shifts
     schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/params.schema.yaml").read_text())
     primary = schema["properties"]["findings"]["properties"]["primary"]
     assert primary["properties"]["protocol"]["enum"] == list(ESTIMATORS)

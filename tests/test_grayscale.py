@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from skimage.transform import resize
 
-from mifeatures.grayscale import main
-from mifeatures.images import load_images, resize_images, to_grayscale
-from mifeatures.sample import make_sample
-from mifeatures.stl10 import write_stl10_images
+from mifeatures.stages.grayscale import main
+from mifeatures.core.data.images import load_images, resize_images, to_grayscale
+from mifeatures.stages.sample import make_sample
+from mifeatures.core.data.stl10 import write_stl10_images
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ import pytest
 import torch
 from sklearn.metrics import mutual_info_score
 
-from mifeatures import binning, mi
-from mifeatures.sample import make_sample
-from mifeatures.images import to_grayscale
-from mifeatures.mi import bin_indices, mutual_information, mutual_information_many
-from mifeatures.models import build_encoder
+from mifeatures.core.information import binning, mi
+from mifeatures.stages.sample import make_sample
+from mifeatures.core.data.images import to_grayscale
+from mifeatures.core.information.mi import bin_indices, mutual_information, mutual_information_many
+from mifeatures.core.networks.models import build_encoder
 
 
 def reference_mi(image: np.ndarray, maps: np.ndarray, bins: int) -> np.ndarray:
@@ -47,7 +47,8 @@ def encoder_maps(images: np.ndarray) -> np.ndarray:
     torch.manual_seed(0)
     encoder = build_encoder("c").train()
     with torch.no_grad():
-        return np.stack([encoder(torch.as_tensor(image, dtype=torch.float32)[None, None])[0].numpy() for image in images])
+        return np.stack([encoder(torch.as_tensor(image, dtype=torch.float32)[None, None])[0].numpy()
+                         for image in images])
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from mifeatures.sample import make_sample
-from mifeatures.images import to_grayscale
-from mifeatures.models import GlobalCritic, LocalCritic, PriorCritic, build_encoder
-from mifeatures.shapes import map_size
+from mifeatures.stages.sample import make_sample
+from mifeatures.core.data.images import to_grayscale
+from mifeatures.core.networks.models import GlobalCritic, LocalCritic, PriorCritic, build_encoder
+from mifeatures.core.networks.shapes import map_size
 
 EXPECTED_SIZE = {"a": 88, "b": 104, "c": 96, "d": 96}
 CONV, TCONV = nn.Conv2d, nn.ConvTranspose2d

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mifeatures.sample import make_sample
-from mifeatures.images import to_grayscale
-from mifeatures.models import build_encoder
-from mifeatures.objective import DeepInfoMaxLoss, LossWeights
+from mifeatures.stages.sample import make_sample
+from mifeatures.core.data.images import to_grayscale
+from mifeatures.core.networks.models import build_encoder
+from mifeatures.core.networks.objective import DeepInfoMaxLoss, LossWeights
 
 from helpers import WEIGHTS
 

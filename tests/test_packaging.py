@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import re
 import shlex
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -28,7 +29,8 @@ def locked() -> dict[str, str]:
 
 
 def declared() -> list[Requirement]:
-    return [Requirement(text) for text in PROJECT["dependencies"] + PROJECT["optional-dependencies"]["test"]]
+    extras = PROJECT["optional-dependencies"]
+    return [Requirement(text) for text in PROJECT["dependencies"] + extras["workflow"] + extras["test"]]
 
 
 def test_every_dependency_is_a_bounded_range_that_the_lock_satisfies():
@@ -53,8 +55,35 @@ def test_environment_yml_pins_the_runtime_dependencies_at_the_locked_versions():
     pip = next(item["pip"] for item in environment["dependencies"] if isinstance(item, dict))
     pins = locked()
     expected = {f"{Requirement(text).name}=={pins[Requirement(text).name.lower().replace('_', '-')]}"
-                for text in PROJECT["dependencies"]}
+                for text in PROJECT["dependencies"] + PROJECT["optional-dependencies"]["workflow"]}
     assert {requirement for requirement in pip if requirement != "-e ."} == expected
+
+
+def test_the_science_alone_installs_and_imports_without_the_workflow_tools():
+    """`pip install mifeatures` (no extra) gives the core and the stages: no Snakemake, DVC or SLURM plugin among
+    its dependencies, and importing every core and stage module loads none of them."""
+    base = {Requirement(text).name for text in PROJECT["dependencies"]}
+    assert not base & {"snakemake", "dvc", "snakemake-executor-plugin-slurm"}
+    assert set(PROJECT["optional-dependencies"]["workflow"]) and "mifeatures" not in base
+    package = REPO / "src/mifeatures"
+    modules = sorted(".".join(path.relative_to(package.parent).with_suffix("").parts)
+                     for layer in ("core", "stages") for path in (package / layer).rglob("*.py"))
+    probe = f"import importlib, sys; [importlib.import_module(m) for m in {modules!r}]; " \
+            "print(sorted({'snakemake', 'dvc'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+
+
+def test_license_and_citation_name_the_same_project():
+    """A LICENSE file that pyproject declares (MIT), and a CITATION.cff (Citation File Format 1.2.0) with this
+    version and licence that cites the article's code it reproduces."""
+    assert PROJECT["license"] == "MIT" and PROJECT["license-files"] == ["LICENSE"]
+    assert (REPO / "LICENSE").read_text().startswith("MIT License")
+    citation = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0" and citation["type"] == "software"
+    assert citation["version"] == PROJECT["version"] and citation["license"] == PROJECT["license"]
+    assert {"title", "message", "authors"} <= citation.keys() and citation["authors"]
+    assert any("Daily-Neural-Network-Practice-2" in reference.get("url", "") for reference in citation["references"])
 
 
 # --- the jobs' conda environments (workflow/envs) -----------------------------------------------------
@@ -95,13 +124,13 @@ def rule_environments() -> dict[str, tuple[str, set[str]]]:
             if rule and "shell:" in block:
                 env = re.search(r'conda:\s+ENVS\["(\w+)"\]', block)
                 assert env, f"rule {rule[1]} names no environment of workflow/envs"
-                found[rule[1]] = (env[1], set(re.findall(r"python -m mifeatures\.(\w+)", block)))
+                found[rule[1]] = (env[1], set(re.findall(r"python -m mifeatures\.([\w.]+)", block)))
     return found
 
 
 def third_party_imports(*modules: str) -> set[str]:
     """The distributions the package's ``modules`` import, at any depth of the code they run."""
-    from mifeatures import sources
+    from mifeatures.workflow import sources
     names = set()
     for module in sources.modules(*modules):
         for node in ast.walk(ast.parse(sources.path(module).read_text())):
@@ -115,13 +144,14 @@ def third_party_imports(*modules: str) -> set[str]:
 
 def test_every_rule_environment_holds_what_its_code_imports():
     """`--sdm conda` gives each job the packages its stage (and, for score, both scorers) imports."""
-    from mifeatures.protocols import PROTOCOLS
+    from mifeatures.core.protocols import PROTOCOLS
     rules = rule_environments()
     assert {"sample", "train", "score", "findings", "provenance", "figure_maps"} <= set(rules)
     for rule, (env, stages) in rules.items():
         scorers = tuple(protocol.scorer for protocol in PROTOCOLS.values()) if "score" in stages else ()
         needed = third_party_imports(*stages, *scorers)
-        assert needed <= set(conda_pins(ENVS / f"{env}.yaml")), f"rule {rule} ({env}): lacks {needed - set(conda_pins(ENVS / f'{env}.yaml'))}"
+        pinned = set(conda_pins(ENVS / f"{env}.yaml"))
+        assert needed <= pinned, f"rule {rule} ({env}): lacks {needed - pinned}"
     assert "pytorch" not in conda_pins(ENVS / "tables.yaml") and "pytorch" not in conda_pins(ENVS / "data.yaml")
 
 
@@ -134,7 +164,8 @@ def apptainer_definition() -> tuple[str, set[str], str]:
     assert words[:2] == ["pip", "install"], post
     constraints = words[words.index("-c") + 1]
     packages = {word for word in words[2:] if not word.startswith("-") and word != constraints}
-    assert f"requirements.lock {constraints}" in " ".join(re.search(r"^%files\n(.*?)(?=^%)", text, re.M | re.S)[1].split())
+    files = re.search(r"^%files\n(.*?)(?=^%)", text, re.M | re.S)[1]
+    assert f"requirements.lock {constraints}" in " ".join(files.split())
     return base, packages, constraints
 
 

@@ -14,17 +14,17 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mifeatures.aggregation import WIN_STATISTICS
-from mifeatures.crosscheck import draw_pairs
-from mifeatures.inference import bootstrap_means, seed_test, seeds_needed
-from mifeatures.ksg import ksg_mi
-from mifeatures.mi import mutual_information
-from mifeatures.params import ParamsError, case_train, load_params, main, merge, validate_params
-from mifeatures.runtime import set_up
-from mifeatures.sample import make_sample
-from mifeatures.shapes import VALID, map_size
-from mifeatures.shifts import draw_shifts
-from mifeatures.training import TrainConfig, adam, seed_everything
+from mifeatures.core.statistics.aggregation import WIN_STATISTICS
+from mifeatures.stages.crosscheck import draw_pairs
+from mifeatures.core.statistics.inference import bootstrap_means, seed_test, seeds_needed
+from mifeatures.core.information.ksg import ksg_mi
+from mifeatures.core.information.mi import mutual_information
+from mifeatures.workflow.params import ParamsError, case_train, load_params, main, merge, validate_params
+from mifeatures.core.networks.runtime import set_up
+from mifeatures.stages.sample import make_sample
+from mifeatures.core.networks.shapes import VALID, map_size
+from mifeatures.core.information.shifts import draw_shifts
+from mifeatures.core.networks.training import TrainConfig, adam, seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow/schemas/params.schema.yaml"
@@ -88,11 +88,22 @@ def test_cli_exit_code_and_message(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"score": {"bins": 1}}))
     with pytest.raises(SystemExit) as exit_:
-        main([str(PARAMS), str(bad), "--schema", str(SCHEMA)])
+        main([str(PARAMS), str(bad), "--base", str(PARAMS), "--schema", str(SCHEMA)])
     assert exit_.value.code == 1
     assert "score.bins" in capsys.readouterr().err
-    main([str(PARAMS), "--schema", str(SCHEMA)])
+    main(["--base", str(PARAMS), "--schema", str(SCHEMA)])
     assert "valid" in capsys.readouterr().out
+
+
+def test_cli_merges_an_override_file_over_params_yaml_as_snakemake_does(capsys, monkeypatch):
+    """`mifeatures params config/tiny.yaml` printed 17 "is a required property" lines (the override file was
+    checked alone); it is checked over params.yaml, as `snakemake --configfile config/tiny.yaml` reads it, and
+    naming params.yaml too merges it once."""
+    monkeypatch.chdir(REPO)
+    main(["config/tiny.yaml"])
+    assert capsys.readouterr().out == "params.yaml + config/tiny.yaml: valid\n"
+    main(["params.yaml", "config/tiny.yaml"])
+    assert capsys.readouterr().out == "params.yaml + config/tiny.yaml: valid\n"
 
 
 def test_unreadable_yaml_names_the_file(tmp_path):
@@ -197,21 +208,22 @@ def test_primary_verdict_that_no_stage_computes_is_refused(tmp_path, primary, me
 def test_schema_enums_are_the_codes_own():
     """The schema's lists of cases, precisions, win statistics and protocols are the ones the stages use,
     so neither can accept what the other refuses."""
-    from mifeatures.aggregation import WIN_STATISTICS
-    from mifeatures.models import ENCODERS
-    from mifeatures.protocols import PROTOCOLS
-    from mifeatures.training import PRECISIONS
+    from mifeatures.core.statistics.aggregation import WIN_STATISTICS
+    from mifeatures.core.networks.models import ENCODERS
+    from mifeatures.core.protocols import PROTOCOLS
+    from mifeatures.core.networks.training import PRECISIONS
     schema = yaml.safe_load(SCHEMA.read_text())
     train = schema["$defs"]["train_keys"]
     assert schema["$defs"]["case"]["enum"] == list(ENCODERS)
     assert train["precision"]["enum"] == list(PRECISIONS)
     assert schema["properties"]["aggregate"]["properties"]["win_by"]["enum"] == list(WIN_STATISTICS)
-    assert schema["properties"]["findings"]["properties"]["primary"]["properties"]["protocol"]["enum"] == list(PROTOCOLS)
+    primary = schema["properties"]["findings"]["properties"]["primary"]
+    assert primary["properties"]["protocol"]["enum"] == list(PROTOCOLS)
 
 
 def test_a_cases_train_section_is_its_overrides_over_the_shared_values():
     """One resolution of train.overrides, used by the workflow's train jobs and by the audit alike."""
-    from mifeatures.params import case_train
+    from mifeatures.workflow.params import case_train
     params = {"train": {"lr": 1e-4, "epochs": 2, "overrides": {"c": {"lr": 2e-4}}}}
     assert case_train(params, "c") == {"lr": 2e-4, "epochs": 2}
     assert case_train(params, "a") == {"lr": 1e-4, "epochs": 2}
@@ -307,7 +319,8 @@ def feed(path: tuple, params: dict) -> None:
         np.random.default_rng(score["noise_seed"])
         draw_shifts((VALID, VALID), score["null_shifts"], score["null_seed"])
         draw_pairs(params["data"]["sample"]["n_images"], ksg["images"], ksg["maps"], ksg["seed"])
-        assert np.isfinite(ksg_mi(image, maps, ksg["neighbors"], ksg["pixels"], ksg["seed"], ksg["null_shifts"])[1]).all()
+        estimate = ksg_mi(image, maps, ksg["neighbors"], ksg["pixels"], ksg["seed"], ksg["null_shifts"])
+        assert np.isfinite(estimate[1]).all()
     elif section == "findings":
         findings = params["findings"]
         seeds = np.random.default_rng(0).normal(0.05, 0.01, (3, 8))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mifeatures.memory import stage_mb
+from mifeatures.workflow.memory import stage_mb
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -36,7 +36,8 @@ def dry_run(root: Path, profile: str, *configs: str, target: str = "all") -> dic
         env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
     assert result.returncode == 0, result.stdout + result.stderr
     jobs: dict[str, list[dict[str, str]]] = {}
-    for rule, resources in re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", result.stdout, re.M):
+    declared = re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", result.stdout, re.M)
+    for rule, resources in declared:
         jobs.setdefault(rule, []).append(dict(item.split("=", 1) for item in resources.split(", ")))
     return jobs
 
@@ -48,7 +49,7 @@ def test_slurm_profile_asks_for_a_gpu_memory_and_time_per_training(project):
     assert len(jobs["train"]) == 4 and len(jobs["score"]) == 4
     for train in jobs["train"]:
         assert (train["gpu"], train["gpu_model"], train["cpus_per_task"]) == ("1", "h100", "4")
-    # the article's 5000 images: each case's measured peak with its margin (mifeatures.memory)
+    # the article's 5000 images: each case's measured peak with its margin (mifeatures.workflow.memory)
     assert sorted(int(train["mem_mb"]) for train in jobs["train"]) == sorted(stage_mb("train", case, 5000)
                                                                            for case in "abcd")
     for train in jobs["train"]:

@@ -14,9 +14,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from mifeatures import aggregate, audit, figures, grayscale, provenance, sample, score, sources, train
-from mifeatures.protocols import PROTOCOLS
-from mifeatures.params import load_params, merge, validate_params
+from mifeatures.stages import aggregate, figures, grayscale, sample, score, train
+
+from mifeatures.workflow import audit, provenance, sources
+from mifeatures.core.protocols import PROTOCOLS
+from mifeatures.workflow.params import load_params, merge, validate_params
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = ("a", "c")
@@ -111,16 +113,18 @@ def test_record_names_the_code_each_stage_ran(chain):
     job = json.loads(provenance.sidecar(chain["wins"]).read_text())
     for record in audit.chain(job):
         scorer = (PROTOCOLS[record["context"]["protocol"]].scorer,) if record["stage"] == "score" else ()
-        assert record["code"]["modules"] == sources.digests(record["stage"], *scorer)
+        assert record["code"]["modules"] == sources.digests(f"stages.{record['stage']}", *scorer)
     aggregate_modules = next(r for r in audit.chain(job) if r["stage"] == "aggregate")["code"]["modules"]
-    assert "mifeatures/aggregate.py" in aggregate_modules and "mifeatures/train.py" not in aggregate_modules
+    assert "mifeatures/stages/aggregate.py" in aggregate_modules
+    assert "mifeatures/stages/train.py" not in aggregate_modules
 
 
 @pytest.mark.parametrize("stage", ["train", "score", "crosscheck", "findings"])
 def test_protocol_stages_depend_on_the_protocol_names_not_on_params_validation(stage):
     """The stages of the protocol wildcard take its names from a module of their own, so an edit of the
     schema checks in params.py reruns no training or scoring."""
-    assert "protocols" in sources.modules(stage) and "params" not in sources.modules(stage)
+    ran = sources.modules(f"stages.{stage}")
+    assert "core.protocols" in ran and "workflow.params" not in ran
 
 
 def test_record_names_the_device_precision_and_torch_build(chain):
@@ -171,7 +175,8 @@ def test_show_prints_the_chain(chain, capsys):
     """`mifeatures provenance FIGURE` prints each job with its params down to the source data."""
     audit.main([str(chain["maps_c"])])
     shown = capsys.readouterr().out
-    for expected in ("made by figures [case c] [image 2] at", "made by train [case c] [protocol faithful] [seed 78] on cpu", "train.lr=0.0001",
+    for expected in ("made by figures [case c] [image 2] at",
+                     "made by train [case c] [protocol faithful] [seed 78] on cpu", "train.lr=0.0001",
                      "made by score [case c]", "data.sample.seed=78", f"{chain['raw']}  sha256:", "made by sample"):
         assert expected in shown
 
@@ -239,12 +244,13 @@ def test_edited_module_is_code_drift(chain, tmp_path):
     package = tmp_path / "mifeatures"
     shutil.copytree(sources.ROOT, package, ignore=shutil.ignore_patterns("__pycache__"))
     params = load_params([chain["params"]])
-    module = package / "aggregation.py"
+    module = package / "core/statistics/aggregation.py"
     module.write_text(module.read_text() + "\n# a comment changes no behaviour\n")
     assert audit.drift(chain["wins"], params, package) == []
     module.write_text(module.read_text().replace('WIN_STATISTICS = ("mean", "max")', 'WIN_STATISTICS = ("max",)'))
     assert audit.drift(chain["wins"], params, package) == [
-        f"code mifeatures/aggregation.py: changed since {stage} ran it" for stage in ("aggregate", "figures")]
+        f"code mifeatures/core/statistics/aggregation.py: changed since {stage} ran it"
+        for stage in ("aggregate", "figures")]
     assert "changed since score ran it" not in " ".join(audit.drift(chain["maps_a"], params, package))
 
 
@@ -334,7 +340,7 @@ def version(name):
     return real(name)
 metadata.version = version
 sys.argv = ["sample", "--n-images", "2", "--seed", "0", "--out", sys.argv[1]]
-runpy.run_module("mifeatures.sample", run_name="__main__")
+runpy.run_module("mifeatures.stages.sample", run_name="__main__")
 """
     out = tmp_path / "train_X.bin"
     subprocess.run([sys.executable, "-c", script, str(out)], check=True, capture_output=True)

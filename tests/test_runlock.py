@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mifeatures import runlock
+from mifeatures.workflow import runlock
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_a_run_from_before_a_reboot_is_gone_and_one_on_another_host_may_live(loc
 
 def test_a_stage_job_a_killed_snakemake_left_running_keeps_the_locks(locked):
     """SIGKILL of Snakemake alone leaves its jobs running in the folder: no lock is cleared under them."""
-    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "mifeatures.train"],
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "mifeatures.stages.train"],
                            cwd=locked)
     try:
         assert runlock.workers(locked) == [job.pid]
@@ -76,7 +76,7 @@ def test_a_stage_job_a_killed_snakemake_left_running_keeps_the_locks(locked):
 
 def test_registration_lasts_as_long_as_the_process(tmp_path):
     """A process that registered leaves its record while it lives and removes it when it exits."""
-    code = ("import sys; from mifeatures import runlock; path = runlock.register(sys.argv[1]); "
+    code = ("import sys; from mifeatures.workflow import runlock; path = runlock.register(sys.argv[1]); "
             "print(path, flush=True); sys.stdin.read()")
     process = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True)

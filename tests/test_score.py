@@ -11,20 +11,21 @@ import torch
 
 from scipy.ndimage import gaussian_filter
 
-from mifeatures import provenance
-from mifeatures.crosscheck import crosscheck, draw_pairs
-from mifeatures.crosscheck import main as crosscheck_main
-from mifeatures.estimators import corrected_mi, miller_madow
-from mifeatures.ksg import ksg_mi
-from mifeatures.protocols import PROTOCOLS
-from mifeatures.mi import mutual_information, noise_bound
-from mifeatures.models import build_encoder
-from mifeatures.shapes import INPUT_SIZE, N_MAPS, map_size
-from mifeatures.corrected_scoring import CORRECTED_SUMMARY_COLUMNS, corrected_estimates, score_corrected
-from mifeatures.maps import (batched_feature_maps, eval_encoder, feature_maps, load_encoder, per_image_encoder,
-                             to_image_grid, valid_region)
-from mifeatures.score import main
-from mifeatures.scoring import SUMMARY_COLUMNS, all_images_loop_normalisation, score
+from mifeatures.workflow import provenance
+from mifeatures.stages.crosscheck import crosscheck, draw_pairs
+from mifeatures.stages.crosscheck import main as crosscheck_main
+from mifeatures.core.information.estimators import corrected_mi, miller_madow
+from mifeatures.core.information.ksg import ksg_mi
+from mifeatures.core.protocols import PROTOCOLS
+from mifeatures.core.information.mi import mutual_information, noise_bound
+from mifeatures.core.networks.models import build_encoder
+from mifeatures.core.networks.shapes import INPUT_SIZE, N_MAPS, map_size
+from mifeatures.core.information.corrected_scoring import (CORRECTED_SUMMARY_COLUMNS, corrected_estimates,
+                                                           score_corrected)
+from mifeatures.core.information.maps import (batched_feature_maps, eval_encoder, feature_maps, load_encoder,
+                                              per_image_encoder, to_image_grid, valid_region)
+from mifeatures.stages.score import main
+from mifeatures.core.information.scoring import SUMMARY_COLUMNS, all_images_loop_normalisation, score
 
 
 # What the rule passes from params.yaml, and the faithful protocol; a test's own --protocol comes later and wins.
@@ -197,7 +198,8 @@ def test_cli_rejects_bins_below_two(tmp_path, trained_case):
     """--bins 1 is a usage error."""
     with pytest.raises(SystemExit):
         main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", "x", "--sized-images", "y",
-              "--bins", "1", "--mi-out", str(tmp_path / "m"), "--summary-out", str(tmp_path / "s"), *figure_outputs(tmp_path)])
+              "--bins", "1", "--mi-out", str(tmp_path / "m"), "--summary-out", str(tmp_path / "s"),
+              *figure_outputs(tmp_path)])
 
 
 @pytest.mark.parametrize("batch_size", ["0", "-2"])
@@ -215,14 +217,16 @@ def test_cli_refuses_cuda_without_a_gpu(tmp_path, trained_case, capsys):
     """--device cuda on a machine without CUDA is a usage error, not a silent fall-back to the CPU."""
     with pytest.raises(SystemExit):
         main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", "x", "--sized-images", "y",
-              "--device", "cuda", "--mi-out", str(tmp_path / "m"), "--summary-out", str(tmp_path / "s"), *figure_outputs(tmp_path)])
+              "--device", "cuda", "--mi-out", str(tmp_path / "m"), "--summary-out", str(tmp_path / "s"),
+              *figure_outputs(tmp_path)])
     assert "no CUDA device is available" in capsys.readouterr().err
 
 
 def test_cli_refuses_figure_images_outside_the_images(tmp_path, trained_case, capsys):
     """figures.images beyond the images scored is a usage error before any output is written."""
     with pytest.raises(SystemExit):
-        main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", str(trained_case["encoder_images"]),
+        main([*PARAMS, "--encoder", str(trained_case["encoder"]),
+              "--encoder-images", str(trained_case["encoder_images"]),
               "--sized-images", str(trained_case["sized_images"]), "--mi-out", str(tmp_path / "m"),
               "--summary-out", str(tmp_path / "s"), "--figure-images", "0", "99", "--maps-out", str(tmp_path / "x"),
               "--bounds-out", str(tmp_path / "b")])
@@ -302,7 +306,8 @@ def test_eval_maps_ignore_the_other_images_of_the_batch(gray_images, case):
     others = batched_feature_maps(model, np.concatenate([gray_images[:1], gray_images[:0:-1]]))
     np.testing.assert_array_equal(others[0], batch[0])
     with torch.no_grad():
-        alone = [encoder.eval()(torch.as_tensor(image, dtype=torch.float32)[None, None])[0].numpy() for image in gray_images]
+        alone = [encoder.eval()(torch.as_tensor(image, dtype=torch.float32)[None, None])[0].numpy()
+                 for image in gray_images]
     np.testing.assert_array_equal(batch, np.stack(alone))
 
 
@@ -465,7 +470,7 @@ def test_cli_states_what_each_protocol_needs(tmp_path, trained_case, arguments, 
     assert message in capsys.readouterr().err
 
 
-# The KSG cross-check (mifeatures.crosscheck).
+# The KSG cross-check (mifeatures.stages.crosscheck).
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -476,8 +481,8 @@ def test_crosscheck_estimates_the_pairs_the_protocol_scores(tmp_path, trained_ca
     _, encoder = load_encoder(trained_case["encoder"])
     images = np.load(trained_case["encoder_images"])
     sized = np.load(trained_case["sized_images"]) if protocol == "faithful" else None
-    table = crosscheck(encoder, "a", PROTOCOLS[protocol], images, sized, images=3, maps=2, pixels=500, neighbors=3, seed=1,
-                       null_shifts=2)
+    table = crosscheck(encoder, "a", PROTOCOLS[protocol], images, sized, images=3, maps=2, pixels=500, neighbors=3,
+                       seed=1, null_shifts=2)
     chosen_images, chosen_maps = draw_pairs(len(images), 3, 2, seed=1)
     assert table[["image", "map"]].values.tolist() == [[i, k] for i in chosen_images for k in chosen_maps]
     first = chosen_images[0]
@@ -496,7 +501,8 @@ def test_crosscheck_estimates_the_pairs_the_protocol_scores(tmp_path, trained_ca
 def test_crosscheck_cli_records_its_params_and_refuses_a_misplaced_input(tmp_path, trained_case, capsys):
     out = tmp_path / "ksg.csv"
     common = ["--encoder", str(trained_case["encoder"]), "--encoder-images", str(trained_case["encoder_images"]),
-              "--images", "2", "--maps", "2", "--pixels", "300", "--neighbors", "3", "--seed", "0", "--null-shifts", "2",
+              "--images", "2", "--maps", "2", "--pixels", "300", "--neighbors", "3", "--seed", "0",
+              "--null-shifts", "2",
               "--device", "cpu", "--out", str(out)]
     with pytest.raises(SystemExit):
         crosscheck_main([*common, "--protocol", "corrected", "--sized-images", str(trained_case["sized_images"])])

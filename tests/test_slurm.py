@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mifeatures import provenance
-from mifeatures.params import load_params
+from mifeatures.workflow import provenance
+from mifeatures.workflow.params import load_params
 
 pytestmark = pytest.mark.slow
 
@@ -125,7 +125,7 @@ def test_sbatch_received_what_the_rules_declare(built, cluster):
     trainings = [job for job in sacct(cluster, "JobName", "ReqMem", "Timelimit", "AllocCPUS", "State")
                  if job["Comment"].startswith("rule_train")]
     assert len(trainings) == len(SLURM_CASES)
-    # each case's measured peak (mifeatures.memory): c's maps are larger than a's
+    # each case's measured peak (mifeatures.workflow.memory): c's maps are larger than a's
     assert len({job["ReqMem"] for job in trainings}) == len(SLURM_CASES)
     assert sorted(job["ReqMem"] for job in trainings) == sorted(f"{resources['mem_mb']}M" for resources in declared)
     for job, resources in zip(trainings, declared):

@@ -1,4 +1,5 @@
-"""Seeds of one case trained together (mifeatures.together) against their solo runs (mifeatures.training).
+"""Seeds of one case trained together (mifeatures.core.networks.together) against their solo runs
+(mifeatures.core.networks.training).
 
 The batched convolutions round differently from the solo ones. Measured on this project's CPU (torch
 2.13.0), over 2 steps of 4 images: the first step's loss terms are the solo run's bit for bit, the second's
@@ -18,13 +19,13 @@ import pytest
 import torch
 from helpers import train_config
 
-from mifeatures import provenance
-from mifeatures.images import resize_images
-from mifeatures.shapes import map_size
-from mifeatures.runtime import set_up
-from mifeatures.together import train_together
-from mifeatures.train import main
-from mifeatures.training import LOSS_TERMS, run
+from mifeatures.workflow import provenance
+from mifeatures.core.data.images import resize_images
+from mifeatures.core.networks.shapes import map_size
+from mifeatures.core.networks.runtime import set_up
+from mifeatures.core.networks.together import train_together
+from mifeatures.stages.train import main
+from mifeatures.core.networks.training import LOSS_TERMS, run
 
 CPU = set_up("cpu", 1, "fp32")
 SEEDS = (78, 79)
@@ -96,7 +97,8 @@ def test_train_together_refuses_what_it_cannot_batch(gray_images, case_inputs, c
 
 
 SETTINGS = ["--case", "a", "--epochs", "1", "--batch-size", "4", "--lr", "0.0001", "--alpha", "0.1",
-            "--beta", "0.1", "--gamma", "0.8", "--device", "cpu", "--precision", "fp32", "--no-fused-adam", "--checkpoint-every", "5"]
+            "--beta", "0.1", "--gamma", "0.8", "--device", "cpu", "--precision", "fp32", "--no-fused-adam",
+            "--checkpoint-every", "5"]
 
 
 @pytest.mark.slow

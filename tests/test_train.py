@@ -20,18 +20,19 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from mifeatures import provenance, sources
-from mifeatures.images import load_images
-from mifeatures.models import build_encoder
-from mifeatures.shapes import INPUT_SIZE, map_size
-from mifeatures.objective import DeepInfoMaxLoss, LossWeights
-from mifeatures.maps import load_encoder
-from mifeatures.memory import ALLOCATOR_TUNABLES
-from mifeatures.params import load_params
-from mifeatures.resume import ResumeState, fingerprint
-from mifeatures.train import main
-from mifeatures.runtime import resolve_device, set_up
-from mifeatures.training import LOSS_COLUMNS, Batches, NonFiniteLossError, TrainConfig, run, seed_everything, train
+from mifeatures.workflow import provenance, sources
+from mifeatures.core.data.images import load_images
+from mifeatures.core.networks.models import build_encoder
+from mifeatures.core.networks.shapes import INPUT_SIZE, map_size
+from mifeatures.core.networks.objective import DeepInfoMaxLoss, LossWeights
+from mifeatures.core.information.maps import load_encoder
+from mifeatures.workflow.memory import ALLOCATOR_TUNABLES
+from mifeatures.workflow.params import load_params
+from mifeatures.core.networks.resume import ResumeState, fingerprint
+from mifeatures.stages.train import main
+from mifeatures.core.networks.runtime import resolve_device, set_up
+from mifeatures.core.networks.training import (LOSS_COLUMNS, Batches, NonFiniteLossError, TrainConfig, run,
+                                               seed_everything, train)
 
 from helpers import WEIGHTS, train_config
 
@@ -282,7 +283,7 @@ def test_cli_had_its_own_defaults_for_what_params_yaml_owns(tmp_path, trained_ca
 
 def train_command(paths, out, epochs, checkpoint_every):
     """The train CLI as the workflow runs it, for case a in batches of 4."""
-    return [sys.executable, "-m", "mifeatures.train", *SETTINGS, "--case", "a", "--epochs", str(epochs),
+    return [sys.executable, "-m", "mifeatures.stages.train", *SETTINGS, "--case", "a", "--epochs", str(epochs),
             "--encoder-images", str(paths["encoder_images"]), "--critic-images", str(paths["sized_images"]),
             "--encoder-out", str(out / "encoder.pt"), "--loss-out", str(out / "loss.csv"),
             "--resume-state", str(out / "resume.pt"), "--checkpoint-every", str(checkpoint_every)]
@@ -443,7 +444,7 @@ def test_unusable_state_is_warned_about_and_ignored(kind, tmp_path, trained_case
 
 def test_fingerprint_covers_device_threads_code_and_torch(gray_images, monkeypatch):
     """Resuming on another device or GPU model, thread count, library code or torch release would mix two runs."""
-    def current(device="cpu", code=sources.digest("train")):
+    def current(device="cpu", code=sources.digest("stages.train")):
         return fingerprint("a", train_config(), torch.device(device), code, gray_images)
 
     threads = torch.get_num_threads()
@@ -455,7 +456,7 @@ def test_fingerprint_covers_device_threads_code_and_torch(gray_images, monkeypat
     finally:
         torch.set_num_threads(threads)
     assert current(code="edited code") != base
-    assert fingerprint("a", train_config(), torch.device("cpu"), sources.digest("train"), gray_images,
+    assert fingerprint("a", train_config(), torch.device("cpu"), sources.digest("stages.train"), gray_images,
                        fused_adam=True) != base  # Adam's fused kernel changes the last bits
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # two GPU models, as a CUDA machine names them
     monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 91000)
@@ -484,7 +485,8 @@ def test_non_finite_loss_names_the_first_bad_step_and_saves_no_state(tmp_path, t
     step 1, and neither the resume state due after that epoch nor any output is written."""
     images = np.load(trained_case["encoder_images"])
     second_batch = list(Batches(images, images, batch_size=4, seed=train_config().seed))[1][0]
-    in_second = next(i for i, image in enumerate(images) if np.array_equal(image.astype(np.float32), second_batch[0, 0].numpy()))
+    in_second = next(i for i, image in enumerate(images)
+                     if np.array_equal(image.astype(np.float32), second_batch[0, 0].numpy()))
     images[in_second, 40, 40] = np.nan
     np.save(tmp_path / "nan96.npy", images)
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss .* at epoch 0, step 1; no output written"):
@@ -644,10 +646,10 @@ def test_progress_file_shows_a_running_job_and_its_end(tmp_path, trained_case):
 
 
 def test_glibc_heap_settings_keep_the_losses_bit_identical(tmp_path, trained_case):
-    """The allocator settings every workflow job runs under (mifeatures.memory: no mmap per large tensor, no
+    """The allocator settings every workflow job runs under (mifeatures.workflow.memory: no mmap per large tensor, no
     trimming) made a step up to 1.6× faster: the same run under them gives the loss log's bytes and the
     weights of the run without them (the in-process reference), and its record names them."""
-    command = [sys.executable, "-m", "mifeatures.train", *SETTINGS, "--case", "a",
+    command = [sys.executable, "-m", "mifeatures.stages.train", *SETTINGS, "--case", "a",
                "--encoder-images", str(trained_case["encoder_images"]),
                "--critic-images", str(trained_case["sized_images"]),
                "--encoder-out", str(tmp_path / "encoder.pt"), "--loss-out", str(tmp_path / "loss.csv")]
@@ -667,3 +669,13 @@ def test_fused_adam_is_a_setting_that_changes_the_last_bits_only(tmp_path, train
     np.testing.assert_allclose(fused.loss, unfused.loss, rtol=1e-6)
     assert json.loads(provenance.sidecar(tmp_path / "loss.csv").read_text())["params"]["train.fused_adam"] is True
     assert load_params([Path(__file__).parents[1] / "params.yaml"])["train"]["fused_adam"] is False
+
+
+def test_an_unknown_case_is_one_line_naming_the_choices(capsys):
+    """`mifeatures train --case e` gave a KeyError traceback; argparse now names the cases there are."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["--case", "e"])
+    said = capsys.readouterr().err
+    choices = said.partition("argument --case: invalid choice: 'e' (choose from ")[2].partition(")")[0]
+    assert exit_.value.code == 2 and choices.replace("'", "") == "a, b, c, d"
+    assert "Traceback" not in said

@@ -37,10 +37,10 @@ import torch
 import yaml
 from PIL import Image
 
-from mifeatures.memory import stage_mb
-from mifeatures.sample import make_sample
-from mifeatures.stl10 import write_stl10_images
-from mifeatures.params import load_params, merge
+from mifeatures.workflow.memory import stage_mb
+from mifeatures.stages.sample import make_sample
+from mifeatures.core.data.stl10 import write_stl10_images
+from mifeatures.workflow.params import load_params, merge
 
 pytestmark = pytest.mark.slow
 
@@ -207,7 +207,7 @@ def edit(path: Path, old: str, new: str) -> str:
 
 def test_comment_in_the_code_reruns_nothing(project):
     """A comment or docstring edit in stl10.py (run by sample and grayscale) changes no behaviour."""
-    module = project / "src/mifeatures/stl10.py"
+    module = project / "src/mifeatures/core/data/stl10.py"
     original = module.read_text()
     try:
         module.write_text(original.replace('"""The STL-10 binary layout', '"""The STL-10 binary layout (edited)', 1)
@@ -221,23 +221,23 @@ def test_code_change_reruns_exactly_the_jobs_that_run_that_code(project):
     """aggregation.py's WIN_STATISTICS decides the panels of mi_distribution.png: changing it reruns the
     aggregate and every figure job (the figures module imports it), and nothing upstream. The download's
     retries rerun nothing of the sample's build; the estimator, the scoring and what reads it, not training."""
-    module = project / "src/mifeatures/aggregation.py"
+    module = project / "src/mifeatures/core/statistics/aggregation.py"
     original = edit(module, 'WIN_STATISTICS = ("mean", "max")', 'WIN_STATISTICS = ("max", "mean")')
     try:
         assert planned(project) == {"aggregate": 1, **FIGURE_JOBS, "provenance": 1, "all": 1}
     finally:
         module.write_text(original)
-    original = edit(project / "src/mifeatures/mi.py", "/ total, 0.0, None)", "/ total, 0, None)")
+    original = edit(project / "src/mifeatures/core/information/mi.py", "/ total, 0.0, None)", "/ total, 0, None)")
     try:  # the estimator: the scoring and what reads its tables; neither training nor the loss figure
         figures = {rule: jobs for rule, jobs in FIGURE_JOBS.items() if rule != "figure_loss"}
         assert planned(project) == {"score": 4, "aggregate": 1, **figures, "provenance": 1, "all": 1}
     finally:
-        (project / "src/mifeatures/mi.py").write_text(original)
-    original = edit(project / "src/mifeatures/download.py", "DOWNLOAD_ATTEMPTS = 3", "DOWNLOAD_ATTEMPTS = 4")
+        (project / "src/mifeatures/core/information/mi.py").write_text(original)
+    original = edit(project / "src/mifeatures/stages/download.py", "DOWNLOAD_ATTEMPTS = 3", "DOWNLOAD_ATTEMPTS = 4")
     try:  # only the download runs it, and the sample's build has none
         assert planned(project) == {}
     finally:
-        (project / "src/mifeatures/download.py").write_text(original)
+        (project / "src/mifeatures/stages/download.py").write_text(original)
 
 
 def test_input_rewritten_with_the_same_bytes_reruns_nothing(project):
@@ -517,7 +517,7 @@ def test_comment_only_change_in_src_makes_pull_refuse(pulled_clone, tmp_path):
     everything. Code digests ignore comments, and so does the pull now."""
     root, _ = pulled_clone
     clone = clone_of(root, tmp_path)
-    with (clone / "src/mifeatures/sample.py").open("a") as module:
+    with (clone / "src/mifeatures/stages/sample.py").open("a") as module:
         module.write("# a comment changes no job\n")
     said = run(clone, str(BIN / "mifeatures"), "pull", check=False)
     assert said.returncode == 0, said.stdout + said.stderr
@@ -573,7 +573,7 @@ def test_protocols_and_seeds_are_wildcards_of_the_same_rules(protocols_build, tm
         (training, scoring) for training in ("faithful", "corrected") for scoring in ("faithful", "corrected")}
     assert "**Only 1 seed**" in (project / "results/findings.md").read_text()
     corrected_scoring = {"score": 2 * len(cases), "findings": 1, "figure_protocols": 1, "protocols": 1}
-    null = project / "src/mifeatures/estimators.py"
+    null = project / "src/mifeatures/core/information/estimators.py"
     original_null = edit(null, "return mutual_information_many(rolled, [maps] * len(rolled), bins).mean(axis=0)",
                          "return mutual_information_many(rolled, [maps] * len(rolled), bins).mean(0)")
     # the spatial null: the corrected scorer's jobs (of both trainings) and what reads them, nothing of the faithful one
@@ -609,6 +609,7 @@ def verify_all(root: Path, *args: str) -> tuple[int, dict[str, list[str]]]:
     """`mifeatures provenance --all --verify` in ``root``: (exit code, {output: its problems})."""
     said = run(root, str(BIN / "mifeatures"), "provenance", "--all", "--verify", *args, check=False)
     verdicts: dict[str, list[str]] = {}
+    path = None  # the output whose problems the indented lines below it list
     for line in said.stdout.splitlines():
         if line.startswith("  - "):
             verdicts[path].append(line[4:])
@@ -680,7 +681,7 @@ def test_duplicate_key_and_yaml_1_1_octal_seed_run_with_another_value(built, tmp
 def hand_train(root: Path, case: str, *changes: str) -> None:
     """Run the train stage by hand as the review did, writing into the article run's folder for ``case``."""
     folder = f"results/train/{ARTICLE_RUN}/{case}"
-    run(root, sys.executable, "-m", "mifeatures.train", "--case", case, "--encoder-images",
+    run(root, sys.executable, "-m", "mifeatures.stages.train", "--case", case, "--encoder-images",
         "results/grayscale/size96.npy", "--critic-images", "results/grayscale/size88.npy", "--epochs", "1",
         "--batch-size", "10", "--lr", "0.0001", "--seed", "78", "--alpha", "0.1", "--beta", "0.1", "--gamma", "0.8",
         "--device", "cpu", "--precision", "fp32", "--no-fused-adam", "--checkpoint-every", "5",
@@ -773,10 +774,11 @@ def test_venv_of_one_checkout_verifies_another_with_its_own_code(built, tmp_path
     with the first one's code. In a copy whose aggregation.py differs, the venv of this repository now sees
     the copy's code: the aggregate and the figures drawn from it are not current, the rest is."""
     root = copy_of(built, tmp_path)
-    edit(root / "src/mifeatures/aggregation.py", 'WIN_STATISTICS = ("mean", "max")', 'WIN_STATISTICS = ("max", "mean")')
+    edit(root / "src/mifeatures/core/statistics/aggregation.py", 'WIN_STATISTICS = ("mean", "max")',
+         'WIN_STATISTICS = ("max", "mean")')
     code, verdicts = verify_all(root)
     changed = {path for path, problems in verdicts.items()
-               if "code mifeatures/aggregation.py: changed since aggregate ran it" in problems}
+               if "code mifeatures/core/statistics/aggregation.py: changed since aggregate ran it" in problems}
     assert code == 1 and "results/aggregate/metrics.json" in changed and "results/figures/wins.png" in changed
     assert f"results/train/{ARTICLE_RUN}/c/encoder.pt" not in drifted(verdicts)
 
@@ -810,7 +812,8 @@ def test_swapping_two_lines_or_restating_a_value_retrains_all_four(built, tmp_pa
     root = copy_of(built, tmp_path)
     params = root / "params.yaml"
     lines = params.read_text().splitlines()
-    batch, lr = (next(i for i, line in enumerate(lines) if line.strip().startswith(key)) for key in ("batch_size:", "lr:"))
+    batch, lr = (next(i for i, line in enumerate(lines) if line.strip().startswith(key))
+                 for key in ("batch_size:", "lr:"))
     lines[batch], lines[lr] = lines[lr], lines[batch]
     params.write_text("\n".join(lines) + "\n")
     assert planned(root) == {}
@@ -929,7 +932,8 @@ def test_dvc_exp_run_after_dvc_checkout_records_a_false_experiment(built, tmp_pa
     shown = {row["Experiment"]: row for row in csv.DictReader(io.StringIO(table)) if row["Experiment"]}
     assert shown.keys() == experiments.keys()
     assert [shown[name]["aggregate.win_by"] for name in experiments] == ["max", "mean", "max"]
-    expected = {"win-by-max": fresh_metrics(built, tmp_path / "win_by", {"aggregate": {"win_by": "max"}}, ["aggregate"]),
+    expected = {"win-by-max": fresh_metrics(built, tmp_path / "win_by", {"aggregate": {"win_by": "max"}},
+                                            ["aggregate"]),
                 "bins-20": fresh_metrics(built, tmp_path / "bins", {"score": {"bins": 20}}, ["score"])}
     expected["win-by-max-again"] = expected["win-by-max"]
     for name, metrics in expected.items():
@@ -1104,7 +1108,7 @@ def jobs_at_once(log: str) -> list[dict[str, int]]:
 def test_default_run_started_four_trainings_at_once_and_was_killed_for_memory(built):
     """`snakemake --cores 4` (make, dvc.yaml) started all four trainings on a 2-core machine, ≈ 17 GB at once, and
     an OOM kill took the models it was replacing. Now a local run hands out at most the memory available at its
-    start, and never runs jobs whose declared mem_mb (each training's measured peak, mifeatures.memory) exceed
+    start, and never runs jobs whose declared mem_mb (each training's measured peak, mifeatures.workflow.memory) exceed
     it: the tiny build's log (`--cores 4`, no --resources) shows both."""
     log = min((built / ".snakemake/log").glob("*.log")).read_text()
     provided = int(re.search(r"^Provided resources: .*\bmem_mb\D*(\d+)", log, re.M)[1])
@@ -1127,7 +1131,7 @@ def test_a_job_killed_for_memory_said_nothing_of_why(built, tmp_path):
     training = []
     while not training and time.monotonic() < deadline and job.poll() is None:
         training = [process for process in psutil.Process(job.pid).children(recursive=True)
-                    if "mifeatures.train" in process.cmdline()]
+                    if "mifeatures.stages.train" in process.cmdline()]
         time.sleep(0.1)
     assert training, "the training never started"
     training[0].send_signal(signal.SIGKILL)

@@ -1,10 +1,15 @@
 """mifeatures: a rebuildable, auditable re-run of "Features that maximize mutual information".
 
-The library behind the workflow: a core (the STL-10 format, images, models, objective, maps, MI and its
-estimators, scoring, inference) that never parses argv or writes provenance, and over it one thin stage
-module per rule (sample, download, grayscale, train, score, crosscheck, aggregate, findings, figures,
-article), which imports only the core; plus params validation, provenance and the audit.
-The names below are imported on first use, so ``python -m mifeatures.STAGE`` loads only its stage.
+Three layers, one folder each:
+
+- ``mifeatures.core``: the science (``data``, ``networks``, ``information``, ``statistics``); it never parses
+  argv, reads params.yaml or writes provenance, and imports nothing of the other two layers;
+- ``mifeatures.stages``: one thin module per rule (``python -m mifeatures.stages.STAGE``), a command line over the
+  core that writes its outputs' records; no stage imports another;
+- ``mifeatures.workflow``: the machinery around them: params validation, provenance records, code digests, the
+  audit and its plan, ``mifeatures build`` and ``pull``, locks and job memory.
+
+The names below are imported on first use, so a stage loads only what it runs.
 """
 
 from importlib import import_module
@@ -16,14 +21,15 @@ except PackageNotFoundError:  # run from a checkout's src/ on PYTHONPATH, not in
     __version__ = "not installed"
 
 _PUBLIC = {
-    "download_stl10": "download", "make_sample": "sample", "read_stl10_images": "stl10", "write_stl10_images": "stl10",
-    "load_images": "images", "resize_images": "images", "to_grayscale": "images",
-    "mutual_information": "mi",
-    "ENCODERS": "models", "build_encoder": "models", "map_size": "models",
-    "DeepInfoMaxLoss": "objective", "LossWeights": "objective",
-    "ParamsError": "params", "load_params": "params", "validate_params": "params",
-    "feature_maps": "maps", "load_encoder": "maps",
-    "NonFiniteLossError": "training", "TrainConfig": "training",
+    "download_stl10": "stages.download", "make_sample": "stages.sample",
+    "read_stl10_images": "core.data.stl10", "write_stl10_images": "core.data.stl10",
+    "load_images": "core.data.images", "resize_images": "core.data.images", "to_grayscale": "core.data.images",
+    "mutual_information": "core.information.mi",
+    "ENCODERS": "core.networks.models", "build_encoder": "core.networks.models", "map_size": "core.networks.models",
+    "DeepInfoMaxLoss": "core.networks.objective", "LossWeights": "core.networks.objective",
+    "ParamsError": "workflow.params", "load_params": "workflow.params", "validate_params": "workflow.params",
+    "feature_maps": "core.information.maps", "load_encoder": "core.information.maps",
+    "NonFiniteLossError": "core.networks.training", "TrainConfig": "core.networks.training",
 }  # fmt: skip
 
 __all__ = ["__version__", *sorted(_PUBLIC)]

@@ -1,7 +1,7 @@
 """``mifeatures COMMAND …``: one sub-command per workflow stage, plus the checks and the audit.
 
-Each is the same as ``python -m mifeatures.MODULE`` (``provenance``: ``mifeatures.audit``; ``build``:
-``mifeatures.reconcile``).
+Each is the same as ``python -m mifeatures.MODULE`` (``provenance``: ``mifeatures.workflow.audit``; ``build``:
+``mifeatures.workflow.reconcile``).
 """
 
 from __future__ import annotations
@@ -13,20 +13,21 @@ import mifeatures
 
 # Sub-command → (module, what it does); ``provenance`` shows and verifies records, the audit module's job.
 COMMANDS = {
-    "sample": ("sample", "make the embedded sample (rule sample)"),
-    "download": ("download", "download STL-10 and extract its train split (rule download)"),
-    "grayscale": ("grayscale", "grayscale and resize the images to one size (rule grayscale)"),
-    "train": ("train", "train one encoder and its critics with DeepInfoMax (rule train)"),
-    "score": ("score", "score every map of every image by its MI with the image (rule score)"),
-    "crosscheck": ("crosscheck", "KSG k-NN MI of a seeded subsample of pairs (rule crosscheck)"),
-    "aggregate": ("aggregate", "per-case and per-image tables, metrics.json (rule aggregate)"),
-    "findings": ("findings", "does the article's claim survive? results/findings.md (rule findings)"),
-    "figures": ("figures", "draw one figure (rules figure_*)"),
-    "article": ("article", "the article's printed losses beside this run's (rule article_check)"),
-    "params": ("params", "check params.yaml and override files as the workflow does"),
-    "provenance": ("audit", "show an output's provenance, or verify it is what the workflow would make"),
-    "build": ("reconcile", "run the workflow, rerunning exactly the jobs whose records do not match (make, dvc repro)"),
-    "pull": ("pull", "dvc pull results built elsewhere and mark up to date what their records say is current"),
+    "sample": ("stages.sample", "make the embedded sample (rule sample)"),
+    "download": ("stages.download", "download STL-10 and extract its train split (rule download)"),
+    "grayscale": ("stages.grayscale", "grayscale and resize the images to one size (rule grayscale)"),
+    "train": ("stages.train", "train one encoder and its critics with DeepInfoMax (rule train)"),
+    "score": ("stages.score", "score every map of every image by its MI with the image (rule score)"),
+    "crosscheck": ("stages.crosscheck", "KSG k-NN MI of a seeded subsample of pairs (rule crosscheck)"),
+    "aggregate": ("stages.aggregate", "per-case and per-image tables, metrics.json (rule aggregate)"),
+    "findings": ("stages.findings", "does the article's claim survive? results/findings.md (rule findings)"),
+    "figures": ("stages.figures", "draw one figure (rules figure_*)"),
+    "article": ("stages.article", "the article's printed losses beside this run's (rule article_check)"),
+    "params": ("workflow.params", "check params.yaml and override files as the workflow does"),
+    "provenance": ("workflow.audit", "show an output's provenance, or verify it is what the workflow would make"),
+    "build": ("workflow.reconcile",
+              "run the workflow, rerunning exactly the jobs whose records do not match (make, dvc repro)"),
+    "pull": ("workflow.pull", "dvc pull results built elsewhere and mark up to date what their records say is current"),
 }
 
 

@@ -19,8 +19,8 @@ rule aggregate:
     params:
         summaries=case_pairs(SUMMARY),
         win_by=config["aggregate"]["win_by"],
-        code=code("aggregate"),
+        code=code("stages.aggregate"),
     shell:
-        "python -m mifeatures.aggregate {params.summaries} --win-by {params.win_by}"
+        "python -m mifeatures.stages.aggregate {params.summaries} --win-by {params.win_by}"
         " --cases-out {output.cases} --images-out {output.images}"
         " --metrics-out {output.metrics} > {log} 2>&1"

@@ -16,6 +16,6 @@ rule article_check:
         ENVS["tables"]
     params:
         losses=case_pairs(LOSS),
-        code=code("article"),
+        code=code("stages.article"),
     shell:
-        "python -m mifeatures.article {params.losses} --out {output.table} > {log} 2>&1"
+        "python -m mifeatures.stages.article {params.losses} --out {output.table} > {log} 2>&1"

@@ -13,19 +13,24 @@ from types import SimpleNamespace
 SOURCE = str(Path(workflow.basedir).parent / "src")
 sys.path.insert(0, SOURCE)
 
-from mifeatures import records, runlock, sources
-from mifeatures.memory import ALLOCATOR_TUNABLES, local_mem_mb, stage_mb
-from mifeatures.shapes import INPUT_SIZE, map_size
-from mifeatures.params import (
+from mifeatures.workflow import records, runlock, sources
+from mifeatures.workflow.memory import ALLOCATOR_TUNABLES, local_mem_mb, stage_mb
+from mifeatures.core.networks.shapes import INPUT_SIZE, map_size
+from mifeatures.workflow.params import (
     STL10_TRAIN_IMAGES,
     case_train,
     load_params,
     validate_params,
 )
-from mifeatures.protocols import PROTOCOLS
-from mifeatures.plan import PLANNING_VARIABLE
-from mifeatures.provenance import CONFIG_FILES_VARIABLE, LEDGER, LEDGER_VARIABLE, SUFFIX
-from mifeatures.reconcile import RECONCILED_VARIABLE
+from mifeatures.core.protocols import PROTOCOLS
+from mifeatures.workflow.plan import PLANNING_VARIABLE
+from mifeatures.workflow.provenance import (
+    CONFIG_FILES_VARIABLE,
+    LEDGER,
+    LEDGER_VARIABLE,
+    SUFFIX,
+)
+from mifeatures.workflow.reconcile import RECONCILED_VARIABLE
 from snakemake.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
@@ -66,7 +71,7 @@ DRY_RUN = any(
     for word in itertools.takewhile(lambda word: word != "--", sys.argv[1:])
 )
 # A run killed with its jobs (power loss, SIGKILL) leaves Snakemake's locks: the next run clears
-# them when no run that could hold them is alive (mifeatures.runlock), then registers itself. A dry run
+# them when no run that could hold them is alive (mifeatures.workflow.runlock), then registers itself. A dry run
 # takes no locks, so it neither clears nor registers: it writes nothing.
 if MAIN_RUN and not DRY_RUN:
     for stale in runlock.clear_stale():
@@ -77,7 +82,7 @@ if MAIN_RUN and not DRY_RUN:
 if MAIN_RUN and not os.environ.get(RECONCILED_VARIABLE):
     records.warn_of_strangers()
 # A local run hands its jobs at most the memory available when it starts (each torch rule declares its
-# peak as mem_mb, mifeatures.memory), so it never starts more trainings than the machine holds; a
+# peak as mem_mb, mifeatures.workflow.memory), so it never starts more trainings than the machine holds; a
 # `--resources mem_mb=N` of the user's wins. A cluster's jobs ask the scheduler for their own.
 if (
     MAIN_RUN
@@ -99,7 +104,7 @@ KILLED_TRAP = (
 )
 # Every job runs this tree's library, records the config files in its provenance so that a figure is
 # verified against its own config, and notes each record it writes in the ledger. Set in the shell prefix,
-# so none is a rerun trigger. Torch's large tensors stay in glibc's heap (mifeatures.memory).
+# so none is a rerun trigger. Torch's large tensors stay in glibc's heap (mifeatures.workflow.memory).
 shell.prefix(
     (
         "set -euo pipefail; "

@@ -19,9 +19,9 @@ rule crosscheck:
         ksg=canonical(config["score"]["ksg"]),
         protocol=sized_images_arg,
         device=lambda wildcards: train_params(wildcards)["device"],
-        code=code("crosscheck"),
+        code=code("stages.crosscheck"),
     shell:
-        "python -m mifeatures.crosscheck --encoder {input.encoder}"
+        "python -m mifeatures.stages.crosscheck --encoder {input.encoder}"
         " --run {wildcards.case} {wildcards.protocol} {wildcards.seed}"
         " --encoder-images {input.encoder_images} --protocol {wildcards.protocol} {params.protocol}"
         " --images {params.ksg[images]} --maps {params.ksg[maps]} --pixels {params.ksg[pixels]}"

@@ -8,9 +8,9 @@ rule sample:
     params:
         n_images=config["data"]["sample"]["n_images"],
         seed=config["data"]["sample"]["seed"],
-        code=code("sample"),
+        code=code("stages.sample"),
     shell:
-        "python -m mifeatures.sample --n-images {params.n_images} --seed {params.seed}"
+        "python -m mifeatures.stages.sample --n-images {params.n_images} --seed {params.seed}"
         " --out {output.images} > {log} 2>&1"
 
 
@@ -27,7 +27,7 @@ rule download:
         url=config["data"]["stl10"]["url"],
     params:
         md5=config["data"]["stl10"]["md5"],
-        code=code("download"),
+        code=code("stages.download"),
     shell:
-        "python -m mifeatures.download --url {resources.url:q} --md5 {params.md5}"
+        "python -m mifeatures.stages.download --url {resources.url:q} --md5 {params.md5}"
         " --out {output.images} > {log} 2>&1"

@@ -16,9 +16,9 @@ rule figure_loss:
         ENVS["figures"]
     params:
         losses=case_pairs(LOSS),
-        code=code("figures"),
+        code=code("stages.figures"),
     shell:
-        "python -m mifeatures.figures loss {params.losses} --out {output.figure} > {log} 2>&1"
+        "python -m mifeatures.stages.figures loss {params.losses} --out {output.figure} > {log} 2>&1"
 
 
 rule figure_maps:
@@ -42,9 +42,9 @@ rule figure_maps:
     conda:
         ENVS["figures"]
     params:
-        code=code("figures"),
+        code=code("stages.figures"),
     shell:
-        "python -m mifeatures.figures maps --maps {input.maps} --bounds {input.bounds}"
+        "python -m mifeatures.stages.figures maps --maps {input.maps} --bounds {input.bounds}"
         " --encoder-images {input.encoder_images} --mi {input.mi} --image {wildcards.image}"
         " --case {wildcards.case} --out {output.figure} > {log} 2>&1"
 
@@ -68,9 +68,9 @@ rule figure_chosen:
     params:
         summaries=case_pairs(SUMMARY),
         images=config["figures"]["images"],
-        code=code("figures"),
+        code=code("stages.figures"),
     shell:
-        "python -m mifeatures.figures chosen {params.summaries} --images {params.images}"
+        "python -m mifeatures.stages.figures chosen {params.summaries} --images {params.images}"
         " --out {output.figure} > {log} 2>&1"
 
 
@@ -92,9 +92,9 @@ rule figure_distribution:
         ENVS["figures"]
     params:
         summaries=case_pairs(SUMMARY),
-        code=code("figures"),
+        code=code("stages.figures"),
     shell:
-        "python -m mifeatures.figures distribution {params.summaries}"
+        "python -m mifeatures.stages.figures distribution {params.summaries}"
         " --out {output.figure} > {log} 2>&1"
 
 
@@ -116,7 +116,7 @@ rule figure_wins:
         ENVS["figures"]
     params:
         win_by=config["aggregate"]["win_by"],
-        code=code("figures"),
+        code=code("stages.figures"),
     shell:
-        "python -m mifeatures.figures wins --cases {input.cases} --win-by {params.win_by}"
+        "python -m mifeatures.stages.figures wins --cases {input.cases} --win-by {params.win_by}"
         " --out {output.figure} > {log} 2>&1"

@@ -23,9 +23,9 @@ rule findings:
     params:
         runs=findings_runs(),
         settings=canonical(config["findings"]),
-        code=code("findings"),
+        code=code("stages.findings"),
     shell:
-        "python -m mifeatures.findings {params.runs}"
+        "python -m mifeatures.stages.findings {params.runs}"
         " --bootstrap {params.settings[bootstrap]} --confidence {params.settings[confidence]}"
         " --seed {params.settings[seed]} --margin {params.settings[margin]}"
         " --primary {params.settings[primary][protocol]} {params.settings[primary][estimator]:q}"
@@ -53,7 +53,7 @@ rule figure_protocols:
         ENVS["figures"]
     params:
         confidence=config["findings"]["confidence"],
-        code=code("figures"),
+        code=code("stages.figures"),
     shell:
-        "python -m mifeatures.figures protocols --cases {input.cases}"
+        "python -m mifeatures.stages.figures protocols --cases {input.cases}"
         " --confidence {params.confidence} --out {output.figure} > {log} 2>&1"

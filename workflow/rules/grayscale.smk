@@ -9,7 +9,7 @@ rule grayscale:
     conda:
         ENVS["data"]
     params:
-        code=code("grayscale"),
+        code=code("stages.grayscale"),
     shell:
-        "python -m mifeatures.grayscale {input.images} --size {wildcards.size}"
+        "python -m mifeatures.stages.grayscale {input.images} --size {wildcards.size}"
         " --out {output.images} > {log} 2>&1"

@@ -16,6 +16,6 @@ rule provenance:
         ENVS["tables"]
     params:
         figures=all_figures(),
-        code=code("audit"),
+        code=code("stages.provenance"),
     shell:
-        "python -m mifeatures.audit {params.figures} --summary {output.summary} > {log} 2>&1"
+        "python -m mifeatures.stages.provenance {params.figures} --summary {output.summary} > {log} 2>&1"

@@ -25,9 +25,9 @@ rule score:
         protocol=score_protocol_args,
         device=lambda wildcards: train_params(wildcards)["device"],  # where the case trained
         figure_images=config["figures"]["images"],
-        code=lambda wildcards: code("score", scoring(wildcards).scorer),
+        code=lambda wildcards: code("stages.score", scoring(wildcards).scorer),
     shell:
-        "python -m mifeatures.score --encoder {input.encoder}"
+        "python -m mifeatures.stages.score --encoder {input.encoder}"
         " --run {wildcards.case} {wildcards.protocol} {wildcards.seed}"
         " --encoder-images {input.encoder_images} --protocol {wildcards.scoring} {params.protocol}"
         " --bins {params.bins} --noise-seed {params.noise_seed} --device {params.device}"

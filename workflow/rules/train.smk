@@ -16,7 +16,7 @@ rule train:
     threads: 1
     resources:
         gpu=gpus,
-        mem_mb=lambda wildcards: stage_mb("train", wildcards.case, N_IMAGES),  # 4.9–6.7 GB (mifeatures.memory)
+        mem_mb=lambda wildcards: stage_mb("train", wildcards.case, N_IMAGES),  # 4.9–6.7 GB (mifeatures.workflow.memory)
         runtime=train_runtime,
         checkpoint_every=config["train"]["checkpoint_every"],
         progress=lambda wildcards: PROGRESS.format(**wildcards),  # where a person sees how far it is
@@ -24,9 +24,9 @@ rule train:
         hp=train_params,
         adam=adam_flag,
         resume=RESUME,
-        code=code("train"),
+        code=code("stages.train"),
     shell:
-        "python -m mifeatures.train --case {wildcards.case}"
+        "python -m mifeatures.stages.train --case {wildcards.case}"
         " --encoder-images {input.encoder_images} --critic-images {input.critic_images}"
         " --epochs {params.hp[epochs]} --batch-size {params.hp[batch_size]} --lr {params.hp[lr]}"
         " --seed {wildcards.seed} --alpha {params.hp[alpha]} --beta {params.hp[beta]}"

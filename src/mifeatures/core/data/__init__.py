@@ -1,0 +1,1 @@
+"""Images: STL-10's binary layout and the article's grayscale."""

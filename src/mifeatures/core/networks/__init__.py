@@ -1,0 +1,1 @@
+"""The encoders, critics and DeepInfoMax objective, and how they are trained."""
