@@ -12,7 +12,9 @@ import pytest
 from mifeatures.workflow import provenance
 from mifeatures.stages.findings import CLAIM_CASE, Check, Run, main, per_image, statistics
 from mifeatures.core.protocols import PROTOCOLS
-from mifeatures.core.statistics.inference import bootstrap_means, interval, seed_test, seeds_needed, verdict, winners
+from mifeatures.core.statistics.findings_report import explanation, report
+from mifeatures.core.statistics.inference import (VERDICTS, bootstrap_means, interval, sd_interval, seed_test,
+                                                   seeds_needed, verdict, verdict_of, winners)
 
 ESTIMATORS = {name: protocol.estimators for name, protocol in PROTOCOLS.items()}
 
@@ -114,9 +116,101 @@ def differences(**columns) -> pd.DataFrame:
     (differences(p_below_holm=[0.9, 0.03]), "undecided"),  # Holm-adjusted above α/2 = 0.025
     (differences(p_within_margin=[0.01, 0.02]), "equivalent"),
     (differences(p_within_margin=[0.01, 0.2]), "undecided"),
+    (differences(low=[0.001, 0.002], high=[0.005, 0.006], p_below_holm=[1.0, 1.0], p_within_margin=[1e-5, 1e-5]),
+     "holds_within_margin"),
+    (differences(p_below_holm=[0.9, 0.01], p_within_margin=[0.01, 0.02]), "fails_within_margin"),
 ])
 def test_verdict(table, expected):
     assert verdict(table, 0.95) == expected
+
+
+@pytest.mark.parametrize("above_all", [False, True])
+@pytest.mark.parametrize("some_below", [False, True])
+@pytest.mark.parametrize("all_within", [False, True])
+def test_every_combination_of_the_tests_is_exactly_one_verdict(above_all, some_below, all_within):
+    """With c ahead of every case by 0.004 ± 0.0002, every difference provably within the 0.01 margin, the report
+    said "holds" and "Highest mean MI: case c": "holds" and "equivalent" overlapped. Now each combination of the
+    rule's three tests is one verdict, and that verdict says what each test found."""
+    found = verdict_of(above_all, some_below, all_within)
+    assert found in VERDICTS
+    table = differences(low=[0.001 if above_all else -0.01] * 2, high=[0.02] * 2,
+                        p_below_holm=[0.001 if some_below else 0.9, 0.9],
+                        p_within_margin=[0.001 if all_within else 0.5] * 2)
+    assert verdict(table, 0.95) == found
+    if above_all != some_below:
+        assert found.startswith("holds" if above_all else "fails") and found.endswith("margin") == all_within
+    else:
+        assert found == ("equivalent" if all_within and not above_all else "undecided")
+
+
+def c_minus(*rows) -> pd.DataFrame:
+    """Differences c − x: (other, difference, low, high, p_below_holm, p_within_margin) per row."""
+    table = pd.DataFrame(rows, columns=["other", "difference", "low", "high", "p_below_holm", "p_within_margin"])
+    return table.assign(seed_sd=0.01, within_low=table["low"], within_high=table["high"])
+
+
+def test_an_undecided_verdict_names_its_actual_cause():
+    """c − d in [−0.0198, −0.0005] with Holm p = 0.069: the report said "undecided: some interval of a difference
+    contains 0" (none did) beside "case c is below case d", which the verdict's own test does not reject."""
+    paired = c_minus(("a", 0.02, 0.01, 0.03, 0.99, 0.6), ("d", -0.0101, -0.0198, -0.0005, 0.069, 0.5))
+    assert verdict(paired, 0.95) == "undecided"
+    said = explanation("undecided", paired, 0.95, 0.01)
+    assert "contains 0" not in said
+    assert "c − d lies below 0, but after Holm's correction its test does not reject (p = 0.069)" in said
+    lines = report_lines(paired)
+    assert "case c is not shown below case d: the interval lies below 0, but Holm's correction" in lines
+    assert "case c is below case d" not in lines
+
+
+def report_lines(paired: pd.DataFrame, seeds: int = 3) -> str:
+    cases = pd.DataFrame({"training": "corrected", "scoring": "corrected", "estimator": "e",
+                          "case": ["c", *paired.other],
+                          "seeds": seeds, "images": 20, "mean_mi": 0.3, "low": 0.2, "high": 0.4, "win_share": 0.5,
+                          "win_low": 0.0, "win_high": 1.0})
+    paired = paired.assign(training="corrected", scoring="corrected", estimator="e", case="c", p_above=0.5)
+    if seeds < 2:
+        cases[["low", "high", "win_low", "win_high"]] = np.nan
+        paired[["low", "high", "seed_sd", "p_above", "p_below_holm", "p_within_margin"]] = np.nan
+    empty = pd.DataFrame(columns=["training", "scoring", "control", "case", "seeds", "mean_mi", "low", "high"])
+    ksg = pd.DataFrame(columns=["training", "scoring", "estimator", "case", "other", "difference", "low", "high"])
+    return report(cases, paired, empty, ksg, 0.95, 200, ("corrected", "e"), 0.01)
+
+
+def test_c_ahead_by_less_than_the_margin_is_not_called_highest_without_saying_so():
+    paired = c_minus(("a", 0.004, 0.0036, 0.0044, 1.0, 2e-5), ("d", 0.004, 0.0036, 0.0044, 1.0, 2e-5))
+    text = report_lines(paired)
+    assert "**The article's claim holds, by less than the margin**" in text
+    assert "ahead of every other case by less than 0.01 nats" in text
+    assert "Highest mean MI: case c, 0.3000 [0.2000, 0.4000]." not in text
+
+
+def test_one_seed_writes_within_seed_intervals_and_no_nan():
+    """With the default one seed the report wrote "[nan, nan]", "(0 degrees of freedom)" and "seed SD nan"."""
+    paired = c_minus(("a", 0.02, 0.01, 0.03, 0.99, 0.6))
+    text = report_lines(paired, seeds=1)
+    assert "nan" not in text.lower() and "0 degrees" not in text
+    assert "**One seed**: seed-level intervals and tests need at least 2 seeds (3 recommended" in text
+    assert "- c − a: 0.0200 (within seeds, images resampled: [0.0100, 0.0300])." in text
+    assert "the claim is not tested (one seed)" in text
+
+
+def test_the_primary_is_not_called_declared_before_any_number_was_seen():
+    """An earlier README had reported the whole-grid c − a before the valid region and the primary came in."""
+    text = report_lines(c_minus(("a", 0.02, 0.01, 0.03, 0.99, 0.6)))
+    assert "before any number was seen" not in text and "not a pre-registration" in text
+
+
+def test_the_sds_interval_covers_as_stated_and_bounds_the_seeds_needed():
+    """The power analysis rested on an SD from 3 seeds as if known; its chi-square interval covers the true SD
+    95 % of the time in a simulation, and the report gives the seeds needed across it."""
+    rng = np.random.default_rng(1)
+    samples = rng.normal(0, 0.05, (20000, 3))
+    bounds = np.array([sd_interval(sd, 3, 0.95) for sd in samples.std(axis=1, ddof=1)])
+    assert abs(np.mean((bounds[:, 0] < 0.05) & (0.05 < bounds[:, 1])) - 0.95) < 0.01
+    low, high = sd_interval(0.0504, 3, 0.95)
+    assert seeds_needed(low, 0.02, 3, 0.95) < seeds_needed(0.0504, 0.02, 3, 0.95) < seeds_needed(high, 0.02, 3, 0.95)
+    text = report_lines(c_minus(("a", 0.02, 0.01, 0.03, 0.99, 0.6)))
+    assert "across the SD's interval" in text and "chi-square with 2 degrees of freedom" in text
 
 
 def test_winners_take_the_highest_and_a_tie_goes_to_the_first_case():
@@ -207,9 +301,9 @@ def test_report_states_each_verdict_from_the_numbers(tmp_path):
     c_minus_b = differences[(differences.training == "faithful") & (differences.other == "b")].iloc[0]
     assert c_minus_b.difference == pytest.approx(-0.10, abs=0.01) and c_minus_b.high < 0
     assert f"- c − b: {c_minus_b.difference:.4f} [{c_minus_b.low:.4f}, {c_minus_b.high:.4f}]: case c is below" in text
-    assert "**The article's claim fails** under the faithful protocol with the plug-in estimate" in text
+    assert "Secondary verdict: **the article's claim fails** under the faithful protocol with the plug-in" in text
     for estimator in ESTIMATORS["corrected"]:
-        assert f"**The article's claim holds** under the corrected protocol with the {estimator} estimate" in text
+        assert f"**the article's claim holds** under the corrected protocol with the {estimator} estimate" in text
     ksg = pd.read_csv(outputs["ksg.csv"])
     assert set(ksg["estimator"]) == {"KSG − shift null", "plug-in histogram", "null-corrected histogram"}
     assert (ksg["low"] <= ksg["difference"]).all() and (ksg["difference"] <= ksg["high"]).all()
@@ -252,7 +346,7 @@ def test_training_and_scoring_are_told_apart(tmp_path):
     assert ("- With corrected scoring, the claim holds under faithful training and holds under corrected "
             "training: the training leaves it as it is.") in design
     assert "## faithful training, corrected scoring, null-corrected, valid 88×88 MI" in text
-    assert "**The article's claim holds** under the faithful training, corrected scoring with" in text
+    assert "**the article's claim holds** under the faithful training, corrected scoring with" in text
     assert text.count("## Calibration") == 1 and "| faithful | corrected | c |" in text
 
 
@@ -261,7 +355,9 @@ def test_report_says_when_it_cannot_decide(tmp_path):
     the margin; two seeds are flagged."""
     runs = write_runs(tmp_path, {"faithful": {"a": 0.3, "c": 0.3}}, seeds=(1, 2), seed_sd=0.02)
     text = run_cli(tmp_path, runs)["findings.md"].read_text()
-    assert "**The article's claim is undecided**" in text and "not distinguishable from case a" in text
+    assert "**the article's claim is undecided** under the faithful protocol" in text
+    assert "not decided: the interval of c − a contains 0 and is not shown within ± 0.01 nats" in text
+    assert "case c is not distinguishable from case a" in text
     assert "**Only 2 seeds**" in text
     assert "Case c or the corrected protocol was not run: the primary verdict is not tested." in text
 
@@ -270,7 +366,7 @@ def test_report_says_when_no_difference_matters(tmp_path):
     """Two cases of equal MI and runs that agree: every interval lies within ± the margin, which is told
     apart from "undecided"."""
     text = run_cli(tmp_path, write_runs(tmp_path, {"faithful": {"a": 0.3, "c": 0.3}}))["findings.md"].read_text()
-    assert "**The article's claim finds no difference that matters** under the faithful protocol" in text
+    assert "**the article's claim finds no difference that matters** under the faithful protocol" in text
 
 
 def test_report_says_when_ksg_and_the_histogram_disagree(tmp_path):

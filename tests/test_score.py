@@ -22,8 +22,8 @@ from mifeatures.core.networks.models import build_encoder
 from mifeatures.core.networks.shapes import INPUT_SIZE, N_MAPS, map_size
 from mifeatures.core.information.corrected_scoring import (CORRECTED_SUMMARY_COLUMNS, corrected_estimates,
                                                            score_corrected)
-from mifeatures.core.information.maps import (batched_feature_maps, eval_encoder, feature_maps, load_encoder,
-                                              per_image_encoder, to_image_grid, valid_region)
+from mifeatures.core.information.maps import (as_trained, batched_feature_maps, eval_encoder, feature_maps,
+                                              load_encoder, per_image_encoder, to_image_grid, valid_region)
 from mifeatures.stages.score import main
 from mifeatures.core.information.scoring import SUMMARY_COLUMNS, all_images_loop_normalisation, score
 
@@ -293,6 +293,39 @@ def test_eval_maps_follow_the_running_statistics(trained_case, gray_images):
     after = batched_feature_maps(eval_encoder(encoder, torch.device("cpu")), gray_images)
     assert before.shape == (len(gray_images), N_MAPS, 88, 88)
     assert not np.allclose(after, before, atol=1e-3)
+
+
+def normalised_sds(encoder: torch.nn.Module, images: np.ndarray) -> list[np.ndarray]:
+    """Per BatchNorm layer of ``encoder`` in eval mode: each channel's SD, over ``images`` and pixels, of its
+    input normalised by the running statistics: 1 where they are the statistics of what it normalises."""
+    sds, hooks = [], []
+
+    def record(module, inputs, _):
+        scale = torch.sqrt(module.running_var + module.eps)[:, None, None]
+        normalised = (inputs[0] - module.running_mean[:, None, None]) / scale
+        sds.append(normalised.transpose(0, 1).flatten(1).std(dim=1).numpy())
+
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            hooks.append(module.register_forward_hook(record))
+    batched_feature_maps(eval_encoder(encoder, torch.device("cpu")), images)
+    for hook in hooks:
+        hook.remove()
+    return sds
+
+
+def test_eval_mode_scores_the_network_as_trained(trained_case, gray_images):
+    """After a short training, BatchNorm's running statistics still hold most of their initial 0 and 1 (momentum
+    0.1), so eval mode normalised with statistics no training batch had: one cumulative pass over the training
+    images recomputes them, and every channel's normalised input then has SD ≈ 1 on those images."""
+    _, encoder = load_encoder(trained_case["encoder"])
+    stale = normalised_sds(encoder, gray_images)
+    assert min(float(np.median(layer)) for layer in stale) < 0.5
+    recomputed = as_trained(encoder, gray_images, batch_size=4)
+    for layer in normalised_sds(recomputed, gray_images):
+        assert 0.8 < float(np.median(layer)) < 1.25, layer
+    # the copy changed, the encoder given did not
+    assert not torch.equal(recomputed.state_dict()["b1.running_var"], encoder.state_dict()["b1.running_var"])
 
 
 @pytest.mark.parametrize("case", ["a", "b", "c", "d"])

@@ -21,7 +21,7 @@ from mifeatures.workflow import provenance
 from mifeatures.core.data.images import load_images
 from mifeatures.core.io import atomic_write
 from mifeatures.core.information.ksg import ksg_mi
-from mifeatures.core.information.maps import load_encoder, protocol_maps
+from mifeatures.core.information.maps import as_trained, load_encoder, protocol_maps, training_batch_size
 from mifeatures.core.networks.shapes import INPUT_SIZE, N_MAPS, map_size
 from mifeatures.core.protocols import PROTOCOLS, training_run, Protocol
 from mifeatures.core.networks.runtime import DEVICES, set_up
@@ -100,6 +100,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--encoder: {error}")
     encoder_images = load_images(args.encoder_images, INPUT_SIZE)
     inputs = {"encoder": args.encoder, "encoder_images": args.encoder_images}
+    context = {"case": case, "protocol": args.protocol}
+    if protocol.encoder_mode == "eval":  # as the score stage: the network's statistics as trained
+        batch = training_batch_size(args.encoder)
+        encoder = as_trained(encoder, encoder_images, batch)
+        context["batchnorm_statistics"] = f"recomputed over the {len(encoder_images)} images in batches of {batch}"
     sized_images = None
     if args.sized_images is not None:
         sized_images = load_images(args.sized_images, map_size(case))
@@ -111,8 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         table.to_csv(handle, index=False)
     params = {f"score.ksg.{name}": getattr(args, name)
               for name in ("images", "maps", "pixels", "neighbors", "seed", "null_shifts")}
-    job = provenance.record("crosscheck", inputs, params, {"case": case, "protocol": args.protocol},
-                            runtime=runtime.describe())
+    job = provenance.record("crosscheck", inputs, params, context, runtime=runtime.describe())
     provenance.write([args.out], job)
     print(f"case {case} ({args.protocol}): mean KSG MI {table['ksg'].mean():.4f}, minus its null "
           f"{table['ksg_corrected'].mean():.4f} nats over {len(table)} pairs; "

@@ -9,8 +9,8 @@ scoring changes. For each cell and estimator, from the per-image MI of every (se
   per-image difference; then a t-interval over the seeds and one-sided t-tests;
 - beside it, the within-seed uncertainty: a bootstrap that resamples the images, seeds kept.
 The estimand is the expected value over training runs on these images. The verdict is
-``inference.verdict``'s; one (protocol, estimator) is primary, declared in params before any number is
-seen (its training and scoring both that protocol), the rest secondary. A power analysis says how many
+``inference.verdict``'s; one (protocol, estimator) is primary, named in params (its training and scoring
+both that protocol), the rest secondary. A power analysis says how many
 seeds the primary rule would need. The KSG cross-check (KSG minus its own shift null) is compared as
 paired differences with the same seed-level intervals.
 

@@ -16,7 +16,7 @@ import pandas as pd
 from mifeatures.workflow import provenance
 from mifeatures.core.data.images import load_images
 from mifeatures.core.io import atomic_write
-from mifeatures.core.information.maps import load_encoder, protocol_maps
+from mifeatures.core.information.maps import as_trained, load_encoder, protocol_maps, training_batch_size
 from mifeatures.core.networks.shapes import INPUT_SIZE, map_size
 from mifeatures.core.protocols import PROTOCOLS, training_run
 from mifeatures.core.networks.runtime import DEVICES, set_up
@@ -98,6 +98,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--figure-images {' '.join(map(str, args.figure_images))}: each must be an index of the "
                      f"{len(encoder_images)} images (figures.images)")
     inputs = {"encoder": args.encoder, "encoder_images": args.encoder_images}
+    context = {"case": case, "protocol": protocol.name, "batch_size": args.batch_size}
+    if protocol.encoder_mode == "eval":  # running statistics of the network as trained, over its training images
+        batch = training_batch_size(args.encoder)
+        encoder = as_trained(encoder, encoder_images, batch)
+        context["batchnorm_statistics"] = f"recomputed over the {len(encoder_images)} images in batches of {batch}"
     sized_images = None
     if protocol.needs_sized_images:
         sized_images = load_images(args.sized_images, map_size(case))
@@ -118,9 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     # The protocol is which computation ran, like the case, so it is context; params are params.yaml values.
     params = {"score.bins": args.bins, "score.noise_seed": args.noise_seed, "figures.images": figure}
     params |= {f"score.{name}": value for name, value in settings.items()}
-    job = provenance.record("score", inputs, params,
-                            {"case": case, "protocol": protocol.name, "batch_size": args.batch_size},
-                            runtime=runtime.describe(), code=("stages.score", protocol.scorer))
+    job = provenance.record("score", inputs, params, context, runtime=runtime.describe(),
+                            code=("stages.score", protocol.scorer))
     provenance.write([args.mi_out, args.summary_out, args.maps_out, args.bounds_out], job)
     estimator, column = next(iter(protocol.estimators.items()))
     print(f"case {case} ({protocol.name}): mean {estimator} MI {summary[column].mean():.4f} nats "

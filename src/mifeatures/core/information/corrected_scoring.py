@@ -9,9 +9,8 @@ import torch
 
 from mifeatures.core.information.estimators import miller_madow, spatial_null
 from mifeatures.core.information.maps import batched_feature_maps, eval_encoder, to_image_grid, valid_region
-from mifeatures.core.networks.shapes import VALID
 from mifeatures.core.information.mi import mutual_information_many
-from mifeatures.core.networks.shapes import INPUT_SIZE
+from mifeatures.core.networks.shapes import INPUT_SIZE, VALID
 from mifeatures.core.information.scoring import in_chunks, per_map_table, spread
 from mifeatures.core.information.shifts import K_SHIFTS, draw_shifts
 
@@ -46,7 +45,8 @@ def score_corrected(
 
     What it corrects in the faithful ``scoring.score``:
     - the encoder runs in eval mode under no_grad (``eval_encoder``): BatchNorm uses its running
-      statistics, not each image's own;
+      statistics, not each image's own (the score stage first recomputes them over the training images,
+      ``maps.as_trained``);
     - every map is brought onto the image's 96×96 grid (``to_image_grid``), aligned with the
       image content, and scored against the 96×96 encoder input itself, never resampled: every
       case is scored on the same N = 9216 pixels;
@@ -58,8 +58,8 @@ def score_corrected(
       whole grid case c's zero-padded frame holds a map's extreme value in most maps and stretches its
       bins, and a's edge-padded frame repeats values, so c − a there partly measures the frames.
     - a calibration control, ``mi_valid_corrected_mismatched``: each image's maps scored, as the primary
-      score, against the next image (the last against the first), whose true MI with them is ≈ 0; what
-      it leaves is the bias the null does not remove for that case.
+      score, against the next image (the last against the first), an unrelated image: what it leaves
+      is what chance layout (shared uniform backgrounds, say) leaves between unrelated images after the null.
     The summary's ``max_corrected`` … ``std_corrected`` are over ``mi_corrected``; ``mean_plugin``,
     ``mean_miller_madow`` and the ``mean_valid_*`` columns are the means of the others. ``upper`` (MI of
     the image with itself) and ``noise`` are plug-in values, as in ``scoring.score``, on the 96×96 image.

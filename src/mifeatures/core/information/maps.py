@@ -3,8 +3,9 @@
 Faithful to the article's code, ``feature_maps`` maps one image at a time in training mode, so BatchNorm
 normalises with that image's own statistics (a known flaw, kept on purpose). For speed, scoring runs many
 images per forward pass (``per_image_encoder``), which gives every image the maps the one-image path gives
-it, bit for bit on a CPU; ``eval_encoder`` is the corrected protocol's (running statistics). ``to_image_grid``
-and ``valid_region`` put maps over the image pixels their content comes from.
+it, bit for bit on a CPU; ``eval_encoder`` is the corrected protocol's (running statistics), after
+``as_trained`` has recomputed those statistics over the training images. ``to_image_grid`` and ``valid_region``
+put maps over the image pixels their content comes from.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from mifeatures.core.networks.shapes import INPUT_SIZE, RECEPTIVE_RADIUS, map_si
 
 if TYPE_CHECKING:
     from mifeatures.core.protocols import Protocol
+
+
+def training_batch_size(path: str) -> int:
+    """The batch size the checkpoint's run trained with (its config's ``batch_size``)."""
+    return int(torch.load(path, map_location="cpu", weights_only=True)["config"]["batch_size"])
 
 
 def load_encoder(path: str, run: tuple[str, bool, int] | None = None) -> tuple[str, torch.nn.Module]:
@@ -109,6 +115,20 @@ def eval_encoder(encoder: torch.nn.Module, device: torch.device) -> torch.nn.Mod
     one-channel convolution runs image by image, so that on a CPU they do not depend on the batch size
     either, bit for bit. ``encoder`` itself is left untouched."""
     return _one_image_kernel_copy(encoder, device).eval()
+
+
+def as_trained(encoder: torch.nn.Module, images: np.ndarray, batch_size: int) -> torch.nn.Module:
+    """A copy of ``encoder`` whose BatchNorm running statistics are those of the network as trained: one
+    cumulative pass (momentum None: every batch weighs the same, ``torch.optim.swa_utils.update_bn``) over the
+    training ``images`` in training mode, in consecutive batches of the ``batch_size`` it trained with (a last
+    short batch dropped, as training drops it). Training's running averages (momentum 0.1) still hold most of
+    their initial values after a short run (0.9²⁰ ≈ 12 % after 20 steps), so eval mode would otherwise
+    normalise with statistics no training batch had. ``encoder`` itself is left untouched."""
+    usable = len(images) - len(images) % batch_size if len(images) >= batch_size else len(images)
+    inputs = torch.as_tensor(images[:usable], dtype=torch.float32)[:, None]
+    recomputed = copy.deepcopy(encoder).requires_grad_(False)
+    torch.optim.swa_utils.update_bn(inputs.split(batch_size), recomputed)
+    return recomputed
 
 
 def batched_feature_maps(per_image: torch.nn.Module, images: np.ndarray) -> np.ndarray:

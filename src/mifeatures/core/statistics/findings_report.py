@@ -2,7 +2,9 @@
 
 The primary verdict first, then the 2 × 2 of training and scoring, then every (training, scoring,
 estimator) with its table and differences, the calibration controls, the KSG cross-check and a summary.
-"Highest" is said only where the claim holds; below 5 seeds the coverage of every interval is flagged.
+"Highest" is said only where the claim holds; below 5 seeds the coverage of every interval is flagged, and
+with one seed only the within-seed intervals are shown and no verdict is tested. Each sentence about a
+difference is worded from the test the verdict used (Holm-adjusted for "below").
 """
 
 from __future__ import annotations
@@ -10,17 +12,12 @@ from __future__ import annotations
 import pandas as pd
 
 from mifeatures.core.information.ksg import KSG_JITTER
-from mifeatures.core.statistics.inference import MAX_SEEDS, POWER, seeds_needed, verdict
+from mifeatures.core.statistics.inference import MAX_SEEDS, POWER, sd_interval, seeds_needed, verdict
 
 CLAIM_CASE = "c"  # the article: the encoder whose maps keep the input's size keeps the most MI
-OUTCOMES = {"holds": "holds", "fails": "fails", "equivalent": "finds no difference that matters",
-            "undecided": "is undecided"}
-EXPLANATIONS = {
-    "holds": f"case {CLAIM_CASE} is above every other case, each interval of the difference above 0.",
-    "fails": f"some case is above case {CLAIM_CASE}: its one-sided test rejects after Holm's correction.",
-    "equivalent": "every difference lies within ± the margin, each interval inside it.",
-    "undecided": "some interval of a difference contains 0 and reaches beyond the margin.",
-}
+OUTCOMES = {"holds": "holds", "holds_within_margin": "holds, by less than the margin", "fails": "fails",
+            "fails_within_margin": "fails, by less than the margin", "equivalent": "finds no difference that matters",
+            "undecided": "is undecided", None: "is not tested (one seed)"}
 MIN_SEEDS = 3  # fewer, and the interval says little about another training run
 FEW_SEEDS = 5  # below, an interval over seeds rests on few degrees of freedom and on normal seed means
 ADVANTAGES = (0.01, 0.02)  # nats: true advantages of c the power analysis sizes the seeds for
@@ -45,33 +42,114 @@ def _select(table: pd.DataFrame, training: str, scoring: str, estimator: str | N
 
 
 def _side(r) -> str:
+    """Where an interval lies against 0 (the cross-check's comparisons, unadjusted)."""
     return "above" if r.low > 0 else "below" if r.high < 0 else "not distinguishable from"
 
 
-def _differences(paired: pd.DataFrame) -> list[str]:
-    lines = []
+def _p(value: float) -> str:
+    return f"{value:.2g}"
+
+
+def _seed_level(r, alpha: float, comparisons: int) -> str:
+    """What the verdict's own tests say of c − x: above from its one-sided test (the intersection–union rule
+    needs no adjustment), below only from the Holm-adjusted test."""
+    if r.low > 0:
+        said = f"case {CLAIM_CASE} is above case {r.other}"
+    elif r.p_below_holm < alpha:
+        said = f"case {CLAIM_CASE} is below case {r.other} (Holm-adjusted p = {_p(r.p_below_holm)})"
+    elif r.high < 0:
+        said = (f"case {CLAIM_CASE} is not shown below case {r.other}: the interval lies below 0, but Holm's "
+                f"correction across the {comparisons} comparisons leaves p = {_p(r.p_below_holm)}")
+    else:
+        said = f"case {CLAIM_CASE} is not distinguishable from case {r.other}"
+    if r.p_within_margin < alpha:
+        said += f", and the difference is within the margin (TOST p = {_p(r.p_within_margin)})"
+    return said
+
+
+def _differences(paired: pd.DataFrame, confidence: float, seeds: int) -> list[str]:
+    lines, alpha = [], (1 - confidence) / 2
     for r in paired.itertuples():
-        within = ("" if pd.isna(r.within_low)
-                  else f"; within seeds, images resampled: {_ci(r.within_low, r.within_high)}")
-        lines.append(f"- {CLAIM_CASE} − {r.other}: {_nats(r.difference)} {_ci(r.low, r.high)}: case {CLAIM_CASE} is "
-                     f"{_side(r)} case {r.other} (seed SD {_nats(r.seed_sd)}{within}).")
+        within = f"within seeds, images resampled: {_ci(r.within_low, r.within_high)}"
+        if seeds < 2:
+            lines.append(f"- {CLAIM_CASE} − {r.other}: {_nats(r.difference)} ({within}).")
+            continue
+        within = "" if pd.isna(r.within_low) else f"; {within}"
+        lines.append(f"- {CLAIM_CASE} − {r.other}: {_nats(r.difference)} {_ci(r.low, r.high)}: "
+                     f"{_seed_level(r, alpha, len(paired))} (seed SD {_nats(r.seed_sd)}{within}).")
     return lines
 
 
+def explanation(outcome: str, paired: pd.DataFrame, confidence: float, margin: float) -> str:
+    """Why the differences give ``outcome``: the tests that decided it, or, undecided, what each difference
+    lacks."""
+    alpha, n = (1 - confidence) / 2, len(paired)
+    within = f"every difference is also shown within ± {margin} nats (TOST, each at {alpha:.3g})"
+    above = (f"case {CLAIM_CASE} is above every other case, each interval of the difference above 0 "
+             f"(intersection–union rule: each one-sided test at {alpha:.3g}, no adjustment needed)")
+    below = [r.other for r in paired.itertuples() if r.p_below_holm < alpha]
+    fails = (f"case{'s' * (len(below) > 1)} {', '.join(below)} {'are' if len(below) > 1 else 'is'} above case "
+             f"{CLAIM_CASE}: the one-sided test rejects after Holm's correction across the {n} comparisons")
+    if outcome == "holds":
+        return f"{above}."
+    if outcome == "holds_within_margin":
+        return f"{above}; but {within}: case {CLAIM_CASE} is ahead by less than a difference that matters."
+    if outcome == "fails":
+        return f"{fails}."
+    if outcome == "fails_within_margin":
+        return f"{fails}; but {within}: by less than a difference that matters."
+    if outcome == "equivalent":
+        return f"{within}, and none is shown above or below 0."
+    reasons = []
+    for r in paired.itertuples():
+        if r.low <= 0 <= r.high:
+            reason = f"the interval of {CLAIM_CASE} − {r.other} contains 0"
+        elif r.high < 0:
+            reason = (f"{CLAIM_CASE} − {r.other} lies below 0, but after Holm's correction its test does not "
+                      f"reject (p = {_p(r.p_below_holm)})")
+        else:
+            continue
+        if not r.p_within_margin < alpha:
+            reason += f" and is not shown within ± {margin} nats"
+        reasons.append(reason)
+    if not reasons:  # above and below at once: tests that cannot both come from these intervals
+        reasons = ["its tests contradict each other"]
+    return f"not decided: {'; '.join(reasons)}."
+
+
 def _power(paired: pd.DataFrame, seeds: int, n_cases: int, confidence: float) -> str:
+    if seeds < 2:
+        return ("Power: the seeds needed cannot be estimated from one seed: the seed-level SD needs at least 2 "
+                f"seeds ({MIN_SEEDS} recommended).")
     sd = paired["seed_sd"].max()
     needed = [seeds_needed(sd, advantage, len(paired), confidence) for advantage in ADVANTAGES]
     if any(n is None for n in needed):
-        return (f"Power: the seeds needed cannot be given: the seed-level SD ({_nats(sd)} nats) is unknown or "
-                f"zero, or more than {MAX_SEEDS} seeds would be needed.")
-    sizes = "; ".join(f"of {advantage} nats: {n} seeds per case ({n * n_cases} trainings)"
-                      for advantage, n in zip(ADVANTAGES, needed))
-    return (f"Power: at the largest seed-level SD of a difference this run measured, {_nats(sd)} nats (from "
-            f"{seeds} seeds, itself uncertain), the rule above detects a true advantage of case {CLAIM_CASE} "
-            f"over every other case with {POWER:.0%} power with, for an advantage {sizes}.")
+        return (f"Power: the seeds needed cannot be given: the seed-level SD ({_nats(sd)} nats) is zero, or more "
+                f"than {MAX_SEEDS} seeds would be needed.")
+    low_sd, high_sd = sd_interval(sd, seeds, confidence)
+
+    def count(n: int | None) -> str:
+        return f"more than {MAX_SEEDS}" if n is None else str(n)
+
+    sizes = []
+    for advantage, n in zip(ADVANTAGES, needed):
+        fewest, most = (seeds_needed(bound, advantage, len(paired), confidence) for bound in (low_sd, high_sd))
+        sizes.append(f"of {advantage} nats: {n} seeds per case ({n * n_cases} trainings), {count(fewest)} to "
+                     f"{count(most)} across the SD's interval")
+    return (f"Power: at the largest seed-level SD of a difference this run measured, {_nats(sd)} nats from {seeds} "
+            f"seeds ({confidence:.0%} interval {_ci(low_sd, high_sd)}, chi-square with {seeds - 1} degrees of "
+            f"freedom), the rule above detects a true advantage of case {CLAIM_CASE} over every other case with "
+            f"{POWER:.0%} power with, for an advantage {'; '.join(sizes)}.")
 
 
-def _design(cases: pd.DataFrame, differences: pd.DataFrame, confidence: float) -> list[str]:
+def _difference_cell(row, seeds: int) -> str:
+    """A difference and its seed-level interval; with one seed, its within-seed interval."""
+    if seeds < 2:
+        return f"{_nats(row['difference'])} {_ci(row['within_low'], row['within_high'])} within seed"
+    return f"{_nats(row['difference'])} {_ci(row['low'], row['high'])}"
+
+
+def _design(cases: pd.DataFrame, differences: pd.DataFrame, confidence: float, seeds: int) -> list[str]:
     """The 2 × 2 of training and scoring, under each scorer's headline estimator, and what moved the verdict."""
     cells = list(dict.fromkeys(zip(cases["training"], cases["scoring"])))
     if all(training == scoring for training, scoring in cells):  # nothing scored by the other scorer
@@ -88,12 +166,11 @@ def _design(cases: pd.DataFrame, differences: pd.DataFrame, confidence: float) -
         paired = _select(differences, training, scoring, estimator).set_index("other")
         if paired.empty:
             continue
-        outcomes[training, scoring] = verdict(paired, confidence)
-        values = " | ".join(f"{_nats(paired.loc[o, 'difference'])} {_ci(paired.loc[o, 'low'], paired.loc[o, 'high'])}"
-                            for o in others)
+        outcomes[training, scoring] = verdict(paired, confidence) if seeds >= 2 else None
+        values = " | ".join(_difference_cell(paired.loc[o], seeds) for o in others)
         lines.append(f"| {training} | {scoring} | {estimator} | {values} | {OUTCOMES[outcomes[training, scoring]]} |")
     lines.append("")
-    for fixed, axis, moved in (("training", 0, "scoring"), ("scoring", 1, "training")):
+    for fixed, axis, moved in (("training", 0, "scoring"), ("scoring", 1, "training")) if seeds >= 2 else ():
         for value in dict.fromkeys(key[axis] for key in outcomes):
             row = {key[1 - axis]: outcome for key, outcome in outcomes.items() if key[axis] == value}
             if len(row) == 2:
@@ -104,9 +181,18 @@ def _design(cases: pd.DataFrame, differences: pd.DataFrame, confidence: float) -
     return [*lines, ""]
 
 
-def _ksg(ksg: pd.DataFrame) -> list[str]:
+def _ksg(ksg: pd.DataFrame, seeds: int) -> list[str]:
     if ksg.empty:
         return []
+    if seeds < 2:
+        lines = ["## Cross-check: KSG k-nearest-neighbour MI minus its own shift null", "",
+                 "One seed: each c − x below is that seed's, on the same pairs as the histogram's, with no interval "
+                 "(seed-level intervals need at least 2 seeds).", ""]
+        for protocol, table in ksg.groupby("training", sort=False):
+            for other, rows in table.groupby("other", sort=False):
+                parts = [f"{r.estimator} {_nats(r.difference)}" for r in rows.itertuples()]
+                lines.append(f"- {protocol} protocol, {CLAIM_CASE} − {other}: {'; '.join(parts)}.")
+        return [*lines, ""]
     lines = ["## Cross-check: KSG k-nearest-neighbour MI minus its own shift null", "",
              "KSG has no spatial correction of its own, so each (image, map) pair's KSG MI has its circular-shift "
              f"null subtracted, ties broken by a jitter of {KSG_JITTER} SD; c − x per seed on the same pairs, with a "
@@ -131,14 +217,18 @@ def report(cases: pd.DataFrame, differences: pd.DataFrame, calibration: pd.DataF
         f"# Findings: does case {CLAIM_CASE} keep the most mutual information?", "",
         f"Generated by `mifeatures findings` from {seeds} training seed{'s' * (seeds != 1)} × {images} images "
         f"per protocol and case. The training run is the unit of inference: each interval is a {percent} "
-        f"t-interval over the seeds' means ({seeds - 1} degrees of freedom), the estimand the expected value over "
-        "training runs on these images; a difference is paired by seed and image. Beside each difference, the "
-        f"within-seed uncertainty: a {percent} bootstrap interval, {draws} resamples of the images. A difference "
-        f"that matters is one of at least {margin} nats (`findings.margin`). MI in nats.", "",
+        f"t-interval over the seeds' means, the estimand the expected value over training runs on these images; "
+        "a difference is paired by seed and image. Beside each difference, the within-seed uncertainty: a "
+        f"{percent} bootstrap interval, {draws} resamples of the images. A difference that matters is one of at "
+        f"least {margin} nats (`findings.margin`). MI in nats.", "",
     ]
-    if seeds < MIN_SEEDS:
-        lines += [f"**Only {seeds} seed{'s' * (seeds != 1)}**: the intervals cannot cover another training run's "
-                  f"variation; findings need at least {MIN_SEEDS} (`train.seeds`).", ""]
+    if seeds < 2:
+        lines += [f"**One seed**: seed-level intervals and tests need at least 2 seeds ({MIN_SEEDS} recommended, "
+                  "`train.seeds`). Below are only the within-seed intervals, over the images of this one training "
+                  "run, and no verdict on the claim is tested.", ""]
+    elif seeds < MIN_SEEDS:
+        lines += [f"**Only {seeds} seeds**: each interval rests on {seeds - 1} degree of freedom and cannot cover "
+                  f"another training run's variation well; findings need at least {MIN_SEEDS} (`train.seeds`).", ""]
     elif seeds < FEW_SEEDS:
         lines += [f"**Fewer than {FEW_SEEDS} seeds** ({seeds}): each interval rests on {seeds - 1} degrees of "
                   "freedom and holds its coverage only if the seeds' means are normal; it is wide, and a verdict "
@@ -147,52 +237,81 @@ def report(cases: pd.DataFrame, differences: pd.DataFrame, calibration: pd.DataF
     paired = _select(differences, protocol, protocol, estimator)
     n_cases = len(_select(cases, protocol, protocol, estimator))
     lines += [f"## Primary verdict: {protocol} protocol, {estimator} MI", "",
-              "Declared in params.yaml (`findings.primary`) before any number was seen; every other (training, "
-              "scoring, estimator) below is secondary.", ""]
+              "Named in params.yaml (`findings.primary`): the verdict that answers the question; every other "
+              "(training, scoring, estimator) below is secondary. It was chosen after earlier results of this "
+              "project on the whole 96×96 grid had been seen, so it is not a pre-registration.", ""]
     if paired.empty:
         lines += [f"Case {CLAIM_CASE} or the {protocol} protocol was not run: the primary verdict is not tested.", ""]
+    elif seeds < 2:
+        lines += [f"**The article's claim {OUTCOMES[None]}.**", "", *_differences(paired, confidence, seeds), "",
+                  _power(paired, seeds, n_cases, confidence), ""]
     else:
         outcome = verdict(paired, confidence)
-        lines += [f"**The article's claim {OUTCOMES[outcome]}**: {EXPLANATIONS[outcome]}", "", *_differences(paired),
-                  "", _power(paired, seeds, n_cases, confidence), ""]
-    lines += _design(cases, differences, confidence)
+        lines += [f"**The article's claim {OUTCOMES[outcome]}**: {explanation(outcome, paired, confidence, margin)}",
+                  "", *_differences(paired, confidence, seeds), "", _power(paired, seeds, n_cases, confidence), ""]
+    lines += _design(cases, differences, confidence, seeds)
+    cells = list(cases.groupby(["training", "scoring", "estimator"], sort=False))
+    secondary = sum(key != (protocol, *primary) for key, _ in cells)
+    if seeds >= 2 and secondary:
+        lines += [f"The {secondary} secondary verdicts below are each tested at level {1 - confidence:.3g} on their "
+                  "own, with Holm's correction only across their own comparisons of case "
+                  f"{CLAIM_CASE}; there is no correction across them, so some may differ from the primary by "
+                  "chance: they describe, they do not decide.", ""]
     verdicts = []
-    for (training, scoring, estimator), table in cases.groupby(["training", "scoring", "estimator"], sort=False):
+    for (training, scoring, estimator), table in cells:
         table = table.sort_values("mean_mi", ascending=False)
         name = cell(training, scoring)
-        lines += [f"## {name}, {estimator} MI", "",
-                  f"| case | mean MI | {percent} CI | share of images won | {percent} CI |", "|---|---|---|---|---|"]
-        lines += [f"| {r.case} | {_nats(r.mean_mi)} | {_ci(r.low, r.high)} | {r.win_share:.1%} | "
-                  f"[{r.win_low:.1%}, {r.win_high:.1%}] |" for r in table.itertuples()]
+        is_primary = (training, scoring, estimator) == (protocol, *primary)
+        lines += [f"## {name}, {estimator} MI", ""]
+        if seeds < 2:
+            lines += ["| case | mean MI | share of images won |", "|---|---|---|"]
+            lines += [f"| {r.case} | {_nats(r.mean_mi)} | {r.win_share:.1%} |" for r in table.itertuples()]
+        else:
+            lines += [f"| case | mean MI | {percent} CI | share of images won | {percent} CI |",
+                      "|---|---|---|---|---|"]
+            lines += [f"| {r.case} | {_nats(r.mean_mi)} | {_ci(r.low, r.high)} | {r.win_share:.1%} | "
+                      f"[{r.win_low:.1%}, {r.win_high:.1%}] |" for r in table.itertuples()]
         lines.append("")
         paired = _select(differences, training, scoring, estimator)
-        outcome = verdict(paired, confidence) if not paired.empty else None
+        outcome = verdict(paired, confidence) if not paired.empty and seeds >= 2 else None
+        best = table.iloc[0]
         if outcome == "holds":
-            best = table.iloc[0]
             lines.append(f"Highest mean MI: case {best.case}, {_nats(best.mean_mi)} {_ci(best.low, best.high)}.")
+        elif outcome == "holds_within_margin":
+            lines.append(f"Highest mean MI: case {best.case}, {_nats(best.mean_mi)} {_ci(best.low, best.high)}, "
+                         f"ahead of every other case by less than {margin} nats.")
         else:
             order = ", ".join(f"{r.case} {_nats(r.mean_mi)}" for r in table.itertuples())
             lines.append(f"Means in order: {order}; an order, not a ranking: no case is shown to be highest.")
-        if outcome is None:
+        if paired.empty:
             lines += [f"Case {CLAIM_CASE} was not run: the article's claim is not tested.", ""]
             continue
         verdicts.append((training, scoring, estimator, outcome))
-        lines += [*_differences(paired), "", f"**The article's claim {OUTCOMES[outcome]}** under the {name} "
-                  f"with the {estimator} estimate: {EXPLANATIONS[outcome]}", ""]
+        label = "Primary verdict (above)" if is_primary else "Secondary verdict"
+        said = (f"{OUTCOMES[outcome]}" if outcome is None
+                else f"{OUTCOMES[outcome]}** under the {name} with the {estimator} estimate: "
+                     f"{explanation(outcome, paired, confidence, margin)}")
+        lines += [*_differences(paired, confidence, seeds), "",
+                  f"{label}: **the article's claim {said}" + ("**." if outcome is None else ""), ""]
     for control, table in calibration.groupby("control", sort=False):
         lines += [f"## Calibration: {control}", "",
-                  "Each image's maps scored, as the primary score does, against the next image, whose true MI "
-                  "with them is ≈ 0: what is left is the bias the estimate keeps for that case.", "",
-                  f"| training | scoring | case | mean MI | {percent} CI |", "|---|---|---|---|---|"]
-        lines += [f"| {r.training} | {r.scoring} | {r.case} | {_nats(r.mean_mi)} | {_ci(r.low, r.high)} |"
-                  for r in table.itertuples()]
+                  "Each image's maps scored, as the primary score does, against the next image of the sample, an "
+                  "unrelated image: what is left is what chance layout (shared uniform backgrounds, say) leaves "
+                  "between unrelated images after the null, for that case.", ""]
+        if seeds < 2:
+            lines += ["| training | scoring | case | mean MI |", "|---|---|---|---|"]
+            lines += [f"| {r.training} | {r.scoring} | {r.case} | {_nats(r.mean_mi)} |" for r in table.itertuples()]
+        else:
+            lines += [f"| training | scoring | case | mean MI | {percent} CI |", "|---|---|---|---|---|"]
+            lines += [f"| {r.training} | {r.scoring} | {r.case} | {_nats(r.mean_mi)} | {_ci(r.low, r.high)} |"
+                      for r in table.itertuples()]
         lines.append("")
     if "b" in set(cases.loc[cases["scoring"] == "faithful", "case"]):
         lines += ["Case b was never scored in the article's notebooks: its faithful scores here (the image "
                   "resized to b's 104×104) extend the article's method to it, an extrapolation.", ""]
-    lines += _ksg(ksg)
+    lines += _ksg(ksg, seeds)
     lines += ["## Summary", ""]
     lines += [f"- {cell(training, scoring)}, {estimator}"
-              f"{' (primary)' * ((training, scoring, estimator) == (primary[0], *primary))}: the claim "
-              f"{OUTCOMES[outcome]}." for training, scoring, estimator, outcome in verdicts]
+              f"{' (primary)' if (training, scoring, estimator) == (protocol, *primary) else ' (secondary)'}: "
+              f"the claim {OUTCOMES[outcome]}." for training, scoring, estimator, outcome in verdicts]
     return "\n".join(lines) + "\n"

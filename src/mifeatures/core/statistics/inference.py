@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 from statsmodels.stats.weightstats import DescrStatsW
@@ -116,17 +117,37 @@ def seeds_needed(seed_sd: float, advantage: float, comparisons: int, confidence:
     return high
 
 
+# The verdicts on the claim, mutually exclusive: each table of differences is in exactly one.
+VERDICTS = ("holds", "holds_within_margin", "fails", "fails_within_margin", "equivalent", "undecided")
+
+
+def verdict_of(above_all: bool, some_below: bool, all_within: bool) -> str:
+    """The one verdict of a combination of the rule's three tests: c above every case (intersection–union),
+    some case above c (Holm), every difference within ± the margin (TOST). Above and below at once cannot
+    come from the same intervals; were it given, nothing is decided."""
+    if above_all != some_below:
+        side = "holds" if above_all else "fails"
+        return f"{side}_within_margin" if all_within else side
+    if above_all:
+        return "undecided"
+    return "equivalent" if all_within else "undecided"
+
+
 def verdict(differences: pd.DataFrame, confidence: float) -> str:
     """The findings' rule on one (protocol, estimator)'s rows of c − x (columns low, p_below_holm,
     p_within_margin), at level α = 1 − confidence, one-sided tests at α/2 so that it reads off the
-    printed two-sided intervals: *holds* when every interval lies above 0 (an intersection-union test);
-    *fails* when, after Holm's correction, some case is above c; *equivalent* when every difference is
-    within ± the margin (TOST); otherwise *undecided*."""
+    printed two-sided intervals: *holds* when every interval lies above 0 (an intersection–union test);
+    *fails* when, after Holm's correction, some case is above c; either *within the margin* too when every
+    difference is also shown within ± the margin (TOST); *equivalent* when only that is shown; otherwise
+    *undecided*."""
     alpha = (1 - confidence) / 2
-    if (differences["low"] > 0).all():
-        return "holds"
-    if (differences["p_below_holm"] < alpha).any():
-        return "fails"
-    if (differences["p_within_margin"] < alpha).all():
-        return "equivalent"
-    return "undecided"
+    return verdict_of(bool((differences["low"] > 0).all()), bool((differences["p_below_holm"] < alpha).any()),
+                      bool((differences["p_within_margin"] < alpha).all()))
+
+
+def sd_interval(sd: float, seeds: int, confidence: float) -> tuple[float, float]:
+    """The ``confidence`` interval of a normal population's SD from the SD of ``seeds`` values (chi-square with
+    seeds − 1 degrees of freedom): how uncertain a power analysis built on that SD is."""
+    df, tail = seeds - 1, (1 - confidence) / 2
+    return (float(sd * np.sqrt(df / stats.chi2.ppf(1 - tail, df))),
+            float(sd * np.sqrt(df / stats.chi2.ppf(tail, df))))
