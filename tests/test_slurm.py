@@ -134,55 +134,39 @@ def test_sbatch_received_what_the_rules_declare(built, cluster):
         assert job["AllocCPUS"] == resources["cpus_per_task"]
 
 
-def wait_for(condition, what: str, seconds: float = 300) -> None:
-    for _ in range(int(seconds / 0.5)):
-        if condition():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"waited {seconds} s for {what}")
-
-
 def slurm_log(said: str) -> str:
     return Path(re.search(r"\(log: (\S+/rule_train/\S+\.log)\)", said).group(1)).read_text()
 
 
-def test_a_training_ended_by_slurm_keeps_its_epochs_and_resumes_to_the_same_bytes(built, cluster, tmp_path):
-    """A training longer than its job's runtime (1 minute, SLURM's smallest) is ended by SLURM: Snakemake names
-    the rule and SLURM's TIMEOUT, the SLURM log the time limit, and no checkpoint or record is left, only the
-    resume state. Resubmitted, the job continues from it; scancel'd once it saved a further state, Snakemake
-    reports CANCELLED (the profile's squeue status command) instead of waiting for ever; submitted a third
-    time, it writes the checkpoint and loss log of an uninterrupted run, byte for byte (the same job run on
-    this machine without SLURM, meanwhile: same code, same thread count)."""
-    settings = {"train": {"epochs": 24, "checkpoint_every": 1}}  # ≈ 5 s an epoch: past 1 minute
+def test_a_training_cancelled_mid_run_resumes_to_the_same_bytes(built, cluster, tmp_path):
+    """scancel a training job once it saved a resume state; the resubmitted job continues from it and
+    writes the checkpoint and loss log an uninterrupted run writes, byte for byte (the same job run on this
+    machine without SLURM, meanwhile: same code, same thread count)."""
+    settings = {"train": {"epochs": 4, "checkpoint_every": 1}}
     target = "results/train/faithful/seed78/a"
     whole = trainable_copy(built[0], tmp_path / "whole", **settings)
     uninterrupted = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", f"{target}/encoder.pt"], cwd=whole,
                                      env=cluster, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     cut = trainable_copy(built[0], tmp_path / "cut", **settings)
-    resume, checkpoint = cut / target / "resume.pt", cut / target / "encoder.pt"
-
-    timed_out = snakemake(cut, cluster, f"{target}/encoder.pt", resources=("train:runtime=1",), timeout=600)
-    said = timed_out.stdout + timed_out.stderr
-    assert timed_out.returncode != 0 and "Error in rule train" in said, said[-3000:]
-    assert "SLURM status is: 'TIMEOUT'" in said, said[-3000:]
-    assert "DUE TO TIME LIMIT" in slurm_log(said)
-    assert resume.is_file() and not checkpoint.exists() and not list((cut / target).glob("*.prov.json"))
-
-    saved = resume.stat().st_mtime_ns
     running = subprocess.Popen(command(f"{target}/encoder.pt"), cwd=cut, env=cluster, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
-    wait_for(lambda: resume.exists() and resume.stat().st_mtime_ns != saved, "the resumed job's next state")
+    resume = cut / target / "resume.pt"
+    for _ in range(600):
+        if resume.exists():
+            break
+        time.sleep(0.5)
+    assert resume.exists(), "the training saved no resume state"
     running_jobs = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], env=cluster, capture_output=True,
                                   text=True, check=True).stdout.split("\n")
     job = next(line.split()[0] for line in running_jobs if " rule_train" in line)
     subprocess.run(["scancel", job], env=cluster, check=True)
     said = running.communicate(timeout=600)[0]
     assert running.returncode != 0 and "CANCELLED" in said, said[-2000:]
-    assert resume.exists() and not checkpoint.exists()
-
+    assert resume.exists() and not (cut / target / "encoder.pt").exists()
     again = snakemake(cut, cluster, f"{target}/encoder.pt")
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    assert (cut / "results/logs/train/faithful/seed78/a.log").read_text().count("resuming from") >= 1
+    log = (cut / "results/logs/train/faithful/seed78/a.log").read_text()
+    assert "resuming from" in log
     said = uninterrupted.communicate(timeout=600)[0]
     assert uninterrupted.returncode == 0, said[-2000:]
     for name in ("encoder.pt", "loss.csv"):
@@ -199,4 +183,21 @@ def test_a_job_past_its_memory_is_a_clear_failure(built, cluster, tmp_path):
     assert result.returncode != 0 and "Error in rule train" in said, said[-3000:]
     assert "exceeded memory limit" in slurm_log(said) and f"> {50 * 2**20})" in slurm_log(said)
     assert not (root / "results/train/faithful/seed78/a/encoder.pt").exists()
+    assert not list((root / "results/train/faithful/seed78/a").glob("*.prov.json"))
+
+
+def test_a_job_past_its_runtime_is_a_clear_failure_that_keeps_its_epochs(built, cluster, tmp_path):
+    """A training longer than its job's runtime (1 minute, SLURM's smallest) is ended by SLURM. Snakemake names
+    the rule and SLURM's TIMEOUT, the SLURM log the time limit; the epochs done are kept in the resume state
+    for the resubmission, and no checkpoint or record is left."""
+    # ≈ 5 s an epoch: far past the minute
+    root = trainable_copy(built[0], tmp_path / "project", train={"epochs": 100, "checkpoint_every": 1})
+    target = root / "results/train/faithful/seed78/a"
+    result = snakemake(root, cluster, "results/train/faithful/seed78/a/encoder.pt", resources=("train:runtime=1",),
+                       timeout=600)
+    said = result.stdout + result.stderr
+    assert result.returncode != 0 and "Error in rule train" in said, said[-3000:]
+    assert "SLURM status is: 'TIMEOUT'" in said, said[-3000:]
+    assert "DUE TO TIME LIMIT" in slurm_log(said)
+    assert (target / "resume.pt").is_file() and not (target / "encoder.pt").exists()
     assert not list((root / "results/train/faithful/seed78/a").glob("*.prov.json"))
