@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from mifeatures.cli import COMMANDS
+from mifeatures.workflow import usage
 
 MIFEATURES = str(Path(sys.executable).parent / "mifeatures")
 
@@ -34,3 +35,14 @@ def test_bogus_printed_usage_without_saying_the_choice_is_invalid():
 def test_every_command_has_a_module_with_a_main():
     for module, _ in COMMANDS.values():
         assert callable(importlib.import_module(f"mifeatures.{module}").main)
+
+
+def test_help_descriptions_were_cut_mid_sentence_and_showed_rest_markup():
+    """`mifeatures train --help` described the stage with its docstring's first line, cut mid-sentence, and
+    showed ``double backticks``: each command's description is now its first paragraph, whole and plain."""
+    for name, (module, _) in COMMANDS.items():
+        said = subprocess.run([MIFEATURES, name, "--help"], capture_output=True, text=True)
+        assert said.returncode == 0, said.stderr
+        description = said.stdout.split("\n\n")[1]
+        assert "``" not in description and description.rstrip().endswith((".", ")", "?")), (name, description)
+        assert " ".join(description.split()) == usage.summary(importlib.import_module(f"mifeatures.{module}").__doc__)

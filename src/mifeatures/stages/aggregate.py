@@ -8,14 +8,14 @@ import json
 
 import pandas as pd
 
-from mifeatures.workflow import provenance
+from mifeatures.workflow import provenance, usage
 from mifeatures.core.statistics.aggregation import WIN_STATISTICS, metrics, per_case, per_image
 from mifeatures.core.io import atomic_write, parse_case_paths
 
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: aggregate the per-image summaries of every case."""
-    parser = argparse.ArgumentParser(prog="mifeatures aggregate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mifeatures aggregate", description=usage.summary(__doc__))
     parser.add_argument("summaries", nargs="+", metavar="CASE=PATH", help="per-image summary of each case")
     parser.add_argument("--win-by", default="mean", choices=WIN_STATISTICS, help="default: %(default)s")
     parser.add_argument("--cases-out", required=True, help="per-case table to write (.csv)")

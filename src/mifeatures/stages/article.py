@@ -11,7 +11,7 @@ import argparse
 
 import pandas as pd
 
-from mifeatures.workflow import provenance
+from mifeatures.workflow import provenance, usage
 from mifeatures.core.io import atomic_write, parse_case_paths
 
 # (case, epoch) → mean batch loss printed by the article's notebooks.
@@ -44,7 +44,7 @@ def loss_check(losses: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: write the table of the article's printed losses beside this run's."""
-    parser = argparse.ArgumentParser(prog="mifeatures article", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mifeatures article", description=usage.summary(__doc__))
     parser.add_argument("losses", nargs="+", metavar="CASE=PATH", help="loss log of each case")
     parser.add_argument("--out", required=True, help="table to write (.csv)")
     args = parser.parse_args(argv)

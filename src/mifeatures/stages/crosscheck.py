@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mifeatures.workflow import provenance
+from mifeatures.workflow import provenance, usage
 from mifeatures.core.data.images import load_images
 from mifeatures.core.io import atomic_write
 from mifeatures.core.information.ksg import ksg_mi
@@ -61,7 +61,7 @@ def crosscheck(encoder: torch.nn.Module, case: str, protocol: Protocol, encoder_
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: KSG MI of a seeded subsample of one trained case's image–map pairs."""
-    parser = argparse.ArgumentParser(prog="mifeatures crosscheck", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mifeatures crosscheck", description=usage.summary(__doc__))
     parser.add_argument("--encoder", required=True, help="checkpoint written by the train stage")
     parser.add_argument("--run", nargs=3, metavar=("CASE", "PROTOCOL", "SEED"),
                         help="the training run the checkpoint must be (its place in results/train); another is "

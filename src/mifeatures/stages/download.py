@@ -16,7 +16,7 @@ import pooch
 import requests
 from tqdm.auto import tqdm
 
-from mifeatures.workflow import provenance
+from mifeatures.workflow import provenance, usage
 from mifeatures.core.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ class _BadArchive(Exception):
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: download STL-10."""
-    parser = argparse.ArgumentParser(prog="mifeatures download", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mifeatures download", description=usage.summary(__doc__))
     parser.add_argument("--url", required=True, help="URL of stl10_binary.tar.gz")
     parser.add_argument("--md5", required=True, help="expected md5 of the archive")
     parser.add_argument("--out", required=True, help="path of stl10_binary/train_X.bin to produce")

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from mifeatures.workflow import provenance  # noqa: E402
+from mifeatures.workflow import provenance, usage  # noqa: E402
 from mifeatures.core.statistics.aggregation import WIN_STATISTICS  # noqa: E402
 from mifeatures.core.data.images import load_images  # noqa: E402
 from mifeatures.core.io import atomic_write, parse_case_paths  # noqa: E402
@@ -141,7 +141,7 @@ def save(figure: plt.Figure, out: str, job: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: draw one figure."""
-    parser = argparse.ArgumentParser(prog="mifeatures figures", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mifeatures figures", description=usage.summary(__doc__))
     commands = parser.add_subparsers(dest="figure", required=True)
     loss = commands.add_parser("loss", help="training loss per epoch, all cases")
     loss.add_argument("losses", nargs="+", metavar="CASE=PATH", help="loss log of each case")

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mifeatures.workflow import provenance
+from mifeatures.workflow import provenance, usage
 from mifeatures.core.statistics.findings_report import CLAIM_CASE, report
 from mifeatures.core.statistics.inference import bootstrap_means, holm, interval, seed_test, winners
 from mifeatures.core.io import atomic_write
@@ -172,7 +172,7 @@ def ksg_differences(checks: list[Check], confidence: float, margin: float) -> pd
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: the findings over every trained (protocol, seed, case) and both scorings of it."""
-    parser = argparse.ArgumentParser(prog="mifeatures findings", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mifeatures findings", description=usage.summary(__doc__))
     parser.add_argument("--run", nargs=5, action="append", required=True,
                         metavar=("TRAINING", "SCORING", "SEED", "CASE", "SUMMARY"),
                         help="one trained run, the protocol whose scorer scored it, and its summary; repeated")

@@ -9,7 +9,7 @@ import argparse
 
 import numpy as np
 
-from mifeatures.workflow import provenance
+from mifeatures.workflow import provenance, usage
 from mifeatures.core.data.images import resize_images, to_grayscale
 from mifeatures.core.io import atomic_write
 from mifeatures.core.data.stl10 import read_stl10_images
@@ -17,7 +17,7 @@ from mifeatures.core.data.stl10 import read_stl10_images
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: write the grayscale images at one size."""
-    parser = argparse.ArgumentParser(prog="mifeatures grayscale", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mifeatures grayscale", description=usage.summary(__doc__))
     parser.add_argument("source", help="STL-10 train_X.bin")
     parser.add_argument("--size", type=int, required=True, help="side length, e.g. 96, 88 or 104")
     parser.add_argument("--out", required=True, help=".npy file to write")

@@ -8,7 +8,7 @@ import numpy as np
 import skimage.data
 from skimage.transform import resize
 
-from mifeatures.workflow import provenance
+from mifeatures.workflow import provenance, usage
 from mifeatures.core.data.stl10 import IMAGE_SIZE, write_stl10_images
 
 # Real photographs shipped inside scikit-image's wheel (no download); grayscale ones are
@@ -55,7 +55,7 @@ def make_sample(n_images: int, seed: int) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: build the embedded sample."""
-    parser = argparse.ArgumentParser(prog="mifeatures sample", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mifeatures sample", description=usage.summary(__doc__))
     parser.add_argument("--n-images", type=int, required=True, help="number of 96×96 images")
     parser.add_argument("--seed", type=int, required=True, help="seed of the crop positions")
     parser.add_argument("--out", required=True, help="path of the train_X.bin to write")

@@ -13,7 +13,7 @@ import importlib
 import numpy as np
 import pandas as pd
 
-from mifeatures.workflow import provenance
+from mifeatures.workflow import provenance, usage
 from mifeatures.core.data.images import load_images
 from mifeatures.core.io import atomic_write
 from mifeatures.core.information.maps import as_trained, load_encoder, protocol_maps, training_batch_size
@@ -29,7 +29,7 @@ SCORE_PARAMS = sorted({name for protocol in PROTOCOLS.values() for name in proto
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: score one trained case over every image."""
-    parser = argparse.ArgumentParser(prog="mifeatures score", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mifeatures score", description=usage.summary(__doc__))
     parser.add_argument("--encoder", required=True, help="checkpoint written by the train stage")
     parser.add_argument("--run", nargs=3, metavar=("CASE", "PROTOCOL", "SEED"),
                         help="the training run the checkpoint must be (its place in results/train); another is "

@@ -10,7 +10,7 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from mifeatures.workflow import provenance, sources
+from mifeatures.workflow import provenance, sources, usage
 from mifeatures.core.data.images import load_images
 from mifeatures.core.networks.shapes import INPUT_SIZE, MAP_SIZES, map_size
 from mifeatures.core.protocols import PROTOCOLS
@@ -20,7 +20,7 @@ from mifeatures.core.networks.training import TrainConfig, run, write_run
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: train one case."""
-    parser = argparse.ArgumentParser(prog="mifeatures train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mifeatures train", description=usage.summary(__doc__))
     parser.add_argument("--case", required=True, choices=sorted(MAP_SIZES), help="the encoder's case")
     parser.add_argument("--encoder-images", required=True, help="96×96 grayscale .npy (encoder input)")
     parser.add_argument("--critic-images", required=True, help="grayscale .npy at the case's map size")

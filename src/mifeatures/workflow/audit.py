@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from mifeatures.workflow import provenance, records, sources
+from mifeatures.workflow import provenance, records, sources, usage
 from mifeatures.core.io import atomic_write
 from mifeatures.workflow.params import ParamsError, case_train, load_params, validate_params
 from mifeatures.workflow.plan import PlannedJob, needed_by, plan
@@ -219,7 +219,7 @@ def verify(checkout: Path, figures: list[Path], every: bool, params_files: list[
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: show or verify where figures came from."""
-    parser = argparse.ArgumentParser(prog="mifeatures provenance", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mifeatures provenance", description=usage.summary(__doc__))
     parser.add_argument("figures", nargs="*", help="outputs (figures, tables) to show or verify")
     parser.add_argument("--all", action="store_true",
                         help="with --verify: every output the workflow declares under data/ and results/ (the "

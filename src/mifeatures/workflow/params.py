@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from mifeatures.workflow import usage
 
 # Images in the STL-10 train split (the sample's count is its own setting).
 STL10_TRAIN_IMAGES = 5000
@@ -218,7 +219,8 @@ def load_params(paths: list[str | Path]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     """CLI: check params.yaml, with override files merged over it as `snakemake --configfile FILE…` merges them,
     against the schema, as the workflow does."""
-    parser = argparse.ArgumentParser(prog="mifeatures params", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="mifeatures params", description=usage.summary(__doc__),
+                                     epilog=usage.summary(main.__doc__).replace("CLI: check", "Checks", 1))
     parser.add_argument("overrides", nargs="*",
                         help="override files, each merged over the ones before (e.g. config/tiny.yaml)")
     parser.add_argument("--base", default="params.yaml",

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mifeatures.workflow import usage
 from mifeatures.workflow.reconcile import reconcile
 
 # dvc.yaml's dependencies whose bytes may differ from the lock while every job's code digest is the same.
@@ -80,7 +81,7 @@ def pull(configfiles: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: pull results and mark them up to date, or say why not and exit 1."""
-    parser = argparse.ArgumentParser(prog="mifeatures pull", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mifeatures pull", description=usage.summary(__doc__))
     parser.add_argument("--configfile", nargs="+", default=[], metavar="FILE",
                         help="config files merged over params.yaml, as for snakemake and mifeatures build: the "
                              "results are checked against this config")

@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mifeatures.workflow import records
+from mifeatures.workflow import records, usage
 from mifeatures.workflow.params import ParamsError, load_params
 from mifeatures.workflow.plan import PlannedJob, plan
 from mifeatures.workflow.provenance import LEDGER, SUFFIX, note, sidecar
@@ -120,7 +120,7 @@ def reconcile(configfiles: list[str], targets: list[str], dry_run: bool = False)
 def main(argv: list[str] | None = None) -> None:
     """CLI: reconcile, then run Snakemake with the stale jobs forced."""
     parser = argparse.ArgumentParser(
-        prog="mifeatures build", description=__doc__.splitlines()[0],
+        prog="mifeatures build", description=usage.summary(__doc__),
         epilog="Arguments after -- go to snakemake as they are, e.g. `mifeatures build -- --keep-going`.")
     parser.add_argument("targets", nargs="*", default=["all"], help="Snakemake targets; default: all")
     parser.add_argument("--configfile", nargs="+", default=[], metavar="FILE",
