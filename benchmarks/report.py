@@ -40,7 +40,7 @@ import torch
 from sklearn.metrics import mutual_info_score
 from torch.utils.data import DataLoader, TensorDataset
 
-from mifeatures.stages.sample import make_sample
+from mifeatures.core.data.sample import make_sample
 from mifeatures.core.data.images import resize_images, to_grayscale
 from mifeatures.core.information.mi import mutual_information, mutual_information_many
 from mifeatures.core.networks.models import ENCODERS, build_encoder

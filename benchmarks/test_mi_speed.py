@@ -17,7 +17,7 @@ import pytest
 import torch
 from sklearn.metrics import mutual_info_score
 
-from mifeatures.stages.sample import make_sample
+from mifeatures.core.data.sample import make_sample
 from mifeatures.core.data.images import to_grayscale
 from mifeatures.core.information.mi import mutual_information, mutual_information_many
 from mifeatures.core.networks.models import build_encoder

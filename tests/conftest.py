@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from mifeatures.workflow.params import load_params, merge
-from mifeatures.stages.sample import make_sample
+from mifeatures.core.data.sample import make_sample
 from mifeatures.core.data.images import resize_images, to_grayscale
 from mifeatures.core.networks.shapes import map_size
 from mifeatures.core.networks.training import run

@@ -19,7 +19,7 @@ import pytest
 from mifeatures.stages.download import download_stl10
 from mifeatures.stages.download import main as download_main
 from mifeatures.stages.sample import main as sample_main
-from mifeatures.stages.sample import make_sample
+from mifeatures.core.data.sample import make_sample
 from mifeatures.core.data.stl10 import IMAGE_BYTES, read_stl10_images, write_stl10_images
 from mifeatures.workflow.params import load_params
 

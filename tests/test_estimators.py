@@ -10,7 +10,7 @@ from mifeatures.core.information.estimators import corrected_mi, miller_madow, s
 from mifeatures.core.data.images import to_grayscale
 from mifeatures.core.information.ksg import _ksg, ksg_mi
 from mifeatures.core.information.mi import mutual_information
-from mifeatures.stages.sample import make_sample
+from mifeatures.core.data.sample import make_sample
 from mifeatures.core.information.shifts import K_SHIFTS, MIN_SHIFT_FRACTION, draw_shifts
 
 BINS = 30

@@ -10,7 +10,7 @@ from skimage.transform import resize
 
 from mifeatures.stages.grayscale import main
 from mifeatures.core.data.images import load_images, resize_images, to_grayscale
-from mifeatures.stages.sample import make_sample
+from mifeatures.core.data.sample import make_sample
 from mifeatures.core.data.stl10 import write_stl10_images
 
 

@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import mutual_info_score
 
 from mifeatures.core.information import binning, mi
-from mifeatures.stages.sample import make_sample
+from mifeatures.core.data.sample import make_sample
 from mifeatures.core.data.images import to_grayscale
 from mifeatures.core.information.mi import bin_indices, mutual_information, mutual_information_many
 from mifeatures.core.networks.models import build_encoder

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from mifeatures.stages.sample import make_sample
+from mifeatures.core.data.sample import make_sample
 from mifeatures.core.data.images import to_grayscale
 from mifeatures.core.networks.models import GlobalCritic, LocalCritic, PriorCritic, build_encoder
 from mifeatures.core.networks.shapes import map_size

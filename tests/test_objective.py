@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mifeatures.stages.sample import make_sample
+from mifeatures.core.data.sample import make_sample
 from mifeatures.core.data.images import to_grayscale
 from mifeatures.core.networks.models import build_encoder
 from mifeatures.core.networks.objective import DeepInfoMaxLoss, LossWeights

@@ -21,7 +21,7 @@ from mifeatures.core.information.ksg import ksg_mi
 from mifeatures.core.information.mi import mutual_information
 from mifeatures.workflow.params import ParamsError, case_train, load_params, main, merge, validate_params
 from mifeatures.core.networks.runtime import set_up
-from mifeatures.stages.sample import make_sample
+from mifeatures.core.data.sample import make_sample
 from mifeatures.core.networks.shapes import VALID, map_size
 from mifeatures.core.information.shifts import draw_shifts
 from mifeatures.core.networks.training import TrainConfig, adam, seed_everything

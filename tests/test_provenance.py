@@ -54,7 +54,7 @@ def chain(tmp_path_factory) -> dict[str, Path]:
                     "--maps-out", str(out / "figure_maps.npy"), "--bounds-out", str(out / "figure_bounds.csv")])
         figures.main(["maps", "--maps", str(out / "figure_maps.npy"), "--bounds", str(out / "figure_bounds.csv"),
                       "--encoder-images", str(gray[96]), "--mi", str(out / "mi.csv"), "--image", "2",
-                      "--case", case, "--out", str(root / f"maps_{case}.png")])
+                      "--case", case, "--dataset", "sample", "--out", str(root / f"maps_{case}.png")])
         paths[f"encoder_{case}"] = out / "encoder.pt"
         paths[f"maps_{case}"] = root / f"maps_{case}.png"
     summaries = [f"{case}={root / case / 'summary.csv'}" for case in CASES]

@@ -38,7 +38,7 @@ import yaml
 from PIL import Image
 
 from mifeatures.workflow.memory import stage_mb
-from mifeatures.stages.sample import make_sample
+from mifeatures.core.data.sample import make_sample
 from mifeatures.core.data.stl10 import write_stl10_images
 from mifeatures.workflow.params import load_params, merge
 

@@ -21,7 +21,7 @@ except PackageNotFoundError:  # run from a checkout's src/ on PYTHONPATH, not in
     __version__ = "not installed"
 
 _PUBLIC = {
-    "download_stl10": "stages.download", "make_sample": "stages.sample",
+    "download_stl10": "stages.download", "make_sample": "core.data.sample",
     "read_stl10_images": "core.data.stl10", "write_stl10_images": "core.data.stl10",
     "load_images": "core.data.images", "resize_images": "core.data.images", "to_grayscale": "core.data.images",
     "mutual_information": "core.information.mi",

@@ -43,10 +43,11 @@ rule figure_maps:
         ENVS["figures"]
     params:
         code=code("stages.figures"),
+        dataset=config["data"]["dataset"],
     shell:
         "python -m mifeatures.stages.figures maps --maps {input.maps} --bounds {input.bounds}"
         " --encoder-images {input.encoder_images} --mi {input.mi} --image {wildcards.image}"
-        " --case {wildcards.case} --out {output.figure} > {log} 2>&1"
+        " --case {wildcards.case} --dataset {params.dataset} --out {output.figure} > {log} 2>&1"
 
 
 rule figure_chosen:

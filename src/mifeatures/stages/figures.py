@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 from mifeatures.workflow import provenance, usage  # noqa: E402
 from mifeatures.core.statistics.aggregation import WIN_STATISTICS  # noqa: E402
 from mifeatures.core.data.images import load_images  # noqa: E402
+from mifeatures.core.data.sample import source_photo  # noqa: E402
 from mifeatures.core.io import atomic_write, parse_case_paths  # noqa: E402
 
 GRID_ROWS, GRID_COLS = 4, 8
@@ -25,7 +26,9 @@ N_MAPS = GRID_ROWS * GRID_COLS
 
 
 def loss_figure(losses: dict[str, pd.DataFrame]) -> plt.Figure:
-    """Mean batch loss per epoch for each case (as the article plotted), over the per-step loss."""
+    """Mean batch loss per epoch for each case (as the article plotted), over the per-step loss. Epochs count
+    from 0, as the article's printed log and results/article_losses.csv do: epoch e's mean is drawn at e + 1,
+    where its steps end."""
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for index, (case, frame) in enumerate(losses.items()):
         color = f"C{index}"
@@ -33,22 +36,37 @@ def loss_figure(losses: dict[str, pd.DataFrame]) -> plt.Figure:
         axis.plot((frame["step"] + 1) / steps_per_epoch, frame["loss"], color=color, alpha=0.25, linewidth=0.8)
         per_epoch = frame.groupby("epoch")["loss"].mean()
         axis.plot(per_epoch.index + 1, per_epoch.to_numpy(), "o-", color=color, label=f"case {case}")
-    axis.set(xlabel="epoch", ylabel="DeepInfoMax loss", title="Training loss (dots: epoch mean; faint: per step)")
+    axis.set(xlabel="epochs done (the dot of epoch e, counted from 0, at e + 1)", ylabel="DeepInfoMax loss",
+             title="Training loss (dots: epoch mean; faint: per step)")
     axis.legend()
     figure.tight_layout()
     return figure
 
 
-def maps_figure(image: np.ndarray, maps: np.ndarray, mi: np.ndarray, upper: float, noise: float,
-                case: str, image_index: int) -> plt.Figure:
-    """The image with its MI bounds, then the 32 maps in a 4×8 grid, each titled with its MI."""
+def image_source(dataset: str, index: int) -> str:
+    """Where image ``index`` of ``data.dataset`` comes from, as the figures name it.
+
+    >>> image_source("sample", 10), image_source("stl10", 10)
+    ("sample image 10: a crop of scikit-image's 'moon' photo", 'STL-10 train image 10')
+    """
+    if dataset == "sample":
+        return f"sample image {index}: a crop of scikit-image's '{source_photo(index)}' photo"
+    return f"STL-10 train image {index}"
+
+
+def maps_figure(image: np.ndarray, maps: np.ndarray, mi: np.ndarray, mi_all_images: np.ndarray, upper: float,
+                noise: float, case: str, image_index: int, source: str) -> plt.Figure:
+    """The image with its MI bounds, then the 32 maps in a 4×8 grid, each titled with its MI (each map min–max
+    scaled on its own, as the article's map figures); the title gives the mean MI that way and as the article's
+    all-images loop scaled the maps (chosen_mean_mi.png's), so the two figures' numbers are told apart."""
     if maps.shape[0] != N_MAPS or len(mi) != N_MAPS:
         raise ValueError(f"expected {N_MAPS} maps and MI values, got {maps.shape[0]} and {len(mi)}")
-    figure = plt.figure(figsize=(16, 6.5))
+    figure = plt.figure(figsize=(16, 5.2))
     grid = figure.add_gridspec(GRID_ROWS, GRID_COLS + 3)
     axis = figure.add_subplot(grid[1:3, :2])
     axis.imshow(image, cmap="gray")
-    axis.set_title(f"image {image_index} ({image.shape[0]}×{image.shape[1]})\n"
+    label = source.replace(": ", ":\n", 1)
+    axis.set_title(f"{label}\n({image.shape[0]}×{image.shape[1]})\n"
                    f"upper bound MI(img, img) = {upper:.2f}\nnoise bound MI(noise, img) = {noise:.2f}", fontsize=9)
     axis.axis("off")
     for k in range(N_MAPS):
@@ -57,8 +75,10 @@ def maps_figure(image: np.ndarray, maps: np.ndarray, mi: np.ndarray, upper: floa
         axis.set_title(f"{mi[k]:.2f}", fontsize=8)
         axis.axis("off")
     never_scored = " (the article never scored case b: an extrapolation of its method)" if case == "b" else ""
-    figure.suptitle(f"Case {case}, image {image_index}: Average MI: {mi.mean():.3f} nats over {N_MAPS} maps"
-                    + never_scored)
+    figure.suptitle(f"Case {case}, image {image_index}: mean MI {mi.mean():.3f} nats over {N_MAPS} maps, each map "
+                    f"min–max scaled on its own (the article's map figures){never_scored}\n"
+                    f"{mi_all_images.mean():.3f} with the maps scaled as the article's all-images loop "
+                    "(chosen_mean_mi.png)", fontsize=11)
     return figure
 
 
@@ -77,7 +97,8 @@ def chosen_figure(summaries: dict[str, pd.DataFrame], images: list[int]) -> plt.
         axis.scatter(x, rows["noise"], marker="x", color="grey", zorder=3,
                      label="noise bound" if index == 0 else None)
     axis.set_xticks(np.arange(len(images)), [f"image {i}" for i in images])
-    axis.set(ylabel="MI (nats)", title="Mean MI over the 32 maps (bars: min–max over maps)")
+    axis.set(ylabel="MI (nats)", title="Mean MI over the 32 maps, scaled as the article's all-images loop\n"
+             "(bars: min–max over maps; bounds of the image at the case's map size)")
     axis.legend(fontsize=8)
     figure.tight_layout()
     return figure
@@ -91,7 +112,8 @@ def distribution_figure(summaries: dict[str, pd.DataFrame]) -> plt.Figure:
         values = [summaries[case][statistic].to_numpy() for case in cases]
         axis.violinplot(values, showmedians=True)
         axis.set_xticks(np.arange(1, len(cases) + 1), [f"case {c}" for c in cases])
-        axis.set(ylabel="MI (nats)", title=f"Per-image {statistic} MI over the 32 maps ({len(values[0])} images)")
+        axis.set(ylabel="MI (nats)",
+                 title=f"Per-image {statistic} MI over the 32 maps ({len(values[0])} images)\nmiddle line: median")
     figure.tight_layout()
     return figure
 
@@ -134,7 +156,8 @@ def protocols_figure(cases: pd.DataFrame, confidence: float) -> plt.Figure:
 def save(figure: plt.Figure, out: str, job: dict) -> None:
     """Write ``figure`` as a PNG with the essentials of its provenance inside, then its full record."""
     with atomic_write(out) as handle:
-        figure.savefig(handle, format="png", dpi=100, metadata=provenance.png_metadata(job))
+        figure.savefig(handle, format="png", dpi=100, bbox_inches="tight", pad_inches=0.1,
+                       metadata=provenance.png_metadata(job))
     plt.close(figure)
     provenance.write([out], job)
 
@@ -152,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     maps.add_argument("--mi", required=True, help="per-map MI table of the case")
     maps.add_argument("--image", type=int, required=True, help="index of the image in the train split")
     maps.add_argument("--case", required=True, help="the case whose maps these are (its title)")
+    maps.add_argument("--dataset", required=True, choices=("sample", "stl10"),
+                      help="where the images come from (data.dataset), which the figure names")
     chosen = commands.add_parser("chosen", help="mean MI per case for the chosen images")
     chosen.add_argument("summaries", nargs="+", metavar="CASE=PATH", help="per-image summary of each case")
     chosen.add_argument("--images", type=int, nargs="+", required=True, help="image indices")
@@ -180,13 +205,14 @@ def main(argv: list[str] | None = None) -> None:
                          f"{', '.join(map(str, bounds['image']))} only (figures.images)")
         position = bounds.index[bounds["image"] == args.image][0]
         table = pd.read_csv(args.mi)
-        mi = table.loc[table["image"] == args.image].sort_values("map")["mi"].to_numpy()
+        rows = table.loc[table["image"] == args.image].sort_values("map")
         image = load_images(args.encoder_images)[args.image]
         image_maps = np.load(args.maps, mmap_mode="r")[position]
-        figure = maps_figure(image, image_maps, mi, bounds.at[position, "upper"], bounds.at[position, "noise"],
-                             args.case, args.image)
+        figure = maps_figure(image, image_maps, rows["mi"].to_numpy(), rows["mi_all_images"].to_numpy(),
+                             bounds.at[position, "upper"], bounds.at[position, "noise"], args.case, args.image,
+                             image_source(args.dataset, args.image))
         inputs = {role: getattr(args, role) for role in ("maps", "bounds", "encoder_images", "mi")}
-        context = {"case": args.case, "image": args.image}
+        params, context = {"data.dataset": args.dataset}, {"case": args.case, "image": args.image}
     elif args.figure in ("chosen", "distribution"):
         paths = parse_case_paths(args.summaries)
         inputs = {f"summary[{case}]": path for case, path in paths.items()}
