@@ -23,7 +23,8 @@ from mifeatures.core.networks.shapes import INPUT_SIZE, N_MAPS, map_size
 from mifeatures.core.information.corrected_scoring import (CORRECTED_SUMMARY_COLUMNS, corrected_estimates,
                                                            score_corrected)
 from mifeatures.core.information.maps import (as_trained, batched_feature_maps, eval_encoder, feature_maps,
-                                              load_encoder, per_image_encoder, to_image_grid, valid_region)
+                                              load_encoder, per_image_encoder, to_image_grid, training_batch_size,
+                                              valid_region)
 from mifeatures.stages.score import main
 from mifeatures.core.information.scoring import SUMMARY_COLUMNS, all_images_loop_normalisation, score
 
@@ -247,10 +248,15 @@ def test_load_encoder_names_a_file_that_is_not_a_checkpoint(tmp_path):
 
 @pytest.fixture(scope="module")
 def scored_corrected(trained_case):
-    """Corrected tables of the trained case-a encoder over the 8 images, 4 null shifts."""
+    """Corrected tables of the trained case-a encoder over the 8 images, 4 null shifts: the network as trained,
+    its BatchNorm statistics recomputed over those images in its training batches, as the score stage does."""
+    return score_corrected(as_trained_encoder(trained_case), "a", np.load(trained_case["encoder_images"]), bins=30,
+                           noise_seed=0, null_shifts=4, null_seed=0)
+
+
+def as_trained_encoder(trained_case) -> torch.nn.Module:
     _, encoder = load_encoder(trained_case["encoder"])
-    return score_corrected(encoder, "a", np.load(trained_case["encoder_images"]), bins=30, noise_seed=0,
-                           null_shifts=4, null_seed=0)
+    return as_trained(encoder, np.load(trained_case["encoder_images"]), training_batch_size(trained_case["encoder"]))
 
 
 def encoder_with_random_statistics(case):
@@ -434,7 +440,7 @@ def test_corrected_summary_agrees_with_the_table(scored_corrected, gray_images):
 
 def test_corrected_tables_are_reproducible(trained_case, scored_corrected):
     """The same seeds give the same tables, in any batch size; another null seed moves only mi_corrected."""
-    _, encoder = load_encoder(trained_case["encoder"])
+    encoder = as_trained_encoder(trained_case)
     images = np.load(trained_case["encoder_images"])
     for batch_size in (1, 3, 8):
         table, summary = score_corrected(encoder, "a", images, bins=30, noise_seed=0, null_shifts=4,
@@ -471,6 +477,7 @@ def test_cli_corrected_writes_both_tables(tmp_path, trained_case, scored_correct
     assert record["params"] == {"score.bins": 30, "score.noise_seed": 0, "figures.images": [0],
                                 "score.null_shifts": 4, "score.null_seed": 0}
     assert record["context"]["protocol"] == "corrected"
+    assert record["context"]["batchnorm_statistics"] == "recomputed over the 8 images in batches of 4"
     assert set(record["inputs"]) == {"encoder", "encoder_images"}
 
 
@@ -546,7 +553,8 @@ def test_crosscheck_cli_records_its_params_and_refuses_a_misplaced_input(tmp_pat
     assert "--sized-images: the faithful protocol needs it" in capsys.readouterr().err
     crosscheck_main([*common, "--protocol", "corrected"])
     record = json.loads(provenance.sidecar(out).read_text())
-    assert record["context"] == {"case": "a", "protocol": "corrected"}
+    assert record["context"] == {"case": "a", "protocol": "corrected",
+                                 "batchnorm_statistics": "recomputed over the 8 images in batches of 4"}
     assert record["params"] == {"score.ksg.images": 2, "score.ksg.maps": 2, "score.ksg.pixels": 300,
                                 "score.ksg.neighbors": 3, "score.ksg.seed": 0, "score.ksg.null_shifts": 2}
     assert len(pd.read_csv(out)) == 4
@@ -571,7 +579,7 @@ def test_valid_region_is_the_estimate_on_the_central_88_pixels(trained_case, sco
     """Every case's valid-region MI is the corrected estimate of the image's and the grid map's central
     88×88, with the spatial null drawn at that size."""
     table, _ = scored_corrected
-    case, encoder = load_encoder(trained_case["encoder"])
+    case, encoder = "a", as_trained_encoder(trained_case)
     maps = to_image_grid(batched_feature_maps(eval_encoder(encoder, torch.device("cpu")), gray_images[:2]), case)
     expected = corrected_estimates(valid_region(gray_images[:2]), valid_region(maps), 30, 4, 0)
     first = table[table["image"] < 2]
@@ -585,7 +593,7 @@ def test_mismatched_image_control_is_near_zero_and_pairs_each_image_with_the_nex
     """The control scores image i's maps against image i + 1 (the last against the first) as the primary
     score does: far below the matched MI, near 0 on average, and exactly the estimate of that pairing."""
     table, summary = scored_corrected
-    case, encoder = load_encoder(trained_case["encoder"])
+    case, encoder = "a", as_trained_encoder(trained_case)
     maps = to_image_grid(batched_feature_maps(eval_encoder(encoder, torch.device("cpu")), gray_images[-1:]), case)
     last = corrected_estimates(valid_region(gray_images[:1]), valid_region(maps), 30, 4, 0)[2]
     np.testing.assert_array_equal(table[table["image"] == len(gray_images) - 1]["mi_valid_corrected_mismatched"],

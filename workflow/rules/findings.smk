@@ -23,9 +23,10 @@ rule findings:
     params:
         runs=findings_runs(),
         settings=canonical(config["findings"]),
+        dataset=config["data"]["dataset"],
         code=code("stages.findings"),
     shell:
-        "python -m mifeatures.stages.findings {params.runs}"
+        "python -m mifeatures.stages.findings {params.runs} --dataset {params.dataset}"
         " --bootstrap {params.settings[bootstrap]} --confidence {params.settings[confidence]}"
         " --seed {params.settings[seed]} --margin {params.settings[margin]}"
         " --primary {params.settings[primary][protocol]} {params.settings[primary][estimator]:q}"

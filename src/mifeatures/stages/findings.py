@@ -5,10 +5,11 @@ training does, and images are the same for every run. Every trained run is score
 scorers, so each (training, scoring) cell of the 2 × 2 tells what training changes apart from what
 scoring changes. For each cell and estimator, from the per-image MI of every (seed, case):
 - each case's mean, and its share of images won (highest MI; a tie goes to the case listed first);
-- the paired difference of case c against each other case: per seed, the mean over images of the
-  per-image difference; then a t-interval over the seeds and one-sided t-tests;
-- beside it, the within-seed uncertainty: a bootstrap that resamples the images, seeds kept.
-The estimand is the expected value over training runs on these images. The verdict is
+- the paired difference of case c against each other case, per seed and image; its mean with a t-interval
+  and one-sided t-tests from a two-way standard error over seeds and image clusters (the sample's images
+  cluster by the photo they are cut from; STL-10's are each their own);
+- beside it, the within-seed uncertainty: a bootstrap that resamples the image clusters, seeds kept.
+The estimand is the expected value over training runs and over images drawn like these. The verdict is
 ``inference.verdict``'s; one (protocol, estimator) is primary, named in params (its training and scoring
 both that protocol), the rest secondary. A power analysis says how many
 seeds the primary rule would need. The KSG cross-check (KSG minus its own shift null) is compared as
@@ -28,15 +29,24 @@ import pandas as pd
 
 from mifeatures.workflow import provenance, usage
 from mifeatures.core.statistics.findings_report import CLAIM_CASE, report
-from mifeatures.core.statistics.inference import bootstrap_means, holm, interval, seed_test, winners
+from mifeatures.core.data.sample import source_photo_index
+from mifeatures.core.statistics.inference import (bootstrap_means, holm, interval, seed_test, two_way_test,
+                                                   winners)
 from mifeatures.core.io import atomic_write
 from mifeatures.core.protocols import PROTOCOLS
 
 # The cross-check's estimate, set beside the protocol's headline histogram MI (Protocol.histogram) on the
 # same pairs.
 KSG = "KSG − shift null"
-DIFFERENCE_COLUMNS = ["training", "scoring", "estimator", "case", "other", "difference", "seed_sd", "low", "high",
-                      "p_above", "p_below_holm", "p_within_margin", "within_low", "within_high"]
+DIFFERENCE_COLUMNS = ["training", "scoring", "estimator", "case", "other", "difference", "seed_sd", "se", "df",
+                      "low", "high", "p_above", "p_below_holm", "p_within_margin", "within_low", "within_high"]
+
+
+def image_clusters(dataset: str, n_images: int) -> np.ndarray:
+    """One cluster id per image: the sample's photo each image is cut from; an STL-10 image is its own."""
+    if dataset == "sample":
+        return np.array([source_photo_index(index) for index in range(n_images)])
+    return np.arange(n_images)
 
 
 @dataclass(frozen=True)
@@ -88,9 +98,9 @@ def per_image(runs: list[Run]) -> dict[tuple[str, str, str], dict[str, np.ndarra
             for t, s in cells for estimator, column in PROTOCOLS[s].estimators.items()}
 
 
-def controls(runs: list[Run], confidence: float) -> pd.DataFrame:
-    """Per cell, control and case: the control's mean over seeds and images, with its t-interval over
-    the seeds' means."""
+def controls(runs: list[Run], confidence: float, clusters: np.ndarray) -> pd.DataFrame:
+    """Per cell, control and case: the control's mean over seeds and images, with its two-way t-interval
+    over seeds and image clusters."""
     values: dict[tuple[str, str, str, str], list[np.ndarray]] = {}
     for run in sorted(runs, key=lambda run: run.seed):
         for control, column in PROTOCOLS[run.scoring].controls.items():
@@ -99,34 +109,41 @@ def controls(runs: list[Run], confidence: float) -> pd.DataFrame:
     rows = []
     for (training, scoring, control, case), group in values.items():
         group = np.stack(group)
-        test = seed_test(group, confidence, margin=1.0)
+        test = two_way_test(group, clusters, confidence, margin=1.0)
         rows.append({"training": training, "scoring": scoring, "control": control, "case": case,
                      "seeds": len(group), "mean_mi": group.mean(), "low": test.low, "high": test.high})
     return pd.DataFrame(rows, columns=["training", "scoring", "control", "case", "seeds", "mean_mi", "low", "high"])
 
 
 def _difference_rows(key: dict, paired: dict[str, np.ndarray], confidence: float, margin: float,
-                     within: dict[str, np.ndarray] | None = None) -> list[dict]:
-    """Rows of c − x for each other case x: the seed-level tests (Holm across the comparisons for
-    "below") and, when given, the within-seed bootstrap interval."""
-    tests = {other: seed_test(matrix, confidence, margin) for other, matrix in paired.items()}
-    rows = []
-    for (other, test), adjusted in zip(tests.items(), holm([test.p_below for test in tests.values()])):
+                     clusters: np.ndarray | None = None, within: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """Rows of c − x for each other case x: the tests over seeds and image ``clusters`` (over seeds alone
+    when not given: the cross-check's one value per seed), Holm across the comparisons for "below", the seed
+    means' SD (the power analysis's) and, when given, the within-seed bootstrap interval."""
+    rows, tests = [], {}
+    for other, matrix in paired.items():
+        by_seed = seed_test(matrix, confidence, margin)
+        if clusters is None:
+            tests[other] = (by_seed, by_seed.sd / np.sqrt(len(matrix)), len(matrix) - 1.0, by_seed.sd)
+        else:
+            test = two_way_test(matrix, clusters, confidence, margin)
+            tests[other] = (test, test.se, test.df, by_seed.sd)
+    for (other, (test, se, df, seed_sd)), adjusted in zip(tests.items(), holm([t[0].p_below for t in tests.values()])):
         low, high = interval(within[other], confidence) if within else (np.nan, np.nan)
         rows.append(key | {"case": CLAIM_CASE, "other": other, "difference": paired[other].mean(),
-                           "seed_sd": test.sd, "low": test.low, "high": test.high, "p_above": test.p_above,
-                           "p_below_holm": adjusted, "p_within_margin": test.p_within,
+                           "seed_sd": seed_sd, "se": se, "df": df, "low": test.low, "high": test.high,
+                           "p_above": test.p_above, "p_below_holm": adjusted, "p_within_margin": test.p_within,
                            "within_low": low, "within_high": high})
     return rows
 
 
 def statistics(values: dict[tuple[str, str, str], dict[str, np.ndarray]], draws: int, confidence: float,
-               seed: int, margin: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+               seed: int, margin: float, clusters: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-case table, paired-difference table) for every (training, scoring, estimator).
 
-    Per case: mean MI and win share, each with its t-interval over seeds (a share's clipped to [0, 1]).
-    Differences: case c minus each other case, paired by seed and image. Every key uses the same
-    resampling draws.
+    Per case: mean MI and win share, each with its t-interval over seeds and image ``clusters`` (a share's
+    clipped to [0, 1]). Differences: case c minus each other case, paired by seed and image. Every key uses
+    the same resampling draws.
     """
     case_rows, difference_rows = [], []
     for (training, scoring, estimator), by_case in values.items():
@@ -134,14 +151,15 @@ def statistics(values: dict[tuple[str, str, str], dict[str, np.ndarray]], draws:
         wins = winners(by_case)
         for case, matrix in by_case.items():
             n_seeds, n_images = matrix.shape
-            mean, share = seed_test(matrix, confidence, margin), seed_test(wins[case], confidence, margin)
+            mean = two_way_test(matrix, clusters, confidence, margin)
+            share = two_way_test(wins[case], clusters, confidence, margin)
             case_rows.append(key | {"case": case, "seeds": n_seeds, "images": n_images, "mean_mi": matrix.mean(),
                                     "low": mean.low, "high": mean.high, "win_share": wins[case].mean(),
                                     "win_low": max(share.low, 0.0), "win_high": min(share.high, 1.0)})
         if CLAIM_CASE in by_case:
             paired = {other: by_case[CLAIM_CASE] - m for other, m in by_case.items() if other != CLAIM_CASE}
-            difference_rows += _difference_rows(key, paired, confidence, margin,
-                                                bootstrap_means(paired, draws, seed))
+            difference_rows += _difference_rows(key, paired, confidence, margin, clusters,
+                                                bootstrap_means(paired, draws, seed, clusters))
     return pd.DataFrame(case_rows), pd.DataFrame(difference_rows, columns=DIFFERENCE_COLUMNS)
 
 
@@ -166,7 +184,7 @@ def ksg_differences(checks: list[Check], confidence: float, margin: float) -> pd
                   for other in by_case if other != CLAIM_CASE}
         rows += _difference_rows({"training": protocol, "scoring": protocol, "estimator": estimator}, paired,
                                  confidence, margin)
-    columns = [c for c in DIFFERENCE_COLUMNS if not c.startswith("within")]
+    columns = [c for c in DIFFERENCE_COLUMNS if not c.startswith("within")]  # one value per seed: no images
     return pd.DataFrame(rows, columns=DIFFERENCE_COLUMNS)[columns]
 
 
@@ -179,7 +197,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crosscheck", nargs=5, action="append", default=[],
                         metavar=("PROTOCOL", "SEED", "CASE", "CROSSCHECK", "MI"),
                         help="one run's cross-check and the per-map table of its own protocol's scoring; repeated")
-    parser.add_argument("--bootstrap", type=int, required=True, help="resamples of the images")
+    parser.add_argument("--dataset", required=True, choices=("sample", "stl10"),
+                        help="where the images come from (data.dataset): the sample's cluster by source photo")
+    parser.add_argument("--bootstrap", type=int, required=True, help="resamples of the image clusters")
     parser.add_argument("--confidence", type=float, required=True, help="level of every interval")
     parser.add_argument("--seed", type=int, required=True, help="seeds the resamples")
     parser.add_argument("--margin", type=float, required=True,
@@ -210,10 +230,13 @@ def main(argv: list[str] | None = None) -> None:
     if len({run.case for run in runs}) < 2:
         parser.error("findings compare cases: give runs of at least two")
     try:
-        cases, differences = statistics(per_image(runs), args.bootstrap, args.confidence, args.seed, args.margin)
+        values = per_image(runs)
     except ValueError as error:
         parser.error(str(error))
-    calibration, ksg = controls(runs, args.confidence), ksg_differences(checks, args.confidence, args.margin)
+    clusters = image_clusters(args.dataset, next(iter(next(iter(values.values())).values())).shape[1])
+    cases, differences = statistics(values, args.bootstrap, args.confidence, args.seed, args.margin, clusters)
+    calibration = controls(runs, args.confidence, clusters)
+    ksg = ksg_differences(checks, args.confidence, args.margin)
     outputs = {args.cases_out: cases, args.differences_out: differences, args.controls_out: calibration,
                args.ksg_out: ksg}
     for out, frame in outputs.items():
@@ -221,12 +244,13 @@ def main(argv: list[str] | None = None) -> None:
             frame.to_csv(handle, index=False)
     with atomic_write(args.report_out, "w") as handle:
         handle.write(report(cases, differences, calibration, ksg, args.confidence, args.bootstrap, primary,
-                            args.margin))
+                            args.margin, clusters=len(np.unique(clusters)), dataset=args.dataset))
     inputs = {f"summary[{run.name}]": run.summary for run in runs}
     for check in checks:
         name = f"{check.protocol}/seed{check.seed}/{check.case}"
         inputs |= {f"crosscheck[{name}]": check.crosscheck, f"mi[{name}/scored-{check.protocol}]": check.mi}
-    params = {"findings.bootstrap": args.bootstrap, "findings.confidence": args.confidence,
+    params = {"data.dataset": args.dataset, "findings.bootstrap": args.bootstrap,
+              "findings.confidence": args.confidence,
               "findings.seed": args.seed, "findings.margin": args.margin,
               "findings.primary": {"estimator": primary[1], "protocol": primary[0]}}
     provenance.write([*outputs, args.report_out], provenance.record("findings", inputs, params))

@@ -54,10 +54,16 @@ def make_sample(n_images: int, seed: int) -> np.ndarray:
 PHOTO_NAMES = (*SAMPLE_PHOTOS, "stereo_motorcycle (left)", "stereo_motorcycle (right)")
 
 
+def source_photo_index(index: int) -> int:
+    """Which photo (of PHOTO_NAMES) sample image ``index`` is a crop of: crops of one photo are alike, so the
+    findings treat them as one cluster."""
+    return index % len(PHOTO_NAMES)
+
+
 def source_photo(index: int) -> str:
     """The scikit-image photo that sample image ``index`` is a crop of.
 
     >>> source_photo(10), source_photo(25)
     ('moon', 'moon')
     """
-    return PHOTO_NAMES[index % len(PHOTO_NAMES)]
+    return PHOTO_NAMES[source_photo_index(index)]

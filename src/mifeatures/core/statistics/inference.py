@@ -1,10 +1,15 @@
-"""Seed-level inference for the findings: the training run is the unit, images the within-seed sample.
+"""Inference for the findings over training runs and over images drawn like these.
 
-For a (seeds, images) matrix of per-image values (an MI, or a paired difference c − x): a t-interval and
-one-sided t-tests over the seeds' means (S − 1 degrees of freedom, exact for normal seed means whatever
-the spread of images or seeds), the two one-sided tests of equivalence within a margin (TOST), Holm's
-correction across comparisons, the within-seed bootstrap that resamples the images, and the seeds a
-one-sided test needs for a given power (statsmodels).
+For a (seeds, images) matrix of per-image values (an MI, or a paired difference c − x) the estimand is its
+expected value over training runs and over images like these. Images come in clusters (the sample's are
+crops of 15 photos, so crops of one photo are alike; an STL-10 image is its own cluster), so:
+- ``two_way_test``: the standard error of the grand mean from the seed × cluster table of means, by the
+  mean squares of a two-way random-effects model (seeds and clusters crossed), with Satterthwaite's
+  degrees of freedom; a t-interval, one-sided t-tests and the two one-sided tests of equivalence within a
+  margin (TOST) on it. A t-interval over the seeds' means alone (``seed_test``) covers only these images:
+  when photos vary more than seeds it undercovers (tests/test_findings.py simulates both regimes);
+- Holm's correction across comparisons; the within-seed bootstrap that resamples the image clusters; and
+  the seeds a one-sided test needs for a given power (statsmodels).
 """
 
 from __future__ import annotations
@@ -28,20 +33,23 @@ def winners(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {case: (best == index).astype(float) for index, case in enumerate(values)}
 
 
-def bootstrap_means(matrices: dict[str, np.ndarray], draws: int, seed: int) -> dict[str, np.ndarray]:
+def bootstrap_means(matrices: dict[str, np.ndarray], draws: int, seed: int,
+                    clusters: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The within-seed bootstrap distribution, shape (draws,), of the mean of each (seeds, images) matrix.
 
-    Each draw resamples the images with replacement, the seeds kept (they are the unit of inference,
-    whose uncertainty the t-interval gives), and applies that one draw to every matrix. A draw is a
-    count vector, so its mean is mean_s(M · image_counts) / I: no resampled copy of M is built.
+    Each draw resamples the image clusters with replacement (each image its own cluster when ``clusters``,
+    one id per image, is not given), the seeds kept, and applies that one draw to every matrix. A draw is a
+    weight per image (its cluster's count), so its mean is Σ M·w / (S Σ w): no resampled copy of M is built.
     """
     shapes = {matrix.shape for matrix in matrices.values()}
     if len(shapes) != 1:
         raise ValueError(f"matrices differ in shape: {sorted(shapes)}")
     (n_seeds, n_images), = shapes
+    ids, members = np.unique(np.arange(n_images) if clusters is None else clusters, return_inverse=True)
     rng = np.random.default_rng(seed)
-    image_counts = rng.multinomial(n_images, np.full(n_images, 1 / n_images), size=draws).astype(float)
-    return {name: np.einsum("si,bi->b", matrix, image_counts) / (n_seeds * n_images)
+    counts = rng.multinomial(len(ids), np.full(len(ids), 1 / len(ids)), size=draws).astype(float)
+    weights = counts[:, members]
+    return {name: np.einsum("si,bi->b", matrix, weights) / (n_seeds * weights.sum(axis=1))
             for name, matrix in matrices.items()}
 
 
@@ -79,6 +87,53 @@ def seed_test(matrix: np.ndarray, confidence: float, margin: float) -> SeedTest:
     return SeedTest(float(stats.mean), float(stats.std_mean * np.sqrt(len(means))), float(low), float(high),
                     float(stats.ttest_mean(0, alternative="larger")[1]),
                     float(stats.ttest_mean(0, alternative="smaller")[1]), float(p_within))
+
+
+@dataclass(frozen=True)
+class TwoWayTest:
+    """A t-interval and one-sided t-tests of a (seeds, images) matrix's mean over seeds and image clusters."""
+
+    mean: float
+    se: float  # standard error of the mean
+    df: float  # Satterthwaite's degrees of freedom
+    low: float
+    high: float
+    p_above: float  # H1: the mean is above 0
+    p_below: float  # H1: the mean is below 0
+    p_within: float  # TOST, H1: the mean lies within ± the margin
+
+
+def two_way_test(matrix: np.ndarray, clusters: np.ndarray, confidence: float, margin: float) -> TwoWayTest:
+    """Inference on the mean of ``matrix`` (seeds, images) for training runs and images like these, from the
+    seed × cluster table of means (``clusters``: one id per image). With mean squares
+    MS_seed, MS_cluster and MS_residual of that S × C table, Var(mean) = (MS_seed + MS_cluster −
+    MS_residual) / (S C), floored at the larger of the first two when negative, on Satterthwaite's degrees of
+    freedom. NaN where one seed or one cluster leaves no degree of freedom."""
+    ids, members = np.unique(clusters, return_inverse=True)
+    n_seeds, n_clusters = matrix.shape[0], len(ids)
+    mean = float(matrix.mean())
+    if n_seeds < 2 or n_clusters < 2:
+        return TwoWayTest(mean, *[float("nan")] * 7)
+    table = np.stack([matrix[:, members == k].mean(axis=1) for k in range(n_clusters)], axis=1)
+    grand = table.mean()
+    seed_effects, cluster_effects = table.mean(axis=1) - grand, table.mean(axis=0) - grand
+    residuals = table - grand - seed_effects[:, None] - cluster_effects[None, :]
+    ms_seed = n_clusters * (seed_effects ** 2).sum() / (n_seeds - 1)
+    ms_cluster = n_seeds * (cluster_effects ** 2).sum() / (n_clusters - 1)
+    ms_residual = (residuals ** 2).sum() / ((n_seeds - 1) * (n_clusters - 1))
+    combined = ms_seed + ms_cluster - ms_residual
+    if combined <= 0:
+        combined = max(ms_seed, ms_cluster)
+    if combined == 0:  # every seed and cluster alike: the mean is known exactly
+        return TwoWayTest(mean, 0.0, float("inf"), mean, mean, float(mean <= 0), float(mean >= 0),
+                          float(abs(mean) >= margin))
+    se = float(np.sqrt(combined / (n_seeds * n_clusters)))
+    df = combined ** 2 / (ms_seed ** 2 / (n_seeds - 1) + ms_cluster ** 2 / (n_clusters - 1)
+                          + ms_residual ** 2 / ((n_seeds - 1) * (n_clusters - 1)))
+    half = float(stats.t.ppf(1 - (1 - confidence) / 2, df)) * se
+    p_within = max(stats.t.sf((mean + margin) / se, df), stats.t.cdf((mean - margin) / se, df))
+    return TwoWayTest(mean, se, float(df), mean - half, mean + half, float(stats.t.sf(mean / se, df)),
+                      float(stats.t.cdf(mean / se, df)), float(p_within))
 
 
 def holm(p_values: list[float]) -> np.ndarray:
