@@ -345,7 +345,8 @@ def test_report_states_each_verdict_from_the_numbers(tmp_path):
     for estimator in ESTIMATORS["corrected"]:
         assert f"**the article's claim holds** under the corrected protocol with the {estimator} estimate" in text
     ksg = pd.read_csv(outputs["ksg.csv"])
-    assert set(ksg["estimator"]) == {"KSG − shift null", "plug-in histogram", "null-corrected histogram"}
+    assert set(ksg["estimator"]) == {"KSG − shift null", "plug-in histogram", "null-corrected histogram, valid 88×88",
+                                     "KSG − histogram"}
     assert (ksg["low"] <= ksg["difference"]).all() and (ksg["difference"] <= ksg["high"]).all()
     row = ksg[(ksg.training == "faithful") & (ksg.estimator == "KSG − shift null") & (ksg.other == "b")].iloc[0]
     assert row.difference == pytest.approx(-0.1, abs=0.02) and row.high < 0
@@ -411,12 +412,19 @@ def test_report_says_when_no_difference_matters(tmp_path):
 
 
 def test_report_says_when_ksg_and_the_histogram_disagree(tmp_path):
-    """The histogram puts c above a; a KSG estimate that puts a above c is reported as disagreeing, each with
-    its interval over the seeds."""
+    """The histogram puts c above a; a KSG estimate that puts a above c. "Agrees" meant only the same side of 0:
+    the report gives the paired interval of KSG's c − a minus the histogram's, over the seeds."""
     outputs = run_cli(tmp_path, write_runs(tmp_path, {"faithful": {"a": 0.2, "c": 0.3}}, ksg_order=["a", "c"]))
     ksg = pd.read_csv(outputs["ksg.csv"]).set_index("estimator")
     assert ksg.loc["KSG − shift null", "high"] < 0 < ksg.loc["plug-in histogram", "low"]
-    assert ": the two disagree." in outputs["findings.md"].read_text()
+    gap = ksg.loc["KSG − histogram"]
+    assert gap["difference"] == pytest.approx(ksg.loc["KSG − shift null", "difference"]
+                                              - ksg.loc["plug-in histogram", "difference"])
+    assert gap["high"] < 0
+    text = outputs["findings.md"].read_text()
+    assert (f"KSG's minus the histogram's {gap['difference']:.4f} [{gap['low']:.4f}, {gap['high']:.4f}]: the two "
+            "estimators' differences are told apart.") in text
+    assert "agree" not in text
 
 
 def test_same_inputs_give_the_same_bytes(tmp_path):

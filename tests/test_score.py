@@ -517,7 +517,8 @@ def test_cli_states_what_each_protocol_needs(tmp_path, trained_case, arguments, 
 def test_crosscheck_estimates_the_pairs_the_protocol_scores(tmp_path, trained_case, protocol):
     """The cross-check draws the same pairs for any encoder, and its KSG values and nulls are those of
     ksg_mi on the protocol's own (reference image, map) pairs: the map size against the resized image
-    (faithful), the 96×96 grid against the image itself (corrected)."""
+    (faithful), the valid region of the 96×96 grid against the image's own (corrected), where its primary score
+    is."""
     _, encoder = load_encoder(trained_case["encoder"])
     images = np.load(trained_case["encoder_images"])
     sized = np.load(trained_case["sized_images"]) if protocol == "faithful" else None
@@ -529,8 +530,9 @@ def test_crosscheck_estimates_the_pairs_the_protocol_scores(tmp_path, trained_ca
     if protocol == "faithful":
         reference, maps = sized[first], feature_maps(encoder, images[first])
     else:
-        reference = images[first]
-        maps = to_image_grid(batched_feature_maps(eval_encoder(encoder, torch.device("cpu")), images[[first]]), "a")[0]
+        reference = valid_region(images[first])
+        grid = to_image_grid(batched_feature_maps(eval_encoder(encoder, torch.device("cpu")), images[[first]]), "a")
+        maps = valid_region(grid)[0]
     ksg, null = ksg_mi(reference, maps[chosen_maps], n_neighbors=3, sample=500, seed=1, shifts=2)
     np.testing.assert_allclose(table["ksg"].to_numpy()[:2], ksg, rtol=1e-12)
     np.testing.assert_allclose(table["ksg_null"].to_numpy()[:2], null, rtol=1e-12)

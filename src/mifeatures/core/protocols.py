@@ -63,7 +63,8 @@ FAITHFUL = Protocol(
 CORRECTED = Protocol(
     name="corrected", adversarial_prior=True, scorer="core.information.corrected_scoring", encoder_mode="eval",
     reference="grid",
-    score_params=("null_shifts", "null_seed"), histogram="mi_corrected", histogram_name="null-corrected histogram",
+    score_params=("null_shifts", "null_seed"), histogram="mi_valid_corrected",
+    histogram_name=f"null-corrected histogram, {VALID}",
     # The valid region first; the whole 96×96 grid stays as a sensitivity variant.
     estimators={f"null-corrected, {VALID}": "mean_valid_corrected", f"plug-in, {VALID}": "mean_valid_plugin",
                 f"Miller–Madow, {VALID}": "mean_valid_miller_madow", "null-corrected": "mean_corrected",

@@ -3,8 +3,9 @@
 The Kraskov–Stögbauer–Grassberger k-nearest-neighbour MI (``mifeatures.core.information.ksg``) of the same
 image–map pairs the score stage bins: the protocol's maps against the protocol's reference image
 (faithful: the image resized to the map's size, maps of single-image train-mode BatchNorm; corrected:
-the 96×96 image, eval-mode maps on its grid), with KSG's own circular-shift null beside it, so that
-KSG minus its null is corrected for spatial smoothness as the histogram's null-corrected MI is.
+the valid region of the 96×96 image and of its eval-mode maps on its grid, where the primary score is),
+with KSG's own circular-shift null beside it, so that KSG minus its null is corrected for spatial
+smoothness as the histogram's null-corrected MI is.
 Which images and maps are drawn depends only on the number of images and the seed, so every case
 and training seed is checked on the same pairs, and the findings stage compares the cases on them.
 """
@@ -21,7 +22,8 @@ from mifeatures.workflow import provenance, usage
 from mifeatures.core.data.images import load_images
 from mifeatures.core.io import atomic_write
 from mifeatures.core.information.ksg import ksg_mi
-from mifeatures.core.information.maps import as_trained, load_encoder, protocol_maps, training_batch_size
+from mifeatures.core.information.maps import (as_trained, load_encoder, protocol_maps, training_batch_size,
+                                              valid_region)
 from mifeatures.core.networks.shapes import INPUT_SIZE, N_MAPS, map_size
 from mifeatures.core.protocols import PROTOCOLS, training_run, Protocol
 from mifeatures.core.networks.runtime import DEVICES, set_up
@@ -51,6 +53,8 @@ def crosscheck(encoder: torch.nn.Module, case: str, protocol: Protocol, encoder_
     chosen_images, chosen_maps = draw_pairs(len(encoder_images), images, maps, seed)
     references, all_maps = protocol_maps(encoder, case, protocol, encoder_images[chosen_images],
                                          None if sized_images is None else sized_images[chosen_images], device)
+    if protocol.reference == "grid":  # where every case's maps come from image pixels only, as the primary score
+        references, all_maps = valid_region(references), valid_region(all_maps)
     rows = []
     for index, reference, image_maps in zip(chosen_images, references, all_maps):
         ksg, null = ksg_mi(reference, image_maps[chosen_maps], n_neighbors=neighbors, sample=pixels, seed=seed,

@@ -28,16 +28,13 @@ import numpy as np
 import pandas as pd
 
 from mifeatures.workflow import provenance, usage
-from mifeatures.core.statistics.findings_report import CLAIM_CASE, report
+from mifeatures.core.statistics.findings_report import CLAIM_CASE, KSG, KSG_GAP, report
 from mifeatures.core.data.sample import source_photo_index
 from mifeatures.core.statistics.inference import (bootstrap_means, holm, interval, seed_test, two_way_test,
                                                    winners)
 from mifeatures.core.io import atomic_write
 from mifeatures.core.protocols import PROTOCOLS
 
-# The cross-check's estimate, set beside the protocol's headline histogram MI (Protocol.histogram) on the
-# same pairs.
-KSG = "KSG − shift null"
 DIFFERENCE_COLUMNS = ["training", "scoring", "estimator", "case", "other", "difference", "seed_sd", "se", "df",
                       "low", "high", "p_above", "p_below_holm", "p_within_margin", "within_low", "within_high"]
 
@@ -165,8 +162,8 @@ def statistics(values: dict[tuple[str, str, str], dict[str, np.ndarray]], draws:
 
 def ksg_differences(checks: list[Check], confidence: float, margin: float) -> pd.DataFrame:
     """Per protocol: c − x of KSG minus its shift null, and of the protocol's histogram MI on the same
-    (image, map) pairs, each per seed the difference of the cases' means over their pairs; t-intervals
-    over the seeds, as for the scores."""
+    (image, map) pairs, each per seed the difference of the cases' means over their pairs; and how far the two
+    estimators' c − x differ (KSG's minus the histogram's, paired by seed). t-intervals over the seeds."""
     means: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
     for check in checks:
         ksg = pd.read_csv(check.crosscheck)
@@ -175,15 +172,22 @@ def ksg_differences(checks: list[Check], confidence: float, margin: float) -> pd
         for estimator, value in ((KSG, ksg["ksg_corrected"].mean()),
                                  (PROTOCOLS[check.protocol].histogram_name, histogram.loc[pairs].mean())):
             means.setdefault((check.protocol, estimator), {}).setdefault(check.case, {})[check.seed] = value
-    rows = []
+    rows, paired_by = [], {}
     for (protocol, estimator), by_case in means.items():
         if CLAIM_CASE not in by_case:
             continue
         seeds = sorted(by_case[CLAIM_CASE])
         paired = {other: np.array([[by_case[CLAIM_CASE][s] - by_case[other][s]] for s in seeds])
                   for other in by_case if other != CLAIM_CASE}
+        paired_by[protocol, estimator] = paired
         rows += _difference_rows({"training": protocol, "scoring": protocol, "estimator": estimator}, paired,
                                  confidence, margin)
+    for protocol in dict.fromkeys(protocol for protocol, _ in paired_by):
+        ours, theirs = paired_by.get((protocol, KSG)), paired_by.get((protocol, PROTOCOLS[protocol].histogram_name))
+        if ours is not None and theirs is not None:
+            gap = {other: ours[other] - theirs[other] for other in ours}
+            rows += _difference_rows({"training": protocol, "scoring": protocol, "estimator": KSG_GAP}, gap,
+                                     confidence, margin)
     columns = [c for c in DIFFERENCE_COLUMNS if not c.startswith("within")]  # one value per seed: no images
     return pd.DataFrame(rows, columns=DIFFERENCE_COLUMNS)[columns]
 
