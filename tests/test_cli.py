@@ -46,3 +46,14 @@ def test_help_descriptions_were_cut_mid_sentence_and_showed_rest_markup():
         description = said.stdout.split("\n\n")[1]
         assert "``" not in description and description.rstrip().endswith((".", ")", "?")), (name, description)
         assert " ".join(description.split()) == usage.summary(importlib.import_module(f"mifeatures.{module}").__doc__)
+
+
+def test_a_missing_configfile_is_one_line_not_a_traceback(tmp_path):
+    """A wrong `--configfile` path gave a 20-line Snakemake traceback; `mifeatures build` and `mifeatures pull`
+    name it in one line and run nothing."""
+    for command in ("build", "pull"):
+        said = subprocess.run([MIFEATURES, command, "--configfile", "nope.yaml"], cwd=tmp_path, capture_output=True,
+                              text=True)
+        assert said.returncode == 2 and "Traceback" not in said.stderr
+        assert said.stderr.strip().splitlines()[-1] == (f"mifeatures {command}: error: --configfile nope.yaml: no such "
+                                                        f"file in {tmp_path}")
