@@ -360,6 +360,10 @@ def test_report_states_each_verdict_from_the_numbers(tmp_path):
     assert set(controls["case"]) == {"a", "b", "c"} and set(controls["scoring"]) == {"corrected"}
     assert (controls["mean_mi"].abs() < 0.01).all() and (controls["low"] < controls["mean_mi"]).all()
     assert "## Calibration: mismatched image, null-corrected, valid 88×88" in text
+    # the primary's differences are set against what the control leaves of them (its own c − x)
+    control = controls[controls.scoring == "corrected"].set_index("case")["mean_mi"]
+    left = control["c"] - control["a"]
+    assert f"case c is above case a; mismatched images leave {left:.4f} of it: the interval lies above it" in text
     record = json.loads(provenance.sidecar(outputs["findings.md"]).read_text())
     assert record["params"] == {"data.dataset": "stl10", "findings.bootstrap": 500, "findings.confidence": 0.95,
                                 "findings.seed": 0,

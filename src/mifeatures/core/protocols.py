@@ -53,6 +53,9 @@ class Protocol:
                 "--encoder-images)")
 
 
+# The corrected scorer's calibration control scores each image's maps against this many unrelated images.
+MISMATCHED = 3
+
 FAITHFUL = Protocol(
     name="faithful", adversarial_prior=False, scorer="core.information.scoring", encoder_mode="train",
     reference="sized",

@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 from mifeatures.workflow import provenance, usage  # noqa: E402
 from mifeatures.core.statistics.aggregation import WIN_STATISTICS  # noqa: E402
 from mifeatures.core.data.images import load_images  # noqa: E402
-from mifeatures.core.data.sample import source_photo  # noqa: E402
+from mifeatures.core.data.photos import source_photo  # noqa: E402
 from mifeatures.core.io import atomic_write, parse_case_paths  # noqa: E402
 
 GRID_ROWS, GRID_COLS = 4, 8

@@ -29,7 +29,7 @@ import pandas as pd
 
 from mifeatures.workflow import provenance, usage
 from mifeatures.core.statistics.findings_report import CLAIM_CASE, KSG, KSG_GAP, report
-from mifeatures.core.data.sample import source_photo_index
+from mifeatures.core.data.photos import source_photo_index
 from mifeatures.core.statistics.inference import (bootstrap_means, holm, interval, seed_test, two_way_test,
                                                    winners)
 from mifeatures.core.io import atomic_write

@@ -6,19 +6,14 @@ import numpy as np
 import skimage.data
 from skimage.transform import resize
 
+from mifeatures.core.data.photos import PHOTO_NAMES, SAMPLE_PHOTOS
 from mifeatures.core.data.stl10 import IMAGE_SIZE
-
-# Real photographs shipped inside scikit-image's wheel (no download); grayscale ones are
-# replicated to three channels, which the grayscale stage averages back anyway.
-SAMPLE_PHOTOS = (
-    "astronaut", "brick", "camera", "chelsea", "coffee", "coins", "grass", "gravel",
-    "hubble_deep_field", "immunohistochemistry", "moon", "retina", "rocket",
-)  # fmt: skip
 
 
 def _sample_photos() -> list[np.ndarray]:
     photos = [getattr(skimage.data, name)() for name in SAMPLE_PHOTOS]
     photos += list(skimage.data.stereo_motorcycle()[:2])  # its left and right views: PHOTO_NAMES' last two
+    assert len(photos) == len(PHOTO_NAMES)
     rgb = []
     for photo in photos:
         photo = np.stack([photo] * 3, axis=-1) if photo.ndim == 2 else photo[..., :3]
@@ -29,7 +24,7 @@ def _sample_photos() -> list[np.ndarray]:
 def make_sample(n_images: int, seed: int) -> np.ndarray:
     """Cut ``n_images`` 96×96 RGB images from scikit-image's real photos, deterministically.
 
-    Image i comes from photo i mod 15: a random square of side 96 to half the photo's short
+    Image i comes from photo i mod 15 (``photos.source_photo``): a random square of side 96 to half the photo's short
     side, resized to 96×96, so the sample mixes textures, faces, animals and scenes the way a
     natural-image set does.
     """
@@ -48,22 +43,3 @@ def make_sample(n_images: int, seed: int) -> np.ndarray:
         small = resize(crop, (IMAGE_SIZE, IMAGE_SIZE, 3), anti_aliasing=True, preserve_range=True)
         images[i] = np.clip(np.round(small), 0, 255).astype(np.uint8)
     return images
-
-
-# What each photo is called, in the order images cycle through them.
-PHOTO_NAMES = (*SAMPLE_PHOTOS, "stereo_motorcycle (left)", "stereo_motorcycle (right)")
-
-
-def source_photo_index(index: int) -> int:
-    """Which photo (of PHOTO_NAMES) sample image ``index`` is a crop of: crops of one photo are alike, so the
-    findings treat them as one cluster."""
-    return index % len(PHOTO_NAMES)
-
-
-def source_photo(index: int) -> str:
-    """The scikit-image photo that sample image ``index`` is a crop of.
-
-    >>> source_photo(10), source_photo(25)
-    ('moon', 'moon')
-    """
-    return PHOTO_NAMES[source_photo_index(index)]

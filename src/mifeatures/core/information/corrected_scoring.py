@@ -11,6 +11,7 @@ from mifeatures.core.information.estimators import miller_madow, spatial_null
 from mifeatures.core.information.maps import batched_feature_maps, eval_encoder, to_image_grid, valid_region
 from mifeatures.core.information.mi import mutual_information_many
 from mifeatures.core.networks.shapes import INPUT_SIZE, VALID
+from mifeatures.core.protocols import MISMATCHED
 from mifeatures.core.information.scoring import in_chunks, per_map_table, spread
 from mifeatures.core.information.shifts import K_SHIFTS, draw_shifts
 
@@ -58,8 +59,9 @@ def score_corrected(
       whole grid case c's zero-padded frame holds a map's extreme value in most maps and stretches its
       bins, and a's edge-padded frame repeats values, so c − a there partly measures the frames.
     - a calibration control, ``mi_valid_corrected_mismatched``: each image's maps scored, as the primary
-      score, against the next image (the last against the first), an unrelated image: what it leaves
-      is what chance layout (shared uniform backgrounds, say) leaves between unrelated images after the null.
+      score, against each of the next MISMATCHED images (cyclically; the sample's come from other photos),
+      unrelated images, and averaged: what it leaves is what chance layout (shared uniform backgrounds, say)
+      leaves between unrelated images after the null, a bound on the bias a difference could owe to layout.
     The summary's ``max_corrected`` … ``std_corrected`` are over ``mi_corrected``; ``mean_plugin``,
     ``mean_miller_madow`` and the ``mean_valid_*`` columns are the means of the others. ``upper`` (MI of
     the image with itself) and ``noise`` are plug-in values, as in ``scoring.score``, on the 96×96 image.
@@ -75,10 +77,13 @@ def score_corrected(
     def estimates(chunk: slice) -> tuple[np.ndarray, ...]:
         maps = to_image_grid(batched_feature_maps(model, encoder_images[chunk]), case)
         images = encoder_images[chunk]
-        others = encoder_images[(np.arange(len(encoder_images))[chunk] + 1) % len(encoder_images)]
+        indices = np.arange(len(encoder_images))[chunk]
+        mismatched = np.mean([corrected_estimates(valid_region(encoder_images[(indices + k) % len(encoder_images)]),
+                                                  valid_region(maps), bins, null_shifts, null_seed)[2]
+                              for k in range(1, min(MISMATCHED, len(encoder_images) - 1) + 1)], axis=0)
         return (*corrected_estimates(images, maps, bins, null_shifts, null_seed),
                 *corrected_estimates(valid_region(images), valid_region(maps), bins, null_shifts, null_seed),
-                corrected_estimates(valid_region(others), valid_region(maps), bins, null_shifts, null_seed)[2])
+                mismatched)
 
     (plug_in, madow, corrected, valid_plug_in, valid_madow, valid_corrected, mismatched), bounds = in_chunks(
         estimates, encoder_images, batch_size, bins, noise_seed)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from mifeatures.core.information.ksg import KSG_JITTER
+from mifeatures.core.protocols import MISMATCHED
 from mifeatures.core.statistics.inference import MAX_SEEDS, POWER, sd_interval, seeds_needed, verdict
 
 # The cross-check's estimate, set beside the protocol's headline histogram MI on the same pairs, and how far
@@ -71,7 +72,18 @@ def _seed_level(r, alpha: float, comparisons: int) -> str:
     return said
 
 
-def _differences(paired: pd.DataFrame, confidence: float, seeds: int) -> list[str]:
+def _layout(r, control: dict[str, float] | None) -> str:
+    """What mismatched images leave of c − x (the calibration control's c − x), against the interval."""
+    if not control or CLAIM_CASE not in control or r.other not in control:
+        return ""
+    left = control[CLAIM_CASE] - control[r.other]
+    where = ("the interval lies above it" if r.low > left else "the interval lies below it" if r.high < left
+             else "the interval contains it")
+    return f"; mismatched images leave {_nats(left)} of it: {where}"
+
+
+def _differences(paired: pd.DataFrame, confidence: float, seeds: int,
+                 control: dict[str, float] | None = None) -> list[str]:
     lines, alpha = [], (1 - confidence) / 2
     for r in paired.itertuples():
         within = f"within seeds, image clusters resampled: {_ci(r.within_low, r.within_high)}"
@@ -80,9 +92,16 @@ def _differences(paired: pd.DataFrame, confidence: float, seeds: int) -> list[st
             continue
         within = "" if pd.isna(r.within_low) else f"; {within}"
         lines.append(f"- {CLAIM_CASE} − {r.other}: {_nats(r.difference)} {_ci(r.low, r.high)}: "
-                     f"{_seed_level(r, alpha, len(paired))} (SE {_nats(r.se)} on {r.df:.1f} degrees of freedom; "
-                     f"seed SD {_nats(r.seed_sd)}{within}).")
+                     f"{_seed_level(r, alpha, len(paired))}{_layout(r, control)} (SE {_nats(r.se)} on {r.df:.1f} "
+                     f"degrees of freedom; seed SD {_nats(r.seed_sd)}{within}).")
     return lines
+
+
+def _control(calibration: pd.DataFrame, training: str, scoring: str, estimator: str) -> dict[str, float] | None:
+    """{case: the calibration control's mean} of the control scored as ``estimator`` is, if there is one."""
+    rows = calibration[(calibration["training"] == training) & (calibration["scoring"] == scoring)
+                       & calibration["control"].str.endswith(f"image, {estimator}")]
+    return dict(zip(rows["case"], rows["mean_mi"])) if len(rows) else None
 
 
 def explanation(outcome: str, paired: pd.DataFrame, confidence: float, margin: float) -> str:
@@ -261,12 +280,14 @@ def report(cases: pd.DataFrame, differences: pd.DataFrame, calibration: pd.DataF
     if paired.empty:
         lines += [f"Case {CLAIM_CASE} or the {protocol} protocol was not run: the primary verdict is not tested.", ""]
     elif seeds < 2:
-        lines += [f"**The article's claim {OUTCOMES[None]}.**", "", *_differences(paired, confidence, seeds), "",
+        lines += [f"**The article's claim {OUTCOMES[None]}.**", "",
+                  *_differences(paired, confidence, seeds, _control(calibration, protocol, protocol, estimator)), "",
                   _power(paired, seeds, n_cases, confidence), ""]
     else:
         outcome = verdict(paired, confidence)
         lines += [f"**The article's claim {OUTCOMES[outcome]}**: {explanation(outcome, paired, confidence, margin)}",
-                  "", *_differences(paired, confidence, seeds), "", _power(paired, seeds, n_cases, confidence), ""]
+                  "", *_differences(paired, confidence, seeds, _control(calibration, protocol, protocol, estimator)),
+                  "", _power(paired, seeds, n_cases, confidence), ""]
     lines += _design(cases, differences, confidence, seeds)
     cells = list(cases.groupby(["training", "scoring", "estimator"], sort=False))
     secondary = sum(key != (protocol, *primary) for key, _ in cells)
@@ -309,13 +330,15 @@ def report(cases: pd.DataFrame, differences: pd.DataFrame, calibration: pd.DataF
         said = (f"{OUTCOMES[outcome]}" if outcome is None
                 else f"{OUTCOMES[outcome]}** under the {name} with the {estimator} estimate: "
                      f"{explanation(outcome, paired, confidence, margin)}")
-        lines += [*_differences(paired, confidence, seeds), "",
+        lines += [*_differences(paired, confidence, seeds, _control(calibration, training, scoring, estimator)), "",
                   f"{label}: **the article's claim {said}" + ("**." if outcome is None else ""), ""]
     for control, table in calibration.groupby("control", sort=False):
         lines += [f"## Calibration: {control}", "",
-                  "Each image's maps scored, as the primary score does, against the next image of the sample, an "
-                  "unrelated image: what is left is what chance layout (shared uniform backgrounds, say) leaves "
-                  "between unrelated images after the null, for that case.", ""]
+                  "Each image's maps scored, as the primary score does, against each of the next "
+                  f"{MISMATCHED} images of the set (unrelated images; the sample's come from other photos), "
+                  "averaged: what is left is what chance layout (shared uniform backgrounds, say) leaves between "
+                  "unrelated images after the null, for that case. Each difference above says where its interval "
+                  "lies against the control's own c − x, what layout alone could make of it.", ""]
         if seeds < 2:
             lines += ["| training | scoring | case | mean MI |", "|---|---|---|---|"]
             lines += [f"| {r.training} | {r.scoring} | {r.case} | {_nats(r.mean_mi)} |" for r in table.itertuples()]
