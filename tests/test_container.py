@@ -88,7 +88,7 @@ def test_every_job_runs_through_apptainer_with_the_image_and_the_gpus(tmp_path):
     result = snakemake(root, stand_in(tmp_path / "bin"), "--profile", "workflow/profiles/gpu", "--", target)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     calls = [json.loads(line) for line in (root / "apptainer-calls.jsonl").read_text().splitlines()]
-    ran = {call["command"].split("python -m mifeatures.")[1].split()[0] for call in calls}
+    ran = {call["command"].split("python -m mifeatures.stages.")[1].split()[0] for call in calls}
     assert ran == {"sample", "grayscale", "train", "score", "figures"}, ran
     jobs = int(result.stderr.split(" of ")[-1].split(" steps")[0])
     assert len(calls) == jobs and all(call["image"] == IMAGE and call["home"] == str(root) and "--nv" in call["args"]
