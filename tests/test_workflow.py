@@ -571,7 +571,8 @@ def test_protocols_and_seeds_are_wildcards_of_the_same_rules(protocols_build, tm
     pd.testing.assert_series_equal(faithful, aggregate, check_names=False, rtol=1e-12)
     assert set(zip(findings["training"], findings["scoring"])) == {
         (training, scoring) for training in ("faithful", "corrected") for scoring in ("faithful", "corrected")}
-    assert "**One seed**: seed-level intervals and tests need at least 2 seeds" in (project / "results/findings.md").read_text()
+    findings_text = (project / "results/findings.md").read_text()
+    assert "**One seed**: seed-level intervals and tests need at least 2 seeds" in findings_text
     corrected_scoring = {"score": 2 * len(cases), "findings": 1, "figure_protocols": 1, "protocols": 1}
     null = project / "src/mifeatures/core/information/estimators.py"
     original_null = edit(null, "return mutual_information_many(rolled, [maps] * len(rolled), bins).mean(axis=0)",
