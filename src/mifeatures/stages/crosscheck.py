@@ -22,8 +22,7 @@ from mifeatures.workflow import provenance, usage
 from mifeatures.core.data.images import load_images
 from mifeatures.core.io import atomic_write
 from mifeatures.core.information.ksg import ksg_mi
-from mifeatures.core.information.maps import (as_trained, load_encoder, protocol_maps, training_batch_size,
-                                              valid_region)
+from mifeatures.core.information.maps import as_scored, load_encoder, protocol_maps, valid_region
 from mifeatures.core.networks.shapes import INPUT_SIZE, N_MAPS, map_size
 from mifeatures.core.protocols import PROTOCOLS, training_run, Protocol
 from mifeatures.core.networks.runtime import DEVICES, set_up
@@ -105,10 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     encoder_images = load_images(args.encoder_images, INPUT_SIZE)
     inputs = {"encoder": args.encoder, "encoder_images": args.encoder_images}
     context = {"case": case, "protocol": args.protocol}
-    if protocol.encoder_mode == "eval":  # as the score stage: the network's statistics as trained
-        batch = training_batch_size(args.encoder)
-        encoder = as_trained(encoder, encoder_images, batch)
-        context["batchnorm_statistics"] = f"recomputed over the {len(encoder_images)} images in batches of {batch}"
+    encoder, batchnorm = as_scored(encoder, protocol, encoder_images, args.encoder)  # as the score stage does
+    if batchnorm:
+        context["batchnorm_statistics"] = batchnorm
     sized_images = None
     if args.sized_images is not None:
         sized_images = load_images(args.sized_images, map_size(case))

@@ -16,7 +16,7 @@ import pandas as pd
 from mifeatures.workflow import provenance, usage
 from mifeatures.core.data.images import load_images
 from mifeatures.core.io import atomic_write
-from mifeatures.core.information.maps import as_trained, load_encoder, protocol_maps, training_batch_size
+from mifeatures.core.information.maps import as_scored, load_encoder, protocol_maps
 from mifeatures.core.networks.shapes import INPUT_SIZE, map_size
 from mifeatures.core.protocols import PROTOCOLS, training_run
 from mifeatures.core.networks.runtime import DEVICES, set_up
@@ -99,10 +99,9 @@ def main(argv: list[str] | None = None) -> None:
                      f"{len(encoder_images)} images (figures.images)")
     inputs = {"encoder": args.encoder, "encoder_images": args.encoder_images}
     context = {"case": case, "protocol": protocol.name, "batch_size": args.batch_size}
-    if protocol.encoder_mode == "eval":  # running statistics of the network as trained, over its training images
-        batch = training_batch_size(args.encoder)
-        encoder = as_trained(encoder, encoder_images, batch)
-        context["batchnorm_statistics"] = f"recomputed over the {len(encoder_images)} images in batches of {batch}"
+    encoder, batchnorm = as_scored(encoder, protocol, encoder_images, args.encoder)
+    if batchnorm:
+        context["batchnorm_statistics"] = batchnorm
     sized_images = None
     if protocol.needs_sized_images:
         sized_images = load_images(args.sized_images, map_size(case))

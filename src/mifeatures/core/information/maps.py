@@ -131,6 +131,17 @@ def as_trained(encoder: torch.nn.Module, images: np.ndarray, batch_size: int) ->
     return recomputed
 
 
+def as_scored(encoder: torch.nn.Module, protocol: Protocol, images: np.ndarray, checkpoint: str
+              ) -> tuple[torch.nn.Module, str | None]:
+    """The encoder as ``protocol`` scores it, and what was done to it for that, for the job's record: an eval-mode
+    protocol's gets its running statistics recomputed over the training ``images`` in the batches the
+    ``checkpoint`` trained with (``as_trained``); a train-mode protocol uses none, and gets the encoder as is."""
+    if protocol.encoder_mode != "eval":
+        return encoder, None
+    batch = training_batch_size(checkpoint)
+    return as_trained(encoder, images, batch), f"recomputed over the {len(images)} images in batches of {batch}"
+
+
 def batched_feature_maps(per_image: torch.nn.Module, images: np.ndarray) -> np.ndarray:
     """The maps (B, 32, S, S) of 96×96 images (B, 96, 96) in one forward pass of a
     ``per_image_encoder`` (or an ``eval_encoder``), on its device."""
