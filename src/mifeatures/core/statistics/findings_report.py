@@ -163,7 +163,8 @@ def _power(paired: pd.DataFrame, seeds: int, n_cases: int, confidence: float) ->
     return (f"Power: at the largest seed-level SD of a difference this run measured, {_nats(sd)} nats from {seeds} "
             f"seeds ({confidence:.0%} interval {_ci(low_sd, high_sd)}, chi-square with {seeds - 1} degrees of "
             f"freedom), the rule above detects a true advantage of case {CLAIM_CASE} over every other case with "
-            f"{POWER:.0%} power with, for an advantage {'; '.join(sizes)}.")
+            f"{POWER:.0%} power with, for an advantage {'; '.join(sizes)}. These count the seeds' variance only: "
+            "the images' share of the error shrinks with more photos, not with more seeds.")
 
 
 def _difference_cell(row, seeds: int) -> str:
@@ -267,9 +268,10 @@ def report(cases: pd.DataFrame, differences: pd.DataFrame, calibration: pd.DataF
         lines += [f"**Only {seeds} seeds**: each interval rests on {seeds - 1} degree of freedom and cannot cover "
                   f"another training run's variation well; findings need at least {MIN_SEEDS} (`train.seeds`).", ""]
     elif seeds < FEW_SEEDS:
-        lines += [f"**Fewer than {FEW_SEEDS} seeds** ({seeds}): each interval rests on {seeds - 1} degrees of "
-                  "freedom and holds its coverage only if the seeds' means are normal; it is wide, and a verdict "
-                  "from it is fragile.", ""]
+        lines += [f"**Fewer than {FEW_SEEDS} seeds** ({seeds}): the seeds' share of each standard error rests on "
+                  f"{seeds - 1} degrees of freedom, so the intervals (each difference's degrees of freedom beside it) "
+                  "are wide and hold their coverage only if the seed effects are normal; a verdict from them is "
+                  "fragile.", ""]
     protocol, estimator = primary
     paired = _select(differences, protocol, protocol, estimator)
     n_cases = len(_select(cases, protocol, protocol, estimator))
