@@ -27,7 +27,7 @@ def loss_check(losses: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
     >>> run = pd.DataFrame({"epoch": [0, 0, 1, 1], "loss": [0.8, 0.7, 0.5, 0.3]})
     >>> loss_check({"a": run}).to_dict("records")[0]["note"]
-    'epoch 0 is the mean over its first 2 steps, from untrained weights (...); the article's over 500'
+    "epoch 0 is the mean over its first 2 steps, from untrained weights (...); the article's over 500"
     """
     rows = []
     for (case, epoch), printed in ARTICLE_LOSSES.items():
