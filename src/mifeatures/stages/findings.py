@@ -1,7 +1,7 @@
 """Findings stage: does the article's conclusion, that case c keeps the most MI, survive?
 
-The training run is the unit of inference (``mifeatures.core.statistics.inference``): the question is about what
-training does, and images are the same for every run. Every trained run is scored by both protocols'
+The question is about what training does, on images like these (``mifeatures.core.statistics.inference``):
+training runs and image clusters are both sampled. Every trained run is scored by both protocols'
 scorers, so each (training, scoring) cell of the 2 × 2 tells what training changes apart from what
 scoring changes. For each cell and estimator, from the per-image MI of every (seed, case):
 - each case's mean, and its share of images won (highest MI; a tie goes to the case listed first);
@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> None:
         values = per_image(runs)
     except ValueError as error:
         parser.error(str(error))
-    clusters = image_clusters(args.dataset, next(iter(next(iter(values.values())).values())).shape[1])
+    n_images = next(iter(next(iter(values.values())).values())).shape[1]  # the same in every matrix (per_image)
+    clusters = image_clusters(args.dataset, n_images)
     cases, differences = statistics(values, args.bootstrap, args.confidence, args.seed, args.margin, clusters)
     calibration = controls(runs, args.confidence, clusters)
     ksg = ksg_differences(checks, args.confidence, args.margin)
