@@ -782,3 +782,14 @@ def test_download_killed_mid_way_left_poochs_temporary_for_ever(server, download
     url, md5 = server.publish("stl10_binary.tar.gz", _make_tar_gz(stl10_members))
     download_stl10(url, md5, download_root / "stl10_binary" / "train_X.bin", progress=False)
     assert not stale.exists() and kept.exists()
+
+
+def test_each_sample_image_names_the_photo_it_is_cut_from():
+    """The figures and the findings name a sample image's photo by index (core.data.photos): one name per photo
+    the sample cuts from, in its order, and image i comes from photo i mod that count."""
+    from mifeatures.core.data.photos import PHOTO_NAMES, source_photo, source_photo_index
+    from mifeatures.core.data.sample import _sample_photos
+
+    photos = _sample_photos()
+    assert len(photos) == len(PHOTO_NAMES)
+    assert source_photo_index(len(photos) + 3) == 3 and source_photo(10) == "moon"

@@ -6,14 +6,13 @@ import numpy as np
 import skimage.data
 from skimage.transform import resize
 
-from mifeatures.core.data.photos import PHOTO_NAMES, SAMPLE_PHOTOS
+from mifeatures.core.data.photos import SAMPLE_PHOTOS
 from mifeatures.core.data.stl10 import IMAGE_SIZE
 
 
 def _sample_photos() -> list[np.ndarray]:
     photos = [getattr(skimage.data, name)() for name in SAMPLE_PHOTOS]
     photos += list(skimage.data.stereo_motorcycle()[:2])  # its left and right views: PHOTO_NAMES' last two
-    assert len(photos) == len(PHOTO_NAMES)
     rgb = []
     for photo in photos:
         photo = np.stack([photo] * 3, axis=-1) if photo.ndim == 2 else photo[..., :3]
