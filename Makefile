@@ -9,8 +9,10 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 all: $(VENV)/.installed
 	mifeatures build all
 
+# One xdist worker per core that the memory holds, each running whole test files, the longest first
+# (tests/conftest.py).
 test: $(VENV)/.installed browser
-	python -m pytest
+	python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
 # The suite on Python 3.12 and 3.13 too, each in .venv-3.1x at the lock's pins (CI runs it after `make test`):
 # the suite but its slowest files and tests (named in .ci/pythons and the README), then a tiny build and its checks.

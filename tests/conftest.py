@@ -4,24 +4,44 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
-import yaml
+from filelock import FileLock
 
-from mifeatures.workflow.params import load_params, merge
+from mifeatures.workflow.memory import MARGIN, MB, stage_mb
 from mifeatures.core.data.sample import make_sample
 from mifeatures.core.data.images import resize_images, to_grayscale
 from mifeatures.core.networks.shapes import map_size
 from mifeatures.core.networks.training import run
 
+from builds import build_tiny
 from helpers import train_config
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+# What one xdist worker may hold at once: a tiny build running two trainings of the largest case at their
+# measured peak (mifeatures.workflow.memory declares them with a margin on top).
+WORKER_MB = 2 * stage_mb("train", "b", 20) / MARGIN
+
+
+# The files that take longest, first: with `--dist loadfile --no-loadscope-reorder` xdist hands files to the
+# workers in collection order, so no worker is left running a long file alone at the end. Worker-seconds
+# measured with 2 workers on this project's 2 cores: workflow 1070, audit 1000, SLURM 660, records 630,
+# train 620, report 290, seeds together 270; the own-images build about 150 alone; every other file under 60.
+LONGEST_FIRST = ("test_workflow.py", "test_audit.py", "test_slurm.py", "test_records.py", "test_train.py",
+                 "test_report.py", "test_together.py", "test_folder.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's own order is kept
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto` (make test): a worker per core, as many as the memory available now holds. Each test file runs
+    whole on one worker (`--dist loadfile`), so a module's fixtures are built once."""
+    return max(1, min(os.cpu_count() or 1, int(psutil.virtual_memory().available / MB // WORKER_MB)))
 
 
 @pytest.fixture(scope="session")
@@ -44,24 +64,25 @@ def trained_case(tmp_path_factory, gray_images) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def protocols_build(tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
-    """A two-case (a, c), one-image tiny build of `all`, then of `protocols` (two cases being the fewest the
-    findings compare), and the bytes of every results file as `all` left them. Shared by the report and the
-    protocols' workflow test, which work on copies of it or only read it."""
-    root = tmp_path_factory.mktemp("protocols") / "tiny"
-    root.mkdir()
-    for name in ("workflow", "src", "environment.yml"):
-        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, root / name)
-    params = merge(load_params([REPO / "params.yaml", REPO / "config/tiny.yaml"]),
-                   {"cases": ["a", "c"], "figures": {"images": [10]}})
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    article = {}
-    for target in ("all", "protocols"):
-        result = subprocess.run([str(BIN / "snakemake"), target], cwd=root, env=env, capture_output=True, text=True,
-                                timeout=900)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        if target == "all":
-            article = {str(path.relative_to(root)): path.read_bytes()
-                       for path in sorted((root / "results").rglob("*")) if path.is_file() and "logs" not in path.parts}
-    return root, article
+def tiny_build(tmp_path_factory, worker_id) -> Path:
+    """One tiny build of the project (params.yaml + config/tiny.yaml) for the whole run, which no test touches:
+    the first worker that needs it builds it while the others wait on a lock in the folder all of them share
+    (pytest-xdist's recipe for session data); a build that failed half-way is made again."""
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        shared = shared.parent
+    root, done = shared / "tiny_build" / "tiny", shared / "tiny_build.done"
+    with FileLock(shared / "tiny_build.lock"):
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            build_tiny(root)
+            done.touch()
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(tiny_build, tmp_path_factory) -> Path:
+    """A copy of the tiny build, mtimes and Snakemake's metadata kept, that the tests of one file share and do not
+    edit: each test attacks a copy of it (builds.copy_of)."""
+    return shutil.copytree(tiny_build, tmp_path_factory.mktemp("built") / "tiny", symlinks=True)

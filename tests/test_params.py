@@ -299,7 +299,7 @@ def feed(path: tuple, params: dict) -> None:
         assert len(make_sample(sample["n_images"], sample["seed"])) == sample["n_images"]
     elif section == "train":
         if train["device"] == "cuda" and not torch.cuda.is_available():
-            return  # refused by the workflow before any job (test_workflow: check_devices)
+            return  # refused by the workflow before any job (test_audit: check_devices)
         for seed in params["train"]["seeds"]:
             seed_everything(seed)
         config = TrainConfig(**{name: train[name] for name in ("epochs", "batch_size", "lr", "alpha", "beta",

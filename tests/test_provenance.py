@@ -70,7 +70,7 @@ def chain(tmp_path_factory) -> dict[str, Path]:
 def verify(chain, capsys, params=None) -> tuple[int, str]:
     """The record checks of `mifeatures provenance --verify` (bytes, code, params through the chain) on the
     three figures, against the config files that made them or ``params``: (figures drifted, report). The
-    comparison with the workflow's own plan needs a checkout and is tested in test_workflow."""
+    comparison with the workflow's own plan needs a checkout and is tested in test_audit."""
     lines, drifted = [], 0
     for name in ("maps_a", "maps_c", "wins"):
         figure = chain[name]

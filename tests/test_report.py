@@ -1,4 +1,5 @@
-"""The Snakemake report in real headless Chromium, and the generated rule graphs in docs/audit.md."""
+"""A two-case tiny build of `all` and `protocols`: the protocols as wildcards of the same rules, its Snakemake
+report in real headless Chromium; and the generated rule graphs in docs/audit.md."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pandas as pd
+import yaml
 from PIL import Image
+
+from builds import edit, planned, set_params
+from mifeatures.workflow.params import load_params, merge
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +36,67 @@ def snakemake(root: Path, *args: str) -> str:
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
+
+
+@pytest.fixture(scope="module")
+def protocols_build(tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
+    """A two-case (a, c), one-image tiny build of `all`, then of `protocols` (two cases being the fewest the
+    findings compare), and the bytes of every results file as `all` left them. The protocols' test and the report
+    work on copies of it or only read it."""
+    root = tmp_path_factory.mktemp("protocols") / "tiny"
+    root.mkdir()
+    for name in ("workflow", "src", "environment.yml"):
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, root / name)
+    params = merge(load_params([REPO / "params.yaml", REPO / "config/tiny.yaml"]),
+                   {"cases": ["a", "c"], "figures": {"images": [10]}})
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    article = {}
+    for target in ("all", "protocols"):
+        result = subprocess.run([str(BIN / "snakemake"), target], cwd=root, env=ENV, capture_output=True, text=True,
+                                timeout=900)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        if target == "all":
+            article = {str(path.relative_to(root)): path.read_bytes()
+                       for path in sorted((root / "results").rglob("*")) if path.is_file() and "logs" not in path.parts}
+    return root, article
+
+
+def test_protocols_and_seeds_are_wildcards_of_the_same_rules(protocols_build, tmp_path):
+    """`snakemake protocols` runs the corrected protocol beside the article's run, whose outputs it
+    leaves byte for byte; the findings read the same faithful numbers as the aggregate; a param of the
+    corrected scoring reruns corrected jobs only; a second seed trains every (protocol, case) once more
+    and leaves the article's figures current (on a copy of the shared two-case build of `all`, then
+    `protocols`)."""
+    project = shutil.copytree(protocols_build[0], tmp_path / "tiny", symlinks=True)
+    article_outputs = protocols_build[1]
+    cases = yaml.safe_load((project / "params.yaml").read_text())["cases"]
+    after = {path: (project / path).read_bytes() for path in article_outputs}
+    assert after == article_outputs and planned(project) == {}
+    findings = pd.read_csv(project / "results/findings/cases.csv")
+    faithful = findings[(findings["training"] == "faithful") & (findings["scoring"] == "faithful")]
+    faithful = faithful.set_index("case")["mean_mi"]
+    aggregate = pd.read_csv(project / "results/aggregate/cases.csv").set_index("case")["mean_mi"]
+    pd.testing.assert_series_equal(faithful, aggregate, check_names=False, rtol=1e-12)
+    assert set(zip(findings["training"], findings["scoring"])) == {
+        (training, scoring) for training in ("faithful", "corrected") for scoring in ("faithful", "corrected")}
+    findings_text = (project / "results/findings.md").read_text()
+    assert "**One seed**: seed-level intervals and tests need at least 2 seeds" in findings_text
+    corrected_scoring = {"score": 2 * len(cases), "findings": 1, "figure_protocols": 1, "protocols": 1}
+    null = project / "src/mifeatures/core/information/estimators.py"
+    original_null = edit(null, "return mutual_information_many(rolled, [maps] * len(rolled), bins).mean(axis=0)",
+                         "return mutual_information_many(rolled, [maps] * len(rolled), bins).mean(0)")
+    # the spatial null: the corrected scorer's jobs (of both trainings) and what reads them, nothing of the faithful one
+    assert planned(project, target="protocols") == corrected_scoring
+    assert planned(project) == {}
+    null.write_text(original_null)
+    set_params(project, {"score": {"null_shifts": 4}})
+    assert planned(project, target="protocols") == corrected_scoring
+    set_params(project, {"train": {"seeds": [78, 79]}})
+    # seed 79: both trainings and both scorers of each case; seed 78: the corrected scorer again (null_shifts)
+    assert planned(project, target="protocols") == {
+        "train": 2 * len(cases), "score": 6 * len(cases), "crosscheck": 2 * len(cases), "findings": 1,
+        "figure_protocols": 1, "protocols": 1}
+    assert planned(project) == {}
 
 
 @pytest.fixture(scope="module")

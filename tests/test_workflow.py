@@ -14,44 +14,33 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.metadata
 import io
 import json
 import os
 import re
-import shlex
 import shutil
-import signal
 import subprocess
-import sys
 import tarfile
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psutil
 import pytest
-import torch
 import yaml
 from PIL import Image
 
-from mifeatures.workflow.memory import stage_mb
 from mifeatures.core.data.sample import make_sample
 from mifeatures.core.data.stl10 import write_stl10_images
 from mifeatures.workflow.params import load_params, merge
 
+from builds import (
+    REPO, BIN, ENV, COPIED, TIMEOUT, DVC, GIT_USER, ARTICLE_RUN, run, snakemake, outputs, set_params, init_dvc,
+    planned, edit, clone_of, build_tiny
+)
+
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-COPIED = ("workflow", "src", "config", "environment.yml", "dvc.yaml", ".dvcignore")
-TIMEOUT = 900  # seconds; no subprocess of these tests may run longer
-DVC = str(BIN / "dvc")
-GIT_USER = ("-c", "user.name=mifeatures tests", "-c", "user.email=tests@example.invalid",
-            "-c", "commit.gpgsign=false")
 # What two clean builds of the same config must reproduce byte for byte.
 DETERMINISTIC = (
     "data/sample/stl10_binary/train_X.bin", "results/grayscale/*.npy", "results/train/*/*/*/loss.csv",
@@ -59,34 +48,9 @@ DETERMINISTIC = (
     "results/aggregate/*.csv",
     "results/aggregate/metrics.json",
 )
-ARTICLE_RUN = "faithful/seed78"  # the run behind the article's figures: protocol, first seed
+
+
 LOCKED = "Directory cannot be locked"  # snakemake.exceptions.LockException
-
-
-def run(root: Path, *command: str, check: bool = True, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    """Run a command of the project's environment in ``root``; fail with its output when asked."""
-    result = subprocess.run(command, cwd=root, env=ENV, capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode:
-        pytest.fail(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def snakemake(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run(root, str(BIN / "snakemake"), "--cores", "4", *args, check=check)
-
-
-def outputs(root: Path) -> dict[str, int]:
-    """mtime (ns) of every result file except logs, keyed by path relative to results/."""
-    return {
-        str(path.relative_to(root / "results")): path.stat().st_mtime_ns
-        for path in (root / "results").rglob("*")
-        if path.is_file() and "logs" not in path.parts
-    }
-
-
-def set_params(root: Path, change: dict) -> None:
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(merge(yaml.safe_load(path.read_text()), change), sort_keys=False))
 
 
 def contents(root: Path, patterns=DETERMINISTIC) -> dict[str, bytes]:
@@ -119,32 +83,12 @@ def branch(case: str) -> set[str]:
     }
 
 
-def build_tiny(root: Path) -> Path:
-    """Copy the project to ``root`` with params.yaml = params.yaml + config/tiny.yaml, and build it."""
-    for name in COPIED:
-        source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
-    tiny = load_params([REPO / "params.yaml", REPO / "config/tiny.yaml"])
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny, sort_keys=False))
-    snakemake(root, "all")
-    return root
-
-
-def init_dvc(root: Path) -> None:
-    """git init and dvc init in ``root`` (no analytics, Snakemake's state not in git)."""
-    (root / ".gitignore").write_text("/.snakemake/\n__pycache__/\n*.egg-info/\n")
-    run(root, "git", "init", "-q")
-    run(root, DVC, "init", "-q")
-    run(root, DVC, "config", "core.analytics", "false")
-
-
 @pytest.fixture(scope="module")
-def first_build(tmp_path_factory) -> tuple[Path, dict[str, bytes], Path]:
-    """The tiny build behind ``project``, and its DETERMINISTIC files as they were right after it. A copy of it,
-    taken then, is ``built``: the tests that edit ``project`` never reach that copy."""
-    root = build_tiny(tmp_path_factory.mktemp("project"))
-    pristine = shutil.copytree(root, tmp_path_factory.mktemp("built") / "tiny", symlinks=True)
-    return root, contents(root), pristine
+def first_build(tiny_build, tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
+    """A copy of the run's tiny build (conftest), behind ``project``, and its DETERMINISTIC files as they were
+    right after it."""
+    root = shutil.copytree(tiny_build, tmp_path_factory.mktemp("project") / "tiny", symlinks=True)
+    return root, contents(root)
 
 
 @pytest.fixture(scope="module")
@@ -185,24 +129,7 @@ def test_second_run_has_nothing_to_do(project):
     assert "Nothing to be done" in snakemake(project, "-n", "all").stdout
 
 
-def planned(root: Path, *args: str, target: str = "all") -> dict[str, int]:
-    """{rule: number of jobs} that `snakemake -n TARGET` would run now."""
-    dry = snakemake(root, "-n", target, *args).stdout
-    if "Nothing to be done" in dry:
-        return {}
-    table = dry[dry.index("Job stats:"):dry.index("Reasons:")]
-    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", table, re.M) if rule != "total"}
-
-
 FIGURE_JOBS = {"figure_loss": 1, "figure_maps": 8, "figure_chosen": 1, "figure_distribution": 1, "figure_wins": 1}
-
-
-def edit(path: Path, old: str, new: str) -> str:
-    """Replace ``old`` by ``new`` in ``path``; return the original text (to restore it)."""
-    original = path.read_text()
-    assert old in original, f"{old!r} not in {path}"
-    path.write_text(original.replace(old, new, 1))
-    return original
 
 
 def test_comment_in_the_code_reruns_nothing(project):
@@ -454,13 +381,6 @@ def pulled_clone(second_build, tmp_path_factory) -> tuple[Path, Path]:
     return root, clone
 
 
-def clone_of(root: Path, parent: Path) -> Path:
-    clone = parent / "clone"
-    run(root.parent, "git", "clone", "-q", str(root), str(clone))
-    assert not (clone / "data").exists() and not (clone / "results").exists()
-    return clone
-
-
 def test_dvc_remote_round_trip(pulled_clone):
     """A git clone plus `dvc pull` restores data/ and results/ byte for byte, and DVC sees it up to date."""
     root, clone = pulled_clone
@@ -551,595 +471,3 @@ def test_dvc_experiment_is_comparable_in_exp_show(pulled_clone):
     assert float(baseline["train.lr"]) == 1e-4 and float(experiment["train.lr"]) == 1e-5
     assert all(experiment[f"mean_mi.{case}"] and baseline[f"mean_mi.{case}"] for case in "abcd")
     assert any(experiment[f"mean_mi.{case}"] != baseline[f"mean_mi.{case}"] for case in "abcd")
-
-
-def test_protocols_and_seeds_are_wildcards_of_the_same_rules(protocols_build, tmp_path):
-    """`snakemake protocols` runs the corrected protocol beside the article's run, whose outputs it
-    leaves byte for byte; the findings read the same faithful numbers as the aggregate; a param of the
-    corrected scoring reruns corrected jobs only; a second seed trains every (protocol, case) once more
-    and leaves the article's figures current (on a copy of the shared two-case build of `all`, then
-    `protocols`)."""
-    project = shutil.copytree(protocols_build[0], tmp_path / "tiny", symlinks=True)
-    article_outputs = protocols_build[1]
-    cases = yaml.safe_load((project / "params.yaml").read_text())["cases"]
-    after = {path: (project / path).read_bytes() for path in article_outputs}
-    assert after == article_outputs and planned(project) == {}
-    findings = pd.read_csv(project / "results/findings/cases.csv")
-    faithful = findings[(findings["training"] == "faithful") & (findings["scoring"] == "faithful")]
-    faithful = faithful.set_index("case")["mean_mi"]
-    aggregate = pd.read_csv(project / "results/aggregate/cases.csv").set_index("case")["mean_mi"]
-    pd.testing.assert_series_equal(faithful, aggregate, check_names=False, rtol=1e-12)
-    assert set(zip(findings["training"], findings["scoring"])) == {
-        (training, scoring) for training in ("faithful", "corrected") for scoring in ("faithful", "corrected")}
-    findings_text = (project / "results/findings.md").read_text()
-    assert "**One seed**: seed-level intervals and tests need at least 2 seeds" in findings_text
-    corrected_scoring = {"score": 2 * len(cases), "findings": 1, "figure_protocols": 1, "protocols": 1}
-    null = project / "src/mifeatures/core/information/estimators.py"
-    original_null = edit(null, "return mutual_information_many(rolled, [maps] * len(rolled), bins).mean(axis=0)",
-                         "return mutual_information_many(rolled, [maps] * len(rolled), bins).mean(0)")
-    # the spatial null: the corrected scorer's jobs (of both trainings) and what reads them, nothing of the faithful one
-    assert planned(project, target="protocols") == corrected_scoring
-    assert planned(project) == {}
-    null.write_text(original_null)
-    set_params(project, {"score": {"null_shifts": 4}})
-    assert planned(project, target="protocols") == corrected_scoring
-    set_params(project, {"train": {"seeds": [78, 79]}})
-    # seed 79: both trainings and both scorers of each case; seed 78: the corrected scorer again (null_shifts)
-    assert planned(project, target="protocols") == {
-        "train": 2 * len(cases), "score": 6 * len(cases), "crosscheck": 2 * len(cases), "findings": 1,
-        "figure_protocols": 1, "protocols": 1}
-    assert planned(project) == {}
-
-
-# Every "current" and every "valid" is true: each finding of the review, on a copy of one tiny build.
-
-@pytest.fixture(scope="module")
-def built(first_build) -> Path:
-    """A tiny build nobody edits (taken right after ``first_build``, mtimes and metadata kept); each test below
-    attacks a copy of it."""
-    return first_build[2]
-
-
-def copy_of(root: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "copy"
-    shutil.copytree(root, copy, symlinks=True)
-    return copy
-
-
-def verify_all(root: Path, *args: str) -> tuple[int, dict[str, list[str]]]:
-    """`mifeatures provenance --all --verify` in ``root``: (exit code, {output: its problems})."""
-    said = run(root, str(BIN / "mifeatures"), "provenance", "--all", "--verify", *args, check=False)
-    verdicts: dict[str, list[str]] = {}
-    path = None  # the output whose problems the indented lines below it list
-    for line in said.stdout.splitlines():
-        if line.startswith("  - "):
-            verdicts[path].append(line[4:])
-        elif ": " in line and not line.startswith("("):
-            path = line.split(": ")[0]
-            verdicts[path] = []
-    assert said.returncode in (0, 1), said.stdout + said.stderr
-    return said.returncode, verdicts
-
-
-def drifted(verdicts: dict[str, list[str]]) -> set[str]:
-    return {path for path, problems in verdicts.items() if problems}
-
-
-def test_fresh_build_verifies_current_and_every_declared_output_is_checked(built):
-    """Right after a build every output under data/ and results/ that `all` declares is checked and current."""
-    code, verdicts = verify_all(built)
-    assert code == 0 and drifted(verdicts) == set()
-    declared = {line.split("\t")[0] for line in run(built, str(BIN / "snakemake"), "--summary", "all").stdout
-                .splitlines()[1:] if line.strip() and not line.split("\t")[0].endswith(".prov.json")}
-    assert set(verdicts) == declared and "results/aggregate/metrics.json" in declared
-    shown = sorted((built / "results/logs/progress").rglob("*.txt"))  # each training job's progress file
-    assert len(shown) == 4 and all(": 100%" in path.read_text() for path in shown)
-
-
-@pytest.mark.parametrize("override", [{"train": {"epochs": 1.0}}, {"train": {"batch_size": 30}},
-                                      {"train": {"seeds": [78.0]}}, {"score": {"bins": 100000}}])
-def test_value_the_validator_calls_valid_deletes_trained_models(built, tmp_path, override):
-    """`epochs: 1.0`, `batch_size: 30` on 20 images (under --keep-going), `seeds: [78.0]` and `bins: 100000`
-    were "valid" and failed a job after Snakemake had deleted its outputs: now refused before any job, by
-    `mifeatures params` and Snakemake alike, and nothing is touched."""
-    root = copy_of(built, tmp_path)
-    before = outputs(root)
-    (root / "bad.yaml").write_text(yaml.safe_dump(override))
-    said = snakemake(root, "all", "--keep-going", "--configfile", "bad.yaml", check=False)
-    checked = run(root, str(BIN / "mifeatures"), "params", "params.yaml", "bad.yaml", check=False)
-    assert said.returncode != 0 and checked.returncode == 1
-    key = ".".join([*override, *override[next(iter(override))]])
-    assert key in said.stdout + said.stderr and key in checked.stderr, said.stdout + said.stderr
-    assert outputs(root) == before
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA, so device: cuda is valid here")
-def test_device_cuda_on_a_machine_without_one_deletes_the_models(built, tmp_path):
-    """`device: cuda` where there is no CUDA failed every train job after its outputs were removed: now the
-    run stops before any job, naming the key and the cases."""
-    root = copy_of(built, tmp_path)
-    before = outputs(root)
-    set_params(root, {"train": {"overrides": {"c": {"device": "cuda"}}}})
-    said = snakemake(root, "all", check=False)
-    assert said.returncode != 0
-    assert "train.device: 'cuda' for case(s) c, but this machine has no CUDA device" in said.stdout + said.stderr
-    assert outputs(root) == before
-
-
-@pytest.mark.parametrize(("text", "message"), [
-    ("train:\n  epochs: 1\n  epochs: 2\n", "line 3: key 'epochs' given twice"),
-    ("data:\n  sample:\n    seed: 010\n", "line 3: seed: '010' has a leading zero"),
-])
-def test_duplicate_key_and_yaml_1_1_octal_seed_run_with_another_value(built, tmp_path, text, message):
-    """A duplicate `epochs:` (Snakemake took the last, DVC refused the file) and `seed: 010` (8 to Snakemake,
-    10 to DVC) stop Snakemake before any job, as DVC would."""
-    root = copy_of(built, tmp_path)
-    (root / "over.yaml").write_text(text)
-    said = snakemake(root, "-n", "all", "--configfile", "over.yaml", check=False)
-    assert said.returncode != 0 and message in said.stdout + said.stderr, said.stdout + said.stderr
-
-
-def hand_train(root: Path, case: str, *changes: str) -> None:
-    """Run the train stage by hand as the review did, writing into the article run's folder for ``case``."""
-    folder = f"results/train/{ARTICLE_RUN}/{case}"
-    run(root, sys.executable, "-m", "mifeatures.stages.train", "--case", case, "--encoder-images",
-        "results/grayscale/size96.npy", "--critic-images", "results/grayscale/size88.npy", "--epochs", "1",
-        "--batch-size", "10", "--lr", "0.0001", "--seed", "78", "--alpha", "0.1", "--beta", "0.1", "--gamma", "0.8",
-        "--device", "cpu", "--precision", "fp32", "--no-fused-adam", "--checkpoint-every", "5",
-        "--encoder-out", f"{folder}/encoder.pt", "--loss-out", f"{folder}/loss.csv", *changes)
-
-
-def test_stage_run_by_hand_with_other_arguments_verifies_current(built, tmp_path):
-    """A training run by hand under the corrected protocol, put at the faithful run's path, then the figures
-    rebuilt on it by Snakemake: `--verify` said 12 × current. Now the score job refuses to score that checkpoint
-    as the faithful run (a plain `snakemake all` fails there, naming both), the encoder names the protocol it was
-    made with and the one the workflow would use, and `mifeatures build` would retrain it."""
-    root = copy_of(built, tmp_path)
-    hand_train(root, "a", "--protocol", "corrected")
-    said = snakemake(root, "all", check=False)
-    assert said.returncode != 0
-    assert "(adversarial prior True, seed 78), not of case a (adversarial prior False, seed 78)" in (
-        said.stdout + said.stderr)
-    code, verdicts = verify_all(root)
-    assert code == 1
-    encoder = f"results/train/{ARTICLE_RUN}/a/encoder.pt"
-    assert any("--protocol corrected (now faithful)" in problem for problem in verdicts[encoder])
-    assert "results/figures/maps_c_image10.png" not in drifted(verdicts)
-    assert reruns(root)["train"] == 1
-
-
-def test_maps_of_image_11_written_to_maps_c_image10_verifies_current(built, tmp_path):
-    """The maps figure of image 11 written to `maps_c_image10.png` is not what that path's job makes."""
-    root = copy_of(built, tmp_path)
-    record = json.loads((root / "results/figures/maps_c_image10.png.prov.json").read_text())
-    command = shlex.split(record["command"])
-    command[command.index("--image") + 1] = "11"
-    run(root, sys.executable, *command[1:])
-    said = run(root, str(BIN / "mifeatures"), "provenance", "--verify", "results/figures/maps_c_image10.png",
-               check=False)
-    assert said.returncode == 1 and "--image 11 (now 10)" in said.stdout, said.stdout
-
-
-@pytest.mark.parametrize("change", [{"data": {"dataset": "stl10"}}, {"train": {"seeds": [79, 78]}},
-                                    {"cases": ["a", "c"]}], ids=["dataset", "seeds", "cases"])
-def test_settings_that_choose_the_inputs_are_in_no_record(built, tmp_path, change):
-    """With `data.dataset: stl10`, `seeds: [79, 78]` or `cases: [a, c]`, `--verify` said current while
-    `snakemake -n` planned 24–28 jobs. Now every output Snakemake would rebuild is not current, and the
-    outputs it would not rebuild are current: the two views agree."""
-    root = copy_of(built, tmp_path)
-    set_params(root, change)
-    code, verdicts = verify_all(root)
-    dry = snakemake(root, "-n", "all").stdout
-    would_build = set(re.findall(r"^    output: (.*)$", dry, re.M))
-    would_build = {path for line in would_build for path in line.split(", ") if not path.endswith(".prov.json")}
-    assert code == 1 and would_build and would_build == drifted(verdicts), (would_build ^ drifted(verdicts))
-
-
-def test_copied_checkout_is_verified_against_the_originals_config(built, tmp_path):
-    """Records held each --configfile's absolute path: a copy was verified against the original's file, and
-    failed with exit 2 once it was gone. They hold paths relative to the checkout now."""
-    original = copy_of(built, tmp_path / "original")
-    (original / "over.yaml").write_text("aggregate: {win_by: max}\n")
-    snakemake(original, "all", "--configfile", "over.yaml")
-    copy = copy_of(original, tmp_path / "second")
-    (copy / "over.yaml").write_text("aggregate: {win_by: mean}\n")
-    shutil.rmtree(original)
-    code, verdicts = verify_all(copy)
-    assert code == 1 and "results/figures/wins.png" in drifted(verdicts)
-    assert "param aggregate.win_by: 'max' when made, 'mean' now" in verdicts["results/figures/wins.png"]
-    record = json.loads((copy / "results/figures/wins.png.prov.json").read_text())
-    assert record["config_files"] == ["params.yaml", "over.yaml"]
-
-
-def test_all_checks_only_the_figures(built, tmp_path):
-    """`--all` checked results/figures/*.png only: an edited metrics.json or article_losses.csv, or a figure
-    whose record was deleted and whose PNG was corrupted, passed. Each is now a failure."""
-    root = copy_of(built, tmp_path)
-    metrics = root / "results/aggregate/metrics.json"
-    values = json.loads(metrics.read_text())
-    values["mean_mi"]["c"] = 0.99
-    metrics.write_text(json.dumps(values))
-    with (root / "results/article_losses.csv").open("a") as table:
-        table.write("99,a,0.5,0.5\n")
-    (root / "results/figures/wins.png.prov.json").unlink()
-    (root / "results/figures/wins.png").write_bytes(b"not a png")
-    code, verdicts = verify_all(root)
-    assert code == 1
-    assert drifted(verdicts) >= {"results/aggregate/metrics.json", "results/article_losses.csv",
-                                 "results/figures/wins.png"}
-    assert verdicts["results/figures/wins.png"][0].startswith("no provenance record")
-
-
-def test_venv_of_one_checkout_verifies_another_with_its_own_code(built, tmp_path):
-    """The CLI digested the code of the installed package, so a venv made in one checkout verified another
-    with the first one's code. In a copy whose aggregation.py differs, the venv of this repository now sees
-    the copy's code: the aggregate and the figures drawn from it are not current, the rest is."""
-    root = copy_of(built, tmp_path)
-    edit(root / "src/mifeatures/core/statistics/aggregation.py", 'WIN_STATISTICS = ("mean", "max")',
-         'WIN_STATISTICS = ("max", "mean")')
-    code, verdicts = verify_all(root)
-    changed = {path for path, problems in verdicts.items()
-               if "code mifeatures/core/statistics/aggregation.py: changed since aggregate ran it" in problems}
-    assert code == 1 and "results/aggregate/metrics.json" in changed and "results/figures/wins.png" in changed
-    assert f"results/train/{ARTICLE_RUN}/c/encoder.pt" not in drifted(verdicts)
-
-
-def test_verify_all_from_another_directory_says_name_figures(built, tmp_path):
-    """From outside a checkout `--all --verify` said "name figures or use --all"; it names the problem now."""
-    said = run(tmp_path, str(BIN / "mifeatures"), "provenance", "--all", "--verify", check=False)
-    assert said.returncode == 2 and "is not a mifeatures checkout (it has no workflow/Snakefile)" in said.stderr
-    from_elsewhere = run(tmp_path, str(BIN / "mifeatures"), "provenance", "--all", "--verify", "--directory",
-                         str(built), check=False)
-    assert from_elsewhere.returncode == 0, from_elsewhere.stdout + from_elsewhere.stderr
-
-
-@pytest.mark.parametrize("deleted", [f"results/score/{ARTICLE_RUN}/c/scored-faithful/summary.csv",
-                                     f"results/train/{ARTICLE_RUN}/c/encoder.pt"])
-def test_missing_intermediates_are_never_rebuilt(built, tmp_path, deleted):
-    """A deleted table or checkpoint: `snakemake all` said "Nothing to be done" while `--verify` said DRIFTED.
-    Both now agree that it is missing, and `snakemake all` rebuilds it and what depends on it."""
-    root = copy_of(built, tmp_path)
-    (root / deleted).unlink()
-    code, verdicts = verify_all(root)
-    assert code == 1 and verdicts[deleted][0].startswith("missing")
-    assert planned(root)
-    snakemake(root, "all")
-    assert verify_all(root)[0] == 0 and planned(root) == {}
-
-
-def test_swapping_two_lines_or_restating_a_value_retrains_all_four(built, tmp_path):
-    """Params are compared as values: swapping the batch_size and lr lines, or restating `lr: 1E-4` in an
-    override file and per case, retrained every case before."""
-    root = copy_of(built, tmp_path)
-    params = root / "params.yaml"
-    lines = params.read_text().splitlines()
-    batch, lr = (next(i for i, line in enumerate(lines) if line.strip().startswith(key))
-                 for key in ("batch_size:", "lr:"))
-    lines[batch], lines[lr] = lines[lr], lines[batch]
-    params.write_text("\n".join(lines) + "\n")
-    assert planned(root) == {}
-    (root / "over.yaml").write_text("train:\n  lr: 1E-4\n  overrides: {c: {lr: 1.0e-4}}\n")
-    assert planned(root, "--configfile", "over.yaml") == {}
-    assert verify_all(root, "--params", "params.yaml", "over.yaml")[0] == 0
-
-
-def test_power_loss_needs_snakemake_unlock(built, tmp_path):
-    """Snakemake and its jobs killed mid-run (as by a power loss) left locks that failed every rerun with
-    LockException until `snakemake --unlock`; the same command now resumes and finishes."""
-    root = copy_of(built, tmp_path)
-    set_params(root, {"train": {"overrides": {"d": {"lr": 5.0e-4}}}})
-    shutil.rmtree(root / "results/logs")  # so that d's training log appearing means it is training
-    command = [str(BIN / "snakemake"), "--cores", "1", "all"]
-    with (tmp_path / "killed.log").open("w") as log:
-        killed = subprocess.Popen(command, cwd=root, env=ENV, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-        deadline = time.monotonic() + 120
-        while not list((root / "results/logs/train").rglob("d.log")):
-            assert killed.poll() is None and time.monotonic() < deadline, (tmp_path / "killed.log").read_text()
-            time.sleep(0.1)
-        os.killpg(killed.pid, signal.SIGKILL)
-        killed.wait(timeout=60)
-    assert list((root / ".snakemake/locks").iterdir())
-    rerun = snakemake(root, "all")
-    assert "the run that held it is gone" in rerun.stderr
-    assert planned(root) == {} and verify_all(root)[0] == 0
-
-
-def test_two_runs_with_disjoint_targets_both_run(built, tmp_path):
-    """Snakemake locks files, not the folder, so two runs whose jobs share no output both run. That is safe
-    here: each job writes only its own outputs (atomically) and its own records and metadata, a stage never
-    writes outside its declared outputs, and a run that shares a file with a live one is refused."""
-    root = copy_of(built, tmp_path)
-    for figure in ("wins.png", "loss.png"):
-        for path in (root / "results/figures").glob(f"{figure}*"):
-            path.unlink()
-    runs = [subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", f"results/figures/{figure}"], cwd=root,
-                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for figure in ("wins.png", "loss.png")]
-    said = [process.communicate(timeout=TIMEOUT)[0] for process in runs]
-    assert [process.returncode for process in runs] == [0, 0], said
-    assert drifted(verify_all(root)[1]) == {"results/provenance.txt"}  # it summarises the two new records
-    snakemake(root, "all")
-    assert verify_all(root)[0] == 0 and planned(root) == {}
-
-
-def test_dvc_plots_name_one_seed_and_four_cases(built, tmp_path):
-    """dvc.yaml's plots named results/train/faithful/seed78/{a..d}/loss.csv, so other seeds or cases broke
-    `dvc plots show`. Its plots are the figures now: after `seeds: [79]` and `cases: [a, c]` and a build,
-    `dvc plots show` renders every one of them, the MI distribution and the wins included."""
-    root = copy_of(built, tmp_path)
-    init_dvc(root)
-    set_params(root, {"train": {"seeds": [79]}, "cases": ["a", "c"]})
-    snakemake(root, "all")
-    said = run(root, DVC, "plots", "show", "--json")
-    shown = json.loads(said.stdout)["data"]
-    assert {"results/figures/loss.png", "results/figures/mi_distribution.png", "results/figures/wins.png"} <= set(
-        shown), said.stdout[:2000]
-    for plot in shown.values():
-        with Image.open(plot[0]["url"]) as image:
-            image.verify()
-    assert "seed78" not in (root / "dvc.yaml").read_text()
-
-
-# The records are the truth: what reruns and what is "current" follow the records that travel with the
-# outputs, not Snakemake's local cache. Each finding of the review, on copies of the same tiny build.
-
-MIFEATURES = str(BIN / "mifeatures")
-STRANGERS = "provenance records were not written by this checkout's runs"
-
-
-def reruns(root: Path, *args: str) -> dict[str, int]:
-    """{rule: jobs} that `mifeatures build -n` would rerun: those whose records do not match, and their readers."""
-    said = run(root, MIFEATURES, "build", "-n", *args)
-    return dict(Counter(re.findall(r"^  rerun (\w+)", said.stderr, re.M)))
-
-
-def dvc_repository(root: Path) -> Path:
-    """``root`` as git + DVC repository with its results committed by `dvc repro` (which has nothing to do)."""
-    init_dvc(root)
-    run(root, DVC, "repro")
-    run(root, "git", "add", "-A")
-    run(root, "git", *GIT_USER, "commit", "-q", "-m", "tiny build")
-    return root
-
-
-def fresh_metrics(built: Path, tmp_path: Path, change: dict, rules: list[str]) -> dict:
-    """metrics.json of a clean build of the tiny config with ``change``: ``built`` is a clean build of the tiny
-    config, whose jobs upstream of ``rules`` have the same params (and two clean builds are byte-identical, see
-    test_two_clean_builds_are_byte_identical); ``rules`` and all after them are forced to run again by plain
-    Snakemake, trusting no record."""
-    root = copy_of(built, tmp_path)
-    set_params(root, change)
-    snakemake(root, "results/aggregate/metrics.json", "--forcerun", *rules)
-    return json.loads((root / "results/aggregate/metrics.json").read_text())
-
-
-def test_dvc_exp_run_after_dvc_checkout_records_a_false_experiment(built, tmp_path):
-    """`dvc exp run -S aggregate.win_by=max`, then `dvc checkout` of the baseline, then the same experiment with
-    `checkpoint_every: 7`: only the wins figure reran, and the experiment was stored with `win_by: max` in its
-    params and "mean" in its metrics, since Snakemake's cache remembered the first experiment while the files
-    were the baseline's. Three experiments with checkouts between them now each hold the metrics a clean build
-    of their params makes, and a plain `snakemake` after a checkout warns that its cache may be wrong."""
-    root = dvc_repository(copy_of(built, tmp_path / "repository"))
-    experiments = {"win-by-max": ["aggregate.win_by=max"], "bins-20": ["score.bins=20"],
-                   "win-by-max-again": ["aggregate.win_by=max", "train.checkpoint_every=7"]}
-    for name, settings in experiments.items():
-        run(root, DVC, "exp", "run", "-n", name, *(word for setting in settings for word in ("-S", setting)))
-        run(root, "git", "checkout", "--", "params.yaml", "dvc.lock")
-        run(root, DVC, "checkout")
-    assert STRANGERS in snakemake(root, "-n", "all").stderr
-    table = run(root, DVC, "exp", "show", "--csv", "--precision", "15", "--drop", ".*", "--keep",
-                "Experiment|max_mi.*|mean_mi.*|wins.*|aggregate.win_by|score.bins").stdout
-    shown = {row["Experiment"]: row for row in csv.DictReader(io.StringIO(table)) if row["Experiment"]}
-    assert shown.keys() == experiments.keys()
-    assert [shown[name]["aggregate.win_by"] for name in experiments] == ["max", "mean", "max"]
-    expected = {"win-by-max": fresh_metrics(built, tmp_path / "win_by", {"aggregate": {"win_by": "max"}},
-                                            ["aggregate"]),
-                "bins-20": fresh_metrics(built, tmp_path / "bins", {"score": {"bins": 20}}, ["score"])}
-    expected["win-by-max-again"] = expected["win-by-max"]
-    for name, metrics in expected.items():
-        row = shown[name]
-        for key in ("max_mi", "mean_mi", "wins"):
-            for case, value in metrics[key].items():
-                assert float(row[f"{key}.{case}"]) == pytest.approx(value, rel=1e-12), (name, key, case)
-
-
-def test_make_pull_marks_another_configs_results_current(built, tmp_path):
-    """Results built under `--configfile config/tiny.yaml`, pushed, cloned and pulled were "verified and marked
-    up to date" for the plain params.yaml (200 images, 2 epochs), under which `snakemake -n` then had nothing
-    to do. `mifeatures pull` now checks them under the config it is given: refused under params.yaml, naming
-    the jobs, with `mifeatures build` planning them; accepted under config/tiny.yaml, after which Snakemake
-    under that config has nothing to do."""
-    origin = copy_of(built, tmp_path / "origin")
-    (origin / "params.yaml").write_text((REPO / "params.yaml").read_text())  # the tiny values come from the file
-    init_dvc(origin)
-    run(origin, DVC, "commit", "-f")
-    remote = tmp_path / "remote"
-    run(origin, DVC, "remote", "add", "-d", "local", str(remote))
-    run(origin, DVC, "push")
-    run(origin, "git", "add", "-A")
-    run(origin, "git", *GIT_USER, "commit", "-q", "-m", "built under config/tiny.yaml")
-    clone = clone_of(origin, tmp_path / "machine_b")
-    plain = run(clone, MIFEATURES, "pull", check=False)
-    assert plain.returncode == 1, plain.stdout + plain.stderr
-    assert "rerun sample" in plain.stderr and "--n-images 20 (now 200)" in plain.stderr, plain.stderr
-    assert reruns(clone)["train"] == 4
-    assert STRANGERS in snakemake(clone, "-n", "all").stderr
-    tiny = run(clone, MIFEATURES, "pull", "--configfile", "config/tiny.yaml", check=False)
-    assert tiny.returncode == 0, tiny.stdout + tiny.stderr
-    dry = snakemake(clone, "-n", "all", "--configfile", "config/tiny.yaml")
-    assert "Nothing to be done" in dry.stdout and STRANGERS not in dry.stderr, dry.stdout + dry.stderr
-    assert reruns(clone, "--configfile", "config/tiny.yaml") == {}
-
-
-def test_copy_with_its_record_passes_the_audit(built, tmp_path):
-    """maps_a_image10.png with its record copied onto maps_c_image10.png, and a's four score tables with their
-    records onto c's paths, verified "current" and Snakemake had nothing to do. A record names the path it was
-    written for: both copies are caught, and `mifeatures build` reruns c's scoring and what reads it."""
-    root = copy_of(built, tmp_path)
-    figures = root / "results/figures"
-    score = root / f"results/score/{ARTICLE_RUN}"
-    for suffix in ("", ".prov.json"):
-        shutil.copy(figures / f"maps_a_image10.png{suffix}", figures / f"maps_c_image10.png{suffix}")
-        for name in ("mi.csv", "summary.csv", "figure_maps.npy", "figure_bounds.csv"):
-            shutil.copy(score / f"a/scored-faithful/{name}{suffix}", score / f"c/scored-faithful/{name}{suffix}")
-    code, verdicts = verify_all(root)
-    copied = "results/figures/maps_c_image10.png"
-    assert code == 1 and copied in drifted(verdicts)
-    assert f"{copied}: its record was written for results/figures/maps_a_image10.png (copied from there?)" in \
-        verdicts[copied]
-    assert f"results/score/{ARTICLE_RUN}/c/scored-faithful/summary.csv" in drifted(verdicts)
-    assert f"results/score/{ARTICLE_RUN}/a/scored-faithful/summary.csv" not in drifted(verdicts)
-    planned_reruns = reruns(root)
-    assert planned_reruns["score"] == 1 and planned_reruns["figure_maps"] == 2 and "train" not in planned_reruns
-
-
-def test_output_without_a_record_provenance_txt(built, tmp_path):
-    """results/provenance.txt had no record: edited to name another lr it verified current under `--all`, and
-    alone it was judged by Snakemake's cache while `--all` was not. It has its record now, whose inputs are the
-    figures' records, and both ways of asking give the same verdict."""
-    root = copy_of(built, tmp_path)
-    alone = run(root, MIFEATURES, "provenance", "--verify", "results/provenance.txt", check=False)
-    assert alone.returncode == 0 and "results/provenance.txt: current" in alone.stdout, alone.stdout
-    edit(root / "results/provenance.txt", "train.lr = 0.0001", "train.lr = 0.0002")
-    code, verdicts = verify_all(root)
-    assert code == 1 and drifted(verdicts) == {"results/provenance.txt"}
-    alone = run(root, MIFEATURES, "provenance", "--verify", "results/provenance.txt", check=False)
-    assert alone.returncode == 1 and "its bytes are not those its record gives" in alone.stdout
-    assert reruns(root) == {"provenance": 1}
-
-
-def test_environment_is_recorded_but_not_compared(built, tmp_path):
-    """A figure made with matplotlib 3.10.9 verified current under another version, though rebuilding it gives
-    other bytes. The versions a job's code imports are compared now: the audit names the package and both
-    versions with its own verdict, and no job reruns for it (only what hashed the edited record)."""
-    root = copy_of(built, tmp_path)
-    record_path = root / "results/figures/wins.png.prov.json"
-    record = json.loads(record_path.read_text())
-    assert {"matplotlib", "pandas", "numpy"} <= record["environment"]["packages"].keys()
-    record["environment"]["packages"]["matplotlib"] = "3.10.9"
-    record_path.write_text(json.dumps(record, indent=1) + "\n")
-    said = run(root, MIFEATURES, "provenance", "--verify", "results/figures/wins.png", check=False)
-    installed = importlib.metadata.version("matplotlib")
-    assert said.returncode == 1 and "results/figures/wins.png: OTHER ENVIRONMENT" in said.stdout, said.stdout
-    assert f"  - environment: matplotlib 3.10.9 when made, {installed} now" in said.stdout
-    assert reruns(root) == {"provenance": 1}
-
-
-# What Snakemake itself writes on a dry run or when its API plans: its log, its IO cache, its (empty) lock folder.
-SNAKEMAKES_OWN = (".snakemake/log", ".snakemake/iocache", ".snakemake/locks")
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """(mtime, size) of every file and folder of ``root`` but what Snakemake itself writes on a dry run."""
-    return {str(path.relative_to(root)): (path.stat().st_mtime_ns, path.stat().st_size) for path in root.rglob("*")
-            if not str(path.relative_to(root)).startswith(SNAKEMAKES_OWN) and path != root / ".snakemake"}
-
-
-def test_audit_side_effects_and_crashes(built, tmp_path):
-    """`--verify` and `snakemake -n` wrote a run registration (and crashed in a read-only checkout); an empty
-    registration file failed every snakemake and `--verify` with JSONDecodeError; a record naming /dev/zero as
-    an input hung `--verify`; a `:` in a --configfile name split the recorded list. Now the audit and dry runs
-    write nothing, an unreadable registration is reported and passed over, only regular files inside the
-    checkout are read, and the config files are a list."""
-    root = copy_of(built, tmp_path)
-    registrations = root / ".snakemake/mifeatures-runs"
-    registrations.mkdir(exist_ok=True)
-    (registrations / "empty.json").write_text("")
-    before = snapshot(root)
-    assert verify_all(root)[0] == 0
-    assert "Nothing to be done" in snakemake(root, "-n", "all").stdout
-    assert "Nothing to be done" in snakemake(root, "-np", "all").stdout
-    assert reruns(root) == {}
-    assert snapshot(root) == before
-    record_path = root / "results/figures/loss.png.prov.json"
-    record = json.loads(record_path.read_text())
-    os.mkfifo(root / "results/pipe")
-    record["inputs"] |= {"zero": {"path": "/dev/zero", "sha256": "0" * 64},
-                         "pipe": {"path": "results/pipe", "sha256": "0" * 64}}
-    record_path.write_text(json.dumps(record))
-    said = run(root, MIFEATURES, "provenance", "--verify", "results/figures/loss.png", check=False, timeout=120)
-    assert said.returncode == 1, said.stdout + said.stderr
-    assert "input /dev/zero: not inside the checkout" in said.stdout
-    assert "input results/pipe: not a regular file" in said.stdout
-    record_path.unlink()
-    (root / "over:max.yaml").write_text("aggregate: {win_by: max}\n")
-    built_again = snakemake(root, "all", "--configfile", "over:max.yaml")
-    assert "ignored .snakemake/mifeatures-runs/empty.json: not a readable run registration" in built_again.stderr
-    wins = json.loads((root / "results/figures/wins.png.prov.json").read_text())
-    assert wins["config_files"] == ["params.yaml", "over:max.yaml"]
-    said = run(root, MIFEATURES, "provenance", "--verify", "results/figures/wins.png", check=False)
-    assert said.returncode == 0, said.stdout + said.stderr
-
-
-def test_list_changes_params_lists_every_record_after_a_clean_build(built, tmp_path):
-    """`snakemake --list-changes params`, which docs/audit.md recommended, lists the last output of every job
-    right after a clean build (Snakemake 9.27 lists a job's file even when its params did not change). The
-    docs recommend `mifeatures build -n`: it names nothing after a clean build, and after a change of
-    `aggregate.win_by` exactly the aggregate and what reads it."""
-    documented = (REPO / "docs/audit.md").read_text() + (REPO / "README.md").read_text()
-    assert "--list-changes params" not in documented and "mifeatures build -n" in documented
-    root = copy_of(built, tmp_path)
-    assert reruns(root) == {}
-    set_params(root, {"aggregate": {"win_by": "max"}})
-    assert reruns(root) == {"aggregate": 1, "figure_wins": 1, "provenance": 1}
-
-
-def jobs_at_once(log: str) -> list[dict[str, int]]:
-    """From a Snakemake log, the {jobid: mem_mb} of the jobs running after each job started."""
-    running: dict[int, int] = {}
-    snapshots = []
-    starting = None
-    for line in log.splitlines():
-        if match := re.match(r"(?:local)?rule \w+:", line):
-            starting = {"mem_mb": 0}
-        elif starting is not None and (match := re.search(r"\bmem_mb=(\d+)", line)):
-            starting["mem_mb"] = int(match[1])
-        elif starting is not None and (match := re.match(r"\s+jobid: (\d+)", line)):
-            starting["jobid"] = int(match[1])
-        elif match := re.match(r"Finished jobid: (\d+)", line):
-            running.pop(int(match[1]), None)
-        elif starting is not None and line.startswith("Shell command:"):
-            running[starting["jobid"]] = starting["mem_mb"]
-            snapshots.append(dict(running))
-            starting = None
-    return snapshots
-
-
-def test_default_run_started_four_trainings_at_once_and_was_killed_for_memory(built):
-    """`snakemake --cores 4` (make, dvc.yaml) started all four trainings on a 2-core machine, ≈ 17 GB at once, and
-    an OOM kill took the models it was replacing. Now a local run hands out at most the memory available at its
-    start, and never runs jobs whose declared mem_mb (each training's measured peak, mifeatures.workflow.memory) exceed
-    it: the tiny build's log (`--cores 4`, no --resources) shows both."""
-    log = min((built / ".snakemake/log").glob("*.log")).read_text()
-    provided = int(re.search(r"^Provided resources: .*\bmem_mb\D*(\d+)", log, re.M)[1])
-    assert 0 < provided <= psutil.virtual_memory().total / 2**20
-    snapshots = jobs_at_once(log)
-    assert len(snapshots) > 20 and max(sum(running.values()) for running in snapshots) <= provided
-    declared = {int(mem) for mem in re.findall(r"rule train:(?:\n .*)*?\bmem_mb=(\d+)", log)}
-    assert declared == {stage_mb("train", case, 20) for case in "abcd"}, declared
-
-
-def test_a_job_killed_for_memory_said_nothing_of_why(built, tmp_path):
-    """An OOM-killed training ended its log at `0%` and Snakemake said only `exit status 137`. A job killed by
-    SIGKILL now says, in Snakemake's output and at the end of its log, that the kernel's out-of-memory killer
-    most likely did it, and what to do."""
-    root = copy_of(built, tmp_path)
-    target = f"results/train/{ARTICLE_RUN}/a/loss.csv"
-    job = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", "--forcerun", "train", "--", target], cwd=root,
-                           env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    training = []
-    while not training and time.monotonic() < deadline and job.poll() is None:
-        training = [process for process in psutil.Process(job.pid).children(recursive=True)
-                    if "mifeatures.stages.train" in process.cmdline()]
-        time.sleep(0.1)
-    assert training, "the training never started"
-    training[0].send_signal(signal.SIGKILL)
-    said = job.communicate(timeout=120)[0]
-    assert job.returncode != 0
-    explanation = "killed with SIGKILL (exit status 137), most likely by the kernel's out-of-memory killer"
-    assert explanation in said and "--resources mem_mb=N" in said, said
-    log = (root / f"results/logs/train/{ARTICLE_RUN}/a.log").read_text()
-    assert log.rstrip().splitlines()[-1].startswith(f"mifeatures: this job was {explanation[:6]}"), log
-    assert not (root / target).exists()
