@@ -91,7 +91,7 @@ def test_license_and_citation_name_the_same_project():
 ENVS = REPO / "workflow/envs"
 # conda-forge's name of a PyPI package, where they differ; and the package an import name belongs to.
 CONDA_NAMES = {"torch": "pytorch", "matplotlib": "matplotlib-base"}
-IMPORT_NAMES = {"skimage": "scikit-image", "sklearn": "scikit-learn", "yaml": "pyyaml"}
+IMPORT_NAMES = {"skimage": "scikit-image", "sklearn": "scikit-learn", "yaml": "pyyaml", "PIL": "pillow"}
 WORKFLOW_TOOLS = {"snakemake", "dvc", "snakemake-executor-plugin-slurm", "mifeatures"}
 
 

@@ -49,7 +49,7 @@ def test_shipped_configs_are_valid():
         ({"train": {"overrides": {"c": {"lr": -1}}}}, r"train\.overrides\.c\.lr: -1 is less than or equal"),
         ({"train": {"overrides": {"e": {}}}}, r"train\.overrides: 'e' is not one of"),
         ({"score": {"bins": 1}}, r"score\.bins: 1 is less than the minimum of 2"),
-        ({"data": {"dataset": "imagenet"}}, r"data\.dataset: 'imagenet' is not one of \['sample', 'stl10'\]"),
+        ({"data": {"dataset": "imagenet"}}, r"data\.dataset: 'imagenet' is not one of \['sample', 'stl10', 'folder'\]"),
         ({"train": {"lr_typo": 1}}, r"train: Additional properties are not allowed \('lr_typo' was unexpected\)"),
         ({"train": {"seeds": [78, -1]}}, r"train\.seeds\.1: -1 is less than the minimum of 0"),
         ({"train": {"seeds": [78, 78]}}, r"train\.seeds: \[78, 78\] has non-unique elements \(distinct"),

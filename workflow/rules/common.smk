@@ -18,7 +18,9 @@ from mifeatures.workflow.memory import ALLOCATOR_TUNABLES, local_mem_mb, stage_m
 from mifeatures.core.networks.shapes import INPUT_SIZE, map_size
 from mifeatures.workflow.params import (
     STL10_TRAIN_IMAGES,
+    ParamsError,
     case_train,
+    folder_images,
     load_params,
     validate_params,
 )
@@ -253,11 +255,27 @@ def adam_flag(wildcards):
     )
 
 
-N_IMAGES = (
-    config["data"]["sample"]["n_images"]
-    if config["data"]["dataset"] == "sample"
-    else STL10_TRAIN_IMAGES
+# data.dataset: folder reads the folder's image files, each an input of the folder job. The validator listed
+# them; each is checked here too, from its header, so that no job starts on an image it cannot use.
+FOLDER_IMAGES = (
+    [relative(path) for path in folder_images(config)]
+    if config["data"]["dataset"] == "folder"
+    else []
 )
+if FOLDER_IMAGES:
+    from mifeatures.core.data.folder import FolderError
+    from mifeatures.core.data.own_images import check_size
+
+    try:
+        for image in FOLDER_IMAGES:
+            check_size(image)
+    except FolderError as error:
+        raise ParamsError(f"{' + '.join(CONFIG_FILES)}: data.folder.path: {error}")
+N_IMAGES = {
+    "sample": config["data"]["sample"]["n_images"],
+    "stl10": STL10_TRAIN_IMAGES,
+    "folder": len(FOLDER_IMAGES),
+}[config["data"]["dataset"]]
 # Pessimistic seconds per training step of batch 10 (measured: ≈ 3 s on one CPU core, 12–16 ms
 # on an H100), doubled again for the runtime a scheduler is asked for.
 STEP_SECONDS = {"cpu": 5.0, "gpu": 0.05}

@@ -31,3 +31,20 @@ rule download:
     shell:
         "python -m mifeatures.stages.download --url {resources.url:q} --md5 {params.md5}"
         " --out {output.images} > {log} 2>&1"
+
+
+# Your own images (data.dataset: folder): every file an input, so an added, removed or edited image reruns it.
+rule folder:
+    input:
+        images=FOLDER_IMAGES,
+    output:
+        **recorded(images="data/folder/stl10_binary/train_X.bin"),
+    log:
+        "results/logs/data/folder.log",
+    conda:
+        ENVS["data"]
+    params:
+        folder=config["data"]["folder"]["path"],
+        code=code("stages.folder"),
+    shell:
+        "python -m mifeatures.stages.folder {params.folder:q} --out {output.images} > {log} 2>&1"

@@ -48,9 +48,13 @@ def image_source(dataset: str, index: int) -> str:
 
     >>> image_source("sample", 10), image_source("stl10", 10)
     ("sample image 10: a crop of scikit-image's 'moon' photo", 'STL-10 train image 10')
+    >>> image_source("folder", 10)
+    'image 10 of data.folder.path (its files in path order)'
     """
     if dataset == "sample":
         return f"sample image {index}: a crop of scikit-image's '{source_photo(index)}' photo"
+    if dataset == "folder":
+        return f"image {index} of data.folder.path (its files in path order)"
     return f"STL-10 train image {index}"
 
 
@@ -175,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     maps.add_argument("--mi", required=True, help="per-map MI table of the case")
     maps.add_argument("--image", type=int, required=True, help="index of the image in the train split")
     maps.add_argument("--case", required=True, help="the case whose maps these are (its title)")
-    maps.add_argument("--dataset", required=True, choices=("sample", "stl10"),
+    maps.add_argument("--dataset", required=True, choices=("sample", "stl10", "folder"),
                       help="where the images come from (data.dataset), which the figure names")
     chosen = commands.add_parser("chosen", help="mean MI per case for the chosen images")
     chosen.add_argument("summaries", nargs="+", metavar="CASE=PATH", help="per-image summary of each case")

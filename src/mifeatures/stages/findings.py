@@ -40,7 +40,7 @@ DIFFERENCE_COLUMNS = ["training", "scoring", "estimator", "case", "other", "diff
 
 
 def image_clusters(dataset: str, n_images: int) -> np.ndarray:
-    """One cluster id per image: the sample's photo each image is cut from; an STL-10 image is its own."""
+    """One cluster id per image: the sample's photo each image is cut from; any other image is its own."""
     if dataset == "sample":
         return np.array([source_photo_index(index) for index in range(n_images)])
     return np.arange(n_images)
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crosscheck", nargs=5, action="append", default=[],
                         metavar=("PROTOCOL", "SEED", "CASE", "CROSSCHECK", "MI"),
                         help="one run's cross-check and the per-map table of its own protocol's scoring; repeated")
-    parser.add_argument("--dataset", required=True, choices=("sample", "stl10"),
+    parser.add_argument("--dataset", required=True, choices=("sample", "stl10", "folder"),
                         help="where the images come from (data.dataset): the sample's cluster by source photo")
     parser.add_argument("--bootstrap", type=int, required=True, help="resamples of the image clusters")
     parser.add_argument("--confidence", type=float, required=True, help="level of every interval")

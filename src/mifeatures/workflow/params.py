@@ -112,6 +112,16 @@ def _coerce_numbers(value: Any, schema: dict[str, Any], root: dict[str, Any]) ->
     return value
 
 
+def folder_images(params: dict[str, Any]) -> list[Path]:
+    """The image files of data.folder.path in the dataset's order (mifeatures.core.data.folder.image_files)."""
+    from mifeatures.core.data.folder import FolderError, image_files
+
+    path = params["data"]["folder"]["path"]
+    if path is None:
+        raise FolderError("not set; data.dataset: folder needs the folder of your PNG and JPEG files")
+    return image_files(path)
+
+
 def _contradictions(params: dict[str, Any]) -> list[str]:
     """Keys that are each valid but cannot hold together, caught here rather than in a late job."""
     problems = []
@@ -121,8 +131,18 @@ def _contradictions(params: dict[str, Any]) -> list[str]:
             problems.append(f"train.overrides.{case}: case {case!r} is not in cases {cases}; "
                             "add it to cases or remove its overrides")
     dataset = params["data"]["dataset"]
-    count, where = ((params["data"]["sample"]["n_images"], "data.sample.n_images")
-                    if dataset == "sample" else (STL10_TRAIN_IMAGES, "the STL-10 train split"))
+    if dataset == "folder":
+        from mifeatures.core.data.folder import FolderError
+
+        try:
+            files = folder_images(params)
+        except FolderError as error:
+            return [*problems, f"data.folder.path: {error}"]
+        count, where = len(files), f"the folder {params['data']['folder']['path']}"
+    elif dataset == "sample":
+        count, where = params["data"]["sample"]["n_images"], "data.sample.n_images"
+    else:
+        count, where = STL10_TRAIN_IMAGES, "the STL-10 train split"
     for image in params["figures"]["images"]:
         if image >= count:
             problems.append(f"figures.images: image {image} does not exist: {where} has {count} images, "
