@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -278,7 +279,17 @@ def test_dvc_plots_name_one_seed_and_four_cases(built, tmp_path):
     shown = json.loads(said.stdout)["data"]
     assert {"results/figures/loss.png", "results/figures/mi_distribution.png", "results/figures/wins.png"} <= set(
         shown), said.stdout[:2000]
-    for plot in shown.values():
-        with Image.open(plot[0]["url"]) as image:
-            image.verify()
+    for path, plot in shown.items():
+        if path.endswith(".png"):
+            with Image.open(plot[0]["url"]) as image:
+                image.verify()
     assert "seed78" not in (root / "dvc.yaml").read_text()
+    # The data plots: the loss a line per case (its template colours by case), the mean MI a bar per case.
+    losses = pd.read_csv(root / "results/figures/loss.csv")
+    loss_plot = shown["results/figures/loss.csv"][0]["content"]
+    points = loss_plot["data"]["values"]
+    assert len(points) == len(losses) and {point["case"] for point in points} == {"a", "c"}
+    assert loss_plot["encoding"]["color"]["field"] == "case" and loss_plot["encoding"]["x"]["field"] == "step"
+    bars = shown["results/aggregate/cases.csv"][0]["content"]["data"]["values"]
+    assert sorted((bar["case"], float(bar["mean_mi"])) for bar in bars) == sorted(
+        pd.read_csv(root / "results/aggregate/cases.csv")[["case", "mean_mi"]].itertuples(index=False, name=None))

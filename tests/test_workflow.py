@@ -77,7 +77,7 @@ def branch(case: str) -> set[str]:
         *(f"score/{ARTICLE_RUN}/{case}/scored-faithful/{name}"
           for name in ("mi.csv", "summary.csv", "figure_maps.npy", "figure_bounds.csv")),
         "aggregate/cases.csv", "aggregate/images.csv",
-        "aggregate/metrics.json", "figures/loss.png", f"figures/maps_{case}_image10.png",
+        "aggregate/metrics.json", "figures/loss.png", "figures/loss.csv", f"figures/maps_{case}_image10.png",
         f"figures/maps_{case}_image11.png", "figures/chosen_mean_mi.png", "figures/mi_distribution.png",
         "figures/wins.png", "provenance.txt", "article_losses.csv",
     }

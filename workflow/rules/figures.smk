@@ -9,6 +9,7 @@ rule figure_loss:
                 category="1. Training",
                 labels={"figure": "loss per epoch"},
             ),
+            data=f"{FIGURES}/loss.csv",
         ),
     log:
         "results/logs/figures/loss.log",
@@ -18,7 +19,8 @@ rule figure_loss:
         losses=case_pairs(LOSS),
         code=code("stages.figures"),
     shell:
-        "python -m mifeatures.stages.figures loss {params.losses} --out {output.figure} > {log} 2>&1"
+        "python -m mifeatures.stages.figures loss {params.losses} --data {output.data}"
+        " --out {output.figure} > {log} 2>&1"
 
 
 rule figure_maps:

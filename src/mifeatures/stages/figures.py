@@ -43,6 +43,17 @@ def loss_figure(losses: dict[str, pd.DataFrame]) -> plt.Figure:
     return figure
 
 
+def loss_table(losses: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The loss figure's data, one row per (case, step): what dvc.yaml's loss plot draws, a line per case, and
+    overlays across experiments (`dvc plots diff`).
+
+    >>> loss_table({"a": pd.DataFrame({"step": [0, 1], "epoch": [0, 0], "loss": [1.4, 1.2]})}).to_dict("records")
+    [{'case': 'a', 'step': 0, 'epoch': 0, 'loss': 1.4}, {'case': 'a', 'step': 1, 'epoch': 0, 'loss': 1.2}]
+    """
+    return pd.concat([frame.assign(case=case)[["case", "step", "epoch", "loss"]] for case, frame in losses.items()],
+                     ignore_index=True)
+
+
 def image_source(dataset: str, index: int) -> str:
     """Where image ``index`` of ``data.dataset`` comes from, as the figures name it.
 
@@ -172,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="figure", required=True)
     loss = commands.add_parser("loss", help="training loss per epoch, all cases")
     loss.add_argument("losses", nargs="+", metavar="CASE=PATH", help="loss log of each case")
+    loss.add_argument("--data", required=True, help="the figure's data to write, a row per case and step (.csv)")
     maps = commands.add_parser("maps", help="4×8 grid of one case's maps for one image")
     maps.add_argument("--maps", required=True, help="maps of figures.images, as the score stage wrote them (.npy)")
     maps.add_argument("--bounds", required=True, help="their images' MI bounds, as the score stage wrote them (.csv)")
@@ -201,7 +213,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.figure == "loss":
         paths = parse_case_paths(args.losses)
         inputs = {f"loss[{case}]": path for case, path in paths.items()}
-        figure = loss_figure({case: pd.read_csv(path) for case, path in paths.items()})
+        losses = {case: pd.read_csv(path) for case, path in paths.items()}
+        figure = loss_figure(losses)
+        with atomic_write(args.data, "w") as handle:
+            loss_table(losses).to_csv(handle, index=False)
     elif args.figure == "maps":
         bounds = pd.read_csv(args.bounds)
         if args.image not in set(bounds["image"]):
@@ -232,7 +247,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         figure = wins_figure(pd.read_csv(args.cases), args.win_by)
         inputs, params = {"cases": args.cases}, {"aggregate.win_by": args.win_by}
-    save(figure, args.out, provenance.record("figures", inputs, params, context))
+    job = provenance.record("figures", inputs, params, context)
+    save(figure, args.out, job)
+    if args.figure == "loss":
+        provenance.write([args.data], job)
     print(f"wrote {args.out}")
 
 
