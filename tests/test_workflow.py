@@ -124,6 +124,28 @@ def test_build_writes_every_figure(project):
             assert np.unique(np.asarray(image.convert("L"))).size > 10, name
 
 
+def documented(command: str, row: str) -> dict[str, str]:
+    """The real output docs/dvc.md shows for ``command``: {column: value} of its table row that starts with ``row``."""
+    output = (REPO / "docs/dvc.md").read_text().split(f"$ {command}\n", 1)[1].split("\n$ ", 1)[0]
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    values = next(line for line in lines[1:] if line.startswith(row)).removeprefix(row).split()
+    return dict(zip(lines[0].split()[-len(values):], values))
+
+
+def as_dvc_prints(metrics: dict) -> dict[str, str]:
+    """metrics.json's values keyed and formatted as DVC's tables print them (5 significant digits)."""
+    flat = {f"{key}.{case}": value for key, values in metrics.items() if isinstance(values, dict)
+            for case, value in values.items()}
+    return {key: f"{value:.5g}" if isinstance(value, float) else str(value) for key, value in flat.items()}
+
+
+def test_docs_dvc_md_shows_the_metrics_of_the_tiny_build(first_build):
+    """docs/dvc.md's `dvc metrics show` of the tiny config showed max_mi.b 0.27079, the build 0.27363."""
+    metrics = json.loads(first_build[1]["results/aggregate/metrics.json"])
+    shown = documented("dvc metrics show", "results/aggregate/metrics.json")
+    assert shown == as_dvc_prints(metrics) | {"win_by": metrics["win_by"]}
+
+
 def test_second_run_has_nothing_to_do(project):
     """A dry run right after the build schedules no job."""
     assert "Nothing to be done" in snakemake(project, "-n", "all").stdout
@@ -471,3 +493,7 @@ def test_dvc_experiment_is_comparable_in_exp_show(pulled_clone):
     assert float(baseline["train.lr"]) == 1e-4 and float(experiment["train.lr"]) == 1e-5
     assert all(experiment[f"mean_mi.{case}"] and baseline[f"mean_mi.{case}"] for case in "abcd")
     assert any(experiment[f"mean_mi.{case}"] != baseline[f"mean_mi.{case}"] for case in "abcd")
+    # docs/dvc.md shows this experiment's numbers as its real output.
+    metrics = as_dvc_prints(json.loads((clone / "results/aggregate/metrics.json").read_text()))
+    shown = documented("dvc exp show --drop '.*' --keep 'Experiment|mean_mi|wins|train.lr'", "workspace")
+    assert shown == {key: metrics[key] for key in shown if key != "train.lr"} | {"train.lr": "1e-05"}
