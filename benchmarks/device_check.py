@@ -15,7 +15,9 @@ On the GPU machine it
    many epochs as fit, which ``summary.md`` states beside the article's 50;
 4. leaves in ``--out`` the benchmark table, the summary, the workflow's log and one archive of every
    table, record, log and figure it made (the device tool returns at most 8 files).
-It ends within ``--budget`` seconds (default 450 of the 8 minutes it may take), each part under a timeout.
+It ends within ``--budget`` seconds (default 450, under the device tool's 10 minutes a command), each part
+under a timeout that stops its whole process group (a workflow's GPU jobs with it). The rules run ``python``;
+where the machine has only ``python3``, the check puts a ``python`` on PATH first.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import json
 import math
 import os
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -84,18 +88,68 @@ def prepare(dry_run: bool) -> int:
         if subprocess.run(download_command(requirement), check=False, capture_output=True).returncode:
             subprocess.run(build_command(requirement), check=True, capture_output=True)
     print(f"{len(list(WHEELS.glob('*.whl')))} wheels in {WHEELS}")
+    print(f"then, on the GPU machine, with carry={json.dumps(CARRY)}:\n"
+          "  python3 benchmarks/device_check.py --out \"$OUT\"")
     return 0
 
 
-def missing_wheels(wheels: list[Path]) -> list[Path]:
-    """The wheels whose distribution this Python lacks: the machine's own versions stay, torch above all."""
-    def installed(wheel: Path) -> bool:
+# The machine's own packages that a carried wheel must never replace.
+MACHINE_OWN = ("torch", "numpy")
+
+
+def wheel_version(wheel: Path) -> tuple[str, str]:
+    """(distribution, version) of a wheel from its file name."""
+    name, version = wheel.name.split("-")[:2]
+    return name.replace("_", "-").lower(), version
+
+
+def wheels_to_install(wheels: list[Path]) -> tuple[list[Path], list[str]]:
+    """The wheels to install beside this Python (--target, ahead of its own packages on PYTHONPATH), and what
+    differs from the lock: a distribution it lacks is installed; one it has at the wheel's version is not; one
+    it has at another version is installed too, so that the workflow runs at the lock's versions, and said,
+    except the machine's own torch and numpy, which stay and are said."""
+    install, differences = [], []
+    for wheel in wheels:
+        name, version = wheel_version(wheel)
         try:
-            metadata.version(wheel.name.split("-")[0].replace("_", "-"))
-            return True
+            present = metadata.version(name)
         except metadata.PackageNotFoundError:
-            return False
-    return [wheel for wheel in wheels if not installed(wheel)]
+            install.append(wheel)
+            continue
+        if present == version:
+            continue
+        if name in MACHINE_OWN:
+            differences.append(f"{name} {present} kept (the lock has {version})")
+        else:
+            install.append(wheel)
+            differences.append(f"{name} {version} installed over the machine's {present}")
+    return install, differences
+
+
+def python_shim(bin_dir: Path, path: str) -> Path | None:
+    """A ``python`` in ``bin_dir`` (this interpreter) when ``path`` has none, as on images with only python3."""
+    if shutil.which("python", path=path):
+        return None
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    shim = bin_dir / "python"
+    if not shim.exists():
+        shim.symlink_to(sys.executable)
+    return shim
+
+
+def run_in_group(command: list[str], timeout: float, **options) -> int:
+    """Run ``command`` in a process group of its own; past ``timeout`` the whole group is killed, so that no
+    job it started (a Snakemake job on the GPU) outlives it. 124 on a timeout, as timeout(1) says."""
+    process = subprocess.Popen(command, start_new_session=True, **options)
+    try:
+        return process.wait(timeout=max(1.0, timeout))
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return 124
+
+
+CARRY = [".whl"]  # git ignores .whl/, so the device tool copies it only when told
 
 
 def install_command(wheels: list[Path], site: Path) -> list[str]:
@@ -158,18 +212,22 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         sink = log.open("w") if log else None
         try:
-            return subprocess.run(command, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT if sink else None,
-                                  timeout=max(1.0, timeout), check=False).returncode
-        except subprocess.TimeoutExpired:
-            print(f"{name}: stopped after {timeout:.0f} s", flush=True)
-            return 124
+            code = run_in_group(command, timeout, cwd=REPO, env=env, stdout=sink,
+                                stderr=subprocess.STDOUT if sink else None)
         finally:
             if sink:
                 sink.close()
+        if code == 124:
+            print(f"{name}: stopped after {timeout:.0f} s, with every process it started", flush=True)
+        return code
 
-    wheels = missing_wheels(sorted(WHEELS.glob("*.whl")))
+    wheels, differences = wheels_to_install(sorted(WHEELS.glob("*.whl")))
+    for difference in differences:
+        print(f"versions: {difference}", flush=True)
     if wheels:
         run("install", install_command(wheels, args.site), 120)
+    if not args.dry_run and (shim := python_shim(args.site / "bin", env["PATH"])):
+        print(f"python: {shim} → {sys.executable} (this machine has no python on PATH)", flush=True)
     codes = {"benchmark": run("benchmark", benchmark_command(), BENCHMARK_S, args.out / "benchmark.md")}
     left = args.budget - (time.monotonic() - start) if not args.dry_run else args.budget - BENCHMARK_S
     epochs = epochs_that_fit(left)
@@ -180,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = [f"# GPU check: {epochs} of the article's {ARTICLE_EPOCHS} epochs",
                "", f"The embedded sample at {SAMPLE_IMAGES} images stands in for STL-10; {epochs} epochs, "
                f"the most that fitted {left:.0f} s. Exit codes: {codes}; the workflow ran "
-               f"{time.monotonic() - workflow_started:.0f} s.", ""]
+               f"{time.monotonic() - workflow_started:.0f} s.", "",
+               *(f"- versions: {difference}" for difference in differences)]
     (args.out / "summary.md").write_text("\n".join(summary))
     if not args.dry_run and (REPO / "results").is_dir():
         pack(args.out)

@@ -3,12 +3,16 @@ lines, not its speed."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -55,15 +59,67 @@ def test_epochs_fit_the_time_left(check):
     assert check.epochs_that_fit(1e9) == 50
 
 
-def test_the_install_keeps_the_machines_packages_and_never_its_torch(tmp_path, check):
-    """Only wheels of distributions this Python lacks are installed, beside it (--target), with no
-    dependency resolution that could pull another torch."""
+def test_the_install_keeps_the_machines_torch_and_brings_the_locks_other_versions(tmp_path, check):
+    """`missing_wheels` skipped a package present in any version and installed with --no-deps, so a version
+    conflict with the machine's packages went unseen. Now a package it lacks is installed; one at the wheel's
+    version is not; one at another version is installed beside it (the workflow runs at the lock's versions)
+    and said; torch and numpy are the machine's own: kept, and said."""
+    here = {name: importlib.metadata.version(name) for name in ("torch", "numpy", "pytest", "pyyaml")}
     wheels = [tmp_path / name for name in ("torch-2.11.0-cp312-cp312-manylinux_2_28_x86_64.whl",
-                                           "numpy-2.5.2-cp312-cp312-manylinux_2_28_x86_64.whl",
+                                           f"numpy-{here['numpy']}-cp312-cp312-manylinux_2_28_x86_64.whl",
+                                           "pytest-1.0-py3-none-any.whl",
+                                           f"PyYAML-{here['pyyaml']}-cp312-cp312-manylinux_2_28_x86_64.whl",
                                            "not_a_package_here-1.0-py3-none-any.whl")]
-    assert check.missing_wheels(wheels) == wheels[2:]
-    command = check.install_command(wheels[2:], tmp_path / "site")
-    assert {"--no-deps", "--no-index", "--target"} <= set(command) and str(wheels[2]) in command
+    install, differences = check.wheels_to_install(wheels)
+    assert install == [wheels[2], wheels[4]]
+    assert differences == [f"torch {here['torch']} kept (the lock has 2.11.0)",
+                           f"pytest 1.0 installed over the machine's {here['pytest']}"]
+    command = check.install_command(install, tmp_path / "site")
+    assert {"--no-deps", "--no-index", "--target"} <= set(command) and str(wheels[4]) in command
+
+
+def test_a_python_is_put_on_path_where_the_machine_has_only_python3(tmp_path, check):
+    """Every rule runs `python -m mifeatures…`; an image may have only python3."""
+    only_python3 = tmp_path / "usr_bin"
+    only_python3.mkdir()
+    (only_python3 / "python3").symlink_to(sys.executable)
+    shim = check.python_shim(tmp_path / "site/bin", str(only_python3))
+    said = subprocess.run(["python", "-c", "import sys; print(sys.executable)"], capture_output=True, text=True,
+                          env={"PATH": f"{shim.parent}{os.pathsep}{only_python3}"}, check=True).stdout
+    assert Path(said.strip()).resolve() == Path(sys.executable).resolve()
+    assert check.python_shim(tmp_path / "other/bin", os.environ["PATH"]) is None  # this machine has one
+
+
+def test_a_timeout_stops_every_process_the_part_started(tmp_path, check):
+    """On a timeout only snakemake was killed: its GPU jobs kept running while the results were packed."""
+    pids = tmp_path / "child.pid"
+    started = time.monotonic()
+    code = check.run_in_group(["bash", "-c", f"sleep 60 & echo $! > {pids}; wait"], timeout=2)
+    assert code == 124 and time.monotonic() - started < 30
+    child = int(pids.read_text())
+    time.sleep(0.5)
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+
+
+def test_prepare_names_what_to_carry_and_the_command(check, capsys, monkeypatch):
+    """.whl/ is git-ignored, so the device tool copies it only when its carry list names it; nothing said so."""
+    monkeypatch.setattr(check.subprocess, "run", lambda command, **_: subprocess.CompletedProcess(
+        command, 0, stdout=json.dumps({"install": []})))
+    check.prepare(dry_run=False)
+    said = capsys.readouterr().out
+    assert 'carry=[".whl"]' in said and 'python3 benchmarks/device_check.py --out "$OUT"' in said
+
+
+def test_the_report_says_which_tool_is_missing_instead_of_failing(monkeypatch):
+    """benchmarks/report.py ran dvc and snakemake from beside sys.executable, where the device check's carried
+    tools are not: it raised before its scoring rows. It finds them on PATH and says what is missing."""
+    spec = importlib.util.spec_from_file_location("report", REPO / "benchmarks/report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(report, "BIN", Path("/nonexistent"))
+    assert report.project_rows(None) == [("no-op `snakemake -n all` and `dvc repro` (tiny project)", "",
+                                          "not measured: no git or dvc or snakemake on PATH", None)]
 
 
 def test_prepare_resolves_the_locked_versions_and_carries_no_torch(check):
