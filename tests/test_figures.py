@@ -47,7 +47,7 @@ def test_every_figure_is_written(tmp_path, stage_outputs):
     s = stage_outputs
     pairs = [f"a={s['summary']}", f"c={s['summary']}"]
     commands = {
-        "loss": ["loss", f"a={s['loss']}", f"c={s['loss']}"],
+        "loss": ["loss", f"a={s['loss']}", f"c={s['loss']}", "--data", str(tmp_path / "loss.csv")],
         "maps": ["maps", "--maps", str(s["figure_maps"]), "--bounds", str(s["figure_bounds"]),
                  "--encoder-images", str(s["encoder_images"]), "--mi", str(s["mi"]), "--image", "3", "--case", "a",
                  "--dataset", "sample"],
@@ -60,6 +60,12 @@ def test_every_figure_is_written(tmp_path, stage_outputs):
         assert_png(tmp_path / f"{name}.png")
     for name in commands:  # about 40 % of each maps figure was blank margin
         assert blank_share(tmp_path / f"{name}.png") < 0.2, name
+    # The loss figure's data, which dvc.yaml plots: every step of each case, as the run logged it.
+    data, logged = pd.read_csv(tmp_path / "loss.csv"), pd.read_csv(s["loss"])
+    assert list(data.columns) == ["case", "step", "epoch", "loss"] and list(data["case"].unique()) == ["a", "c"]
+    for case in ("a", "c"):
+        pd.testing.assert_frame_equal(data[data["case"] == case].drop(columns="case").reset_index(drop=True),
+                                      logged[["step", "epoch", "loss"]])
 
 
 def blank_share(path) -> float:
