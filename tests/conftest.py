@@ -26,11 +26,12 @@ WORKER_MB = 2 * stage_mb("train", "b", 20) / MARGIN
 
 
 # The files that take longest, first: with `--dist loadfile --no-loadscope-reorder` xdist hands files to the
-# workers in collection order, so no worker is left running a long file alone at the end; the SLURM file comes
-# second, so that the other worker does not wait idle for the tiny build the first one is making. Worker-seconds
-# measured with 2 workers on this project's 2 cores: audit 960, workflow 750, SLURM 710, train 660, records 430,
-# report 260, seeds together 170, own images 170; every other file under 65.
-LONGEST_FIRST = ("test_workflow.py", "test_slurm.py", "test_audit.py", "test_train.py", "test_records.py",
+# workers in collection order, so no worker is left running a long file alone at the end. The training file
+# comes second: it trains one small case at a time in-process, so the other worker neither waits idle for the
+# tiny build the first one is making nor runs a second build beside it (SLURM second peaked at 21.5 of 24 GB).
+# Worker-seconds measured with 2 workers on this project's 2 cores: audit 960, workflow 750, SLURM 710,
+# train 660, records 430, report 260, seeds together 170, own images 170; every other file under 65.
+LONGEST_FIRST = ("test_workflow.py", "test_train.py", "test_slurm.py", "test_audit.py", "test_records.py",
                  "test_report.py", "test_together.py", "test_folder.py")
 
 
