@@ -12,31 +12,36 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from mifeatures.core.data.folder import FolderError
 from mifeatures.core.data.stl10 import IMAGE_SIZE
+
+
+def _refuse_if_small(path: str | Path, image: Image.Image) -> None:
+    width, height = image.size  # a quarter turn by its EXIF orientation keeps the shorter side
+    if min(width, height) < IMAGE_SIZE:
+        raise FolderError(f"{path}: {width}×{height} pixels; each image needs at least {IMAGE_SIZE} pixels on its "
+                          "shorter side (it is cut to a square and reduced to 96×96, never enlarged)")
 
 
 def check_size(path: str | Path) -> None:
     """Refuse a file that is not a readable image or is smaller than 96 pixels on a side (read from its header)."""
     try:
         with Image.open(path) as image:
-            width, height = image.size  # a quarter turn by its EXIF orientation keeps the shorter side
-    except (UnidentifiedImageError, OSError) as error:
+            _refuse_if_small(path, image)
+    except OSError as error:  # PIL's UnidentifiedImageError among them
         raise FolderError(f"{path}: cannot be read as an image ({error})") from error
-    if min(width, height) < IMAGE_SIZE:
-        raise FolderError(f"{path}: {width}×{height} pixels; each image needs at least {IMAGE_SIZE} pixels on its "
-                          "shorter side (it is cut to a square and reduced to 96×96, never enlarged)")
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """One file as a uint8 (96, 96, 3) image: upright, RGB, its central square resized with Lanczos."""
-    check_size(path)
+    """One file as a uint8 (96, 96, 3) image: upright, RGB, its central square resized with Lanczos; refused as
+    ``check_size`` refuses, or when its data do not decode."""
     try:
         with Image.open(path) as image:
+            _refuse_if_small(path, image)
             upright = ImageOps.exif_transpose(image).convert("RGB")
-    except OSError as error:  # a header that reads and data that do not
+    except OSError as error:
         raise FolderError(f"{path}: cannot be read as an image ({error})") from error
     side = min(upright.size)
     left, top = (upright.width - side) // 2, (upright.height - side) // 2
