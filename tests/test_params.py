@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,6 +25,7 @@ from mifeatures.core.networks.runtime import set_up
 from mifeatures.core.data.sample import make_sample
 from mifeatures.core.networks.shapes import VALID, map_size
 from mifeatures.core.information.shifts import draw_shifts
+from mifeatures.core.networks.together import check_configs
 from mifeatures.core.networks.training import TrainConfig, adam, seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
@@ -246,6 +248,19 @@ def test_values_that_validated_then_failed_their_job_or_deleted_a_model(override
         validate_params(merge(load_params([PARAMS]), override), SCHEMA)
 
 
+@pytest.mark.parametrize("override", [
+    {"train": {"together": True, "precision": "bf16"}},
+    {"train": {"together": True, "overrides": {"c": {"precision": "bf16"}}}},
+])
+def test_seeds_together_in_bf16_are_refused_before_any_job(override):
+    """The together module trains fp32 or tf32 only: a bf16 case under train.together is named by the validator,
+    not by a job that has deleted its previous outputs."""
+    params = merge(load_params([PARAMS]), override)
+    with pytest.raises(ParamsError, match=r"train.together: true, but train(.overrides.c)?.precision is bf16"):
+        validate_params(params, SCHEMA)
+    validate_params(merge(params, {"train": {"together": False}}), SCHEMA)
+
+
 SCHEMA_TREE = yaml.safe_load(SCHEMA.read_text())
 
 
@@ -306,6 +321,8 @@ def feed(path: tuple, params: dict) -> None:
                                                                "gamma", "device", "precision")},
                              seed=params["train"]["seeds"][0], adversarial_prior=False)
         set_up(config.device, 1, config.precision)
+        if train["together"]:
+            check_configs([replace(config, seed=seed) for seed in params["train"]["seeds"]])
         weight = torch.ones(1, requires_grad=True)
         loss = sum(w * torch.nn.functional.softplus(weight * 10) for w in (config.alpha, config.beta, config.gamma))
         loss.backward()

@@ -12,14 +12,21 @@ median to 1e-6.
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
+from builds import COPIED, MIFEATURES, REPO, copy_of, planned, reruns, set_params, snakemake
+from builds import run as run_in
 from helpers import train_config
 
 from mifeatures.workflow import provenance
+from mifeatures.workflow.memory import stage_mb
+from mifeatures.workflow.params import load_params, merge
 from mifeatures.core.data.images import resize_images
 from mifeatures.core.networks.shapes import map_size
 from mifeatures.core.networks.runtime import set_up
@@ -98,7 +105,7 @@ def test_train_together_refuses_what_it_cannot_batch(gray_images, case_inputs, c
 
 SETTINGS = ["--case", "a", "--epochs", "1", "--batch-size", "4", "--lr", "0.0001", "--alpha", "0.1",
             "--beta", "0.1", "--gamma", "0.8", "--device", "cpu", "--precision", "fp32", "--no-fused-adam",
-            "--checkpoint-every", "5"]
+            "--checkpoint-every", "5", "--together"]
 
 
 @pytest.mark.slow
@@ -130,3 +137,61 @@ def test_cli_refuses_several_seeds_it_cannot_write(tmp_path, case_inputs, argume
               "--critic-images", str(case_inputs["sized_images"])])
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def together_build(tmp_path_factory):
+    """The tiny project with case a only, seeds 1 and 2 trained together (train.together), built up to the loss
+    figure: the smallest build with a training job of several seeds."""
+    root = tmp_path_factory.mktemp("together-build")
+    for name in COPIED:
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
+    params = merge(load_params([REPO / "params.yaml", REPO / "config/tiny.yaml"]),
+                   {"cases": ["a"], "train": {"seeds": [1, 2], "together": True}})
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    said = snakemake(root, LOSS_FIGURE)
+    return root, said.stdout + said.stderr
+
+
+LOSS_FIGURE = "results/figures/loss.png"
+
+
+@pytest.mark.slow
+def test_train_together_is_one_job_writing_each_seeds_outputs_and_records(together_build):
+    """train.together: one training job for case a's two seeds, its log in one place; each seed's checkpoint,
+    loss log and records as a solo job writes them, saying which seeds it was trained with, under which
+    setting, by which module; the audit calls the figure current, and the workflow has nothing left to do."""
+    root, said = together_build
+    assert re.search(r"^train\s+1$", said, re.M), said
+    assert (root / "results/logs/train/faithful/seeds-together/a.log").is_file()
+    log = min((root / ".snakemake/log").glob("*.log")).read_text()
+    assert re.findall(r"rule train:(?:\n .*)*?\bmem_mb=(\d+)", log) == [str(stage_mb("train", "a", 20, seeds=2))]
+    for seed in (1, 2):
+        run_folder = root / f"results/train/faithful/seed{seed}/a"
+        assert torch.load(run_folder / "encoder.pt", weights_only=True)["config"]["seed"] == seed
+        for output in ("encoder.pt", "loss.csv"):
+            record = json.loads(provenance.sidecar(run_folder / output).read_text())
+            assert record["context"] == {"case": "a", "protocol": "faithful", "seed": seed, "trained_with": [1, 2]}
+            assert record["params"]["train.together"] is True
+            assert any(module.endswith("together.py") for module in record["code"]["modules"])
+        assert not (run_folder / "resume.pt").exists()
+    losses = [pd.read_csv(root / f"results/train/faithful/seed{seed}/a/loss.csv") for seed in (1, 2)]
+    assert len(losses[0]) == 2 and not losses[0].loss.equals(losses[1].loss)
+    verified = run_in(root, MIFEATURES, "provenance", LOSS_FIGURE, "--verify", check=False)
+    assert verified.returncode == 0 and "current" in verified.stdout, verified.stdout + verified.stderr
+    assert planned(root, target=LOSS_FIGURE) == {}
+
+
+@pytest.mark.slow
+def test_switching_train_together_reruns_the_trainings_and_the_audit_says_why(together_build, tmp_path):
+    """Seeds trained together are not their solo runs bit for bit: with train.together off, Snakemake and
+    `mifeatures build` plan the solo job of the seed the loss figure shows (the first), and the audit names the
+    setting."""
+    root = copy_of(together_build[0], tmp_path)
+    set_params(root, {"train": {"together": False}})
+    assert planned(root, target=LOSS_FIGURE) == {"train": 1, "figure_loss": 1}
+    assert reruns(root, LOSS_FIGURE) == {"train": 1, "figure_loss": 1}
+    verified = run_in(root, MIFEATURES, "provenance", LOSS_FIGURE, "--verify", check=False)
+    assert verified.returncode == 1
+    assert "param train.together (case a): True when made, False now" in verified.stdout, verified.stdout

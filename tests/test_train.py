@@ -265,7 +265,8 @@ def test_cli_rejects_images_of_the_wrong_size(tmp_path, trained_case):
 # Every value params.yaml owns, as the workflow passes it (the CLI has no defaults for them); later
 # arguments override these.
 SETTINGS = ["--epochs", "1", "--batch-size", "4", "--lr", "0.0001", "--seed", "78", "--alpha", "0.1", "--beta", "0.1",
-            "--gamma", "0.8", "--device", "cpu", "--precision", "fp32", "--no-fused-adam", "--checkpoint-every", "5"]
+            "--gamma", "0.8", "--device", "cpu", "--precision", "fp32", "--no-fused-adam", "--no-together",
+            "--checkpoint-every", "5"]
 
 
 def test_cli_had_its_own_defaults_for_what_params_yaml_owns(tmp_path, trained_case, capsys):

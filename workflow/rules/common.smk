@@ -153,6 +153,9 @@ LOSS = f"results/train/{RUN}/loss.csv"
 RESUME = (
     f"results/train/{RUN}/resume.pt"  # exists only while a training job is unfinished
 )
+# train.together: one job trains each (protocol, case)'s seeds (mifeatures.core.networks.together) and writes
+# every seed's outputs; with one seed, the job is its solo run.
+TOGETHER = config["train"]["together"] and len(SEEDS) > 1
 SCORED = f"{RUN}/scored-{{scoring}}"  # a trained run, scored by a protocol's scorer
 PROGRESS = f"results/logs/progress/{RUN}.txt"  # a training job's steps, time left and loss, live
 MI_TABLE = f"results/score/{SCORED}/mi.csv"
@@ -177,9 +180,15 @@ def code(*modules):
 
 
 def recorded(**outputs):
-    """The outputs plus their provenance records, declared so that a failed job leaves neither."""
+    """The outputs (a path or a list of paths each) plus their provenance records, declared so that a failed
+    job leaves neither."""
     return outputs | {
-        f"{name}_record": f"{path}{SUFFIX}" for name, path in outputs.items()
+        f"{name}_record": (
+            [f"{each}{SUFFIX}" for each in path]
+            if isinstance(path, list)
+            else f"{path}{SUFFIX}"
+        )
+        for name, path in outputs.items()
     }
 
 
@@ -248,6 +257,43 @@ def train_params(wildcards):
     )
 
 
+def trained(pattern):
+    """A training job's outputs of ``pattern``: its seed's, or with train.together each seed's of its
+    (protocol, case)."""
+    return expand(pattern, seed=SEEDS, allow_missing=True) if TOGETHER else pattern
+
+
+def job_seeds(wildcards):
+    """The seeds a training job trains: its own, or with train.together every seed."""
+    return SEEDS if TOGETHER else [wildcards.seed]
+
+
+def written(pattern):
+    """Where a training job writes ``pattern``: its seed's path, or with train.together one holding {seed},
+    which the stage fills in for each seed."""
+
+    def path(wildcards):
+        seed = "{seed}" if TOGETHER else wildcards.seed
+        return pattern.format(
+            protocol=wildcards.protocol, case=wildcards.case, seed=seed
+        )
+
+    return path
+
+
+def solo_option(option, pattern):
+    """``option PATH`` for a one-seed training job (a resume state, a progress file); seeds trained together
+    keep neither."""
+    return lambda wildcards: (
+        "" if TOGETHER else f"{option} {written(pattern)(wildcards)}"
+    )
+
+
+def together_flag(wildcards):
+    """The train stage's train.together switch, as the job's record states it."""
+    return "--together" if config["train"]["together"] else "--no-together"
+
+
 def adam_flag(wildcards):
     """The train stage's switch for Adam's fused CPU kernel (train.fused_adam, a case may override it)."""
     return (
@@ -287,9 +333,10 @@ def gpus(wildcards):
 
 
 def train_runtime(wildcards):
-    """Minutes a scheduler should allow a training job."""
+    """Minutes a scheduler should allow a training job (seeds trained together: each seed's steps, which a CPU
+    runs one after the other)."""
     hp = train_params(wildcards)
-    steps = hp["epochs"] * (N_IMAGES // hp["batch_size"])
+    steps = len(job_seeds(wildcards)) * hp["epochs"] * (N_IMAGES // hp["batch_size"])
     seconds = steps * STEP_SECONDS["gpu" if gpus(wildcards) else "cpu"]
     return max(10, round(2 * seconds / 60))
 

@@ -1,4 +1,5 @@
-# One job per (protocol, seed, case); a job killed after a saved epoch resumes from RESUME when rerun.
+# One job per (protocol, seed, case), or with train.together per (protocol, case), writing each seed's outputs.
+# A one-seed job killed after a saved epoch resumes from RESUME when rerun.
 # threads stays 1: torch's CPU results change in the last bits with the
 # thread count, and a fixed count keeps reruns byte-identical.
 # checkpoint_every and the progress file change no result, so they are resources (not rerun triggers),
@@ -8,31 +9,46 @@ rule train:
         encoder_images=encoder_images(),
         critic_images=sized_images,
     output:
-        **recorded(encoder=ENCODER, loss=LOSS),
+        **recorded(encoder=trained(ENCODER), loss=trained(LOSS)),
     log:
-        f"results/logs/train/{RUN}.log",
+        (
+            "results/logs/train/{protocol}/seeds-together/{case}.log"
+            if TOGETHER
+            else f"results/logs/train/{RUN}.log"
+        ),
     conda:
         ENVS["torch"]
     threads: 1
     resources:
         gpu=gpus,
-        mem_mb=lambda wildcards: stage_mb("train", wildcards.case, N_IMAGES),  # 4.9–6.7 GB (mifeatures.workflow.memory)
+        # 4.9–6.7 GB a seed (mifeatures.workflow.memory)
+        mem_mb=lambda wildcards: stage_mb(
+            "train", wildcards.case, N_IMAGES, len(job_seeds(wildcards))
+        ),
         runtime=train_runtime,
         checkpoint_every=config["train"]["checkpoint_every"],
-        progress=lambda wildcards: PROGRESS.format(**wildcards),  # where a person sees how far it is
+        progress=solo_option("--progress", PROGRESS),  # where a person sees how far it is
     params:
         hp=train_params,
         adam=adam_flag,
-        resume=RESUME,
-        code=code("stages.train"),
+        together=together_flag,
+        seeds=job_seeds,
+        encoder_out=written(ENCODER),
+        loss_out=written(LOSS),
+        resume=solo_option("--resume-state", RESUME),
+        code=(
+            code("stages.train", "core.networks.together")
+            if TOGETHER
+            else code("stages.train")
+        ),
     shell:
         "python -m mifeatures.stages.train --case {wildcards.case}"
         " --encoder-images {input.encoder_images} --critic-images {input.critic_images}"
         " --epochs {params.hp[epochs]} --batch-size {params.hp[batch_size]} --lr {params.hp[lr]}"
-        " --seed {wildcards.seed} --alpha {params.hp[alpha]} --beta {params.hp[beta]}"
+        " --seed {params.seeds} {params.together} --alpha {params.hp[alpha]} --beta {params.hp[beta]}"
         " --gamma {params.hp[gamma]} --protocol {wildcards.protocol}"
         " --device {params.hp[device]} --precision {params.hp[precision]} {params.adam}"
         " --threads {threads}"
-        " --resume-state {params.resume} --checkpoint-every {resources.checkpoint_every}"
-        " --progress {resources.progress}"
-        " --encoder-out {output.encoder} --loss-out {output.loss} > {log} 2>&1"
+        " {params.resume} --checkpoint-every {resources.checkpoint_every}"
+        " {resources.progress}"
+        " --encoder-out {params.encoder_out} --loss-out {params.loss_out} > {log} 2>&1"

@@ -31,9 +31,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, required=True, help="images per step (train.batch_size)")
     parser.add_argument("--lr", type=float, required=True, help="Adam learning rate (train.lr)")
     parser.add_argument("--seed", type=int, nargs="+", required=True,
-                        help="the run's seed (one of train.seeds); several are trained together in one batched "
-                             "computation (mifeatures.core.networks.together), and --encoder-out and --loss-out "
-                             "then hold {seed}")
+                        help="the run's seed (one of train.seeds); several, with --together, are trained in one "
+                             "batched computation (mifeatures.core.networks.together), and --encoder-out and "
+                             "--loss-out then hold {seed}")
+    parser.add_argument("--together", action=argparse.BooleanOptionalAction, required=True,
+                        help="train.together: the seeds of --seed trained in one job; one seed alone is its solo run")
     parser.add_argument("--alpha", type=float, required=True, help="global weight (train.alpha)")
     parser.add_argument("--beta", type=float, required=True, help="local weight (train.beta)")
     parser.add_argument("--gamma", type=float, required=True, help="prior weight (train.gamma)")
@@ -55,6 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.checkpoint_every < 1:
         parser.error(f"--checkpoint-every must be ≥ 1, got {args.checkpoint_every}")
     together = len(args.seed) > 1
+    if together and not args.together:
+        parser.error(f"--seed {' '.join(map(str, args.seed))}: several seeds are trained in one job with --together "
+                     "(train.together) only")
     configs = [TrainConfig(args.epochs, args.batch_size, args.lr, seed, args.alpha, args.beta, args.gamma,
                            args.device, args.precision, PROTOCOLS[args.protocol].adversarial_prior)
                for seed in args.seed]
@@ -94,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
         # Protocol and seed say which run this is, as the case does: context. The params are params.yaml's
         # train keys (train.seeds holds the seed; the protocol sets adversarial_prior).
         params = {f"train.{key}": value for key, value in asdict(config).items()
-                  if key not in ("seed", "adversarial_prior")} | {"train.fused_adam": args.fused_adam}
+                  if key not in ("seed", "adversarial_prior")} | {"train.fused_adam": args.fused_adam,
+                                                                  "train.together": args.together}
         context = {"case": args.case, "protocol": args.protocol, "seed": config.seed}
         if together:
             context["trained_with"] = args.seed

@@ -22,6 +22,9 @@ MB = 2**20
 # for b. A scoring job peaked at 0.53–0.57 GB on 20 images.
 TRAIN_RUNTIME_MB = 400
 TRAIN_BYTES_PER_CRITIC_WEIGHT = 33
+# Seeds trained together (train.together, one batched computation) held 34–40 bytes per weight and seed: 9.2 GB
+# for 2 seeds of case a, 13.3 GB for 3; 12.7 GB for 2 of b, 16.4 GB for 3 (20 images; benchmarks/memory.py --seeds).
+TOGETHER_BYTES_PER_CRITIC_WEIGHT = 42
 SCORE_RUNTIME_MB = 1000
 # Each image is held as a float32 array at 96×96 and at the map size, and may be copied once on its way in.
 IMAGE_COPIES = 2
@@ -36,8 +39,9 @@ def images_mb(case: str, n_images: int) -> float:
     return IMAGE_COPIES * n_images * 4 * (INPUT_SIZE**2 + map_size(case) ** 2) / MB
 
 
-def stage_mb(stage: str, case: str, n_images: int) -> int:
-    """``mem_mb`` of a torch job: ``stage`` (train, score or crosscheck) of ``case`` on ``n_images`` images.
+def stage_mb(stage: str, case: str, n_images: int, seeds: int = 1) -> int:
+    """``mem_mb`` of a torch job: ``stage`` (train, score or crosscheck) of ``case`` on ``n_images`` images; a
+    training job of ``seeds`` seeds together (train.together) holds each seed's models and one runtime and images.
 
     >>> stage_mb("train", "b", 5000) > stage_mb("train", "c", 200) > stage_mb("train", "a", 200)
     True
@@ -45,7 +49,8 @@ def stage_mb(stage: str, case: str, n_images: int) -> int:
     True
     """
     if stage == "train":
-        model = TRAIN_RUNTIME_MB + TRAIN_BYTES_PER_CRITIC_WEIGHT * global_critic_weights(case) / MB
+        per_weight = TRAIN_BYTES_PER_CRITIC_WEIGHT if seeds == 1 else TOGETHER_BYTES_PER_CRITIC_WEIGHT
+        model = TRAIN_RUNTIME_MB + seeds * per_weight * global_critic_weights(case) / MB
     elif stage in ("score", "crosscheck"):
         model = SCORE_RUNTIME_MB
     else:

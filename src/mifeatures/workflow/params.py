@@ -154,6 +154,14 @@ def _contradictions(params: dict[str, Any]) -> list[str]:
         if batch_size > count:
             problems.append(f"{key}: {batch_size} exceeds the {count} images of {where}; a training step "
                             f"needs a full batch (at most {count})")
+    if params["train"]["together"]:
+        for case in cases:
+            if case_train(params, case)["precision"] == "bf16":
+                overridden = "precision" in params["train"]["overrides"].get(case, {})
+                where = f"train.overrides.{case}" if overridden else "train"
+                problems.append(f"train.together: true, but {where}.precision is bf16 (case {case}): seeds are "
+                                "trained together in fp32 or tf32 only (bf16's prior draws follow the maps' dtype); "
+                                "set precision: fp32 or together: false")
     ksg = params["score"]["ksg"]
     if ksg["neighbors"] >= ksg["pixels"]:
         problems.append(f"score.ksg.neighbors: {ksg['neighbors']} is not below score.ksg.pixels "

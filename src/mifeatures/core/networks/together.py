@@ -61,6 +61,8 @@ def train_together(case: str, encoder_images: np.ndarray, critic_images: np.ndar
         priors.append(torch.Generator(device=device).manual_seed(config.seed))
     encoder, encoder_params, encoder_buffers = _stacked(encoders)
     objective, objective_params, objective_buffers = _stacked(objectives)
+    del objectives  # stacked copies now hold the critics' weights (most of a seed's memory); the solo encoders
+    # stay, to receive each seed's trained weights at the end
     adversarial = first.adversarial_prior
     checked = LOSS_TERMS + [DISCRIMINATOR_TERM] if adversarial else LOSS_TERMS
 
