@@ -5,7 +5,7 @@ SYSTEM_PYTHON := $(shell command -v python3)
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all test test-pythons browser pull
+.PHONY: all test test-pythons rehearse-gpu browser pull
 all: $(VENV)/.installed
 	mifeatures build all
 
@@ -18,6 +18,13 @@ test: $(VENV)/.installed browser
 # the suite but its slowest files and tests (named in .ci/pythons and the README), then a tiny build and its checks.
 test-pythons:
 	.ci/pythons 3.12 3.13
+
+# The GPU check rehearsed on the CPU (CI runs it last): a Python 3.12 venv with only the GPU image's packages and the
+# wheels the check carries (.ci/gpu-image), then the check end to end there (docs/gpu-and-cluster.md).
+rehearse-gpu: $(VENV)/.installed
+	.ci/gpu-image
+	MIFEATURES_GPU_IMAGE=$(CURDIR)/.venv-gpu-image/bin/python python -m pytest -q -p no:cacheprovider \
+		tests/test_device_check.py -k rehearsed
 
 # Results built elsewhere: dvc pull, then mark up to date what their records say this checkout would make,
 # under CONFIG (e.g. make pull CONFIG=config/tiny.yaml); see mifeatures.workflow.pull.

@@ -4,6 +4,7 @@ article's training as fits its time, through the real workflow.
     python3 benchmarks/device_check.py --prepare            # here, with registry access: fills .whl/
     python3 benchmarks/device_check.py --out "$OUT"          # there, in the checkout, carrying .whl/
     python3 benchmarks/device_check.py --out D --dry-run     # prints the commands and runs none
+    python3 benchmarks/device_check.py --out D --rehearse    # the same path on a CPU, on the tiny config (CI)
 
 On the GPU machine it
 1. installs the carried wheels of what the machine lacks into a folder of its own (``--site``), with
@@ -15,6 +16,11 @@ On the GPU machine it
    many epochs as fit, which ``summary.md`` states beside the article's 50;
 4. leaves in ``--out`` the benchmark table, the summary, the workflow's log and one archive of every
    table, record, log and figure it made (the device tool returns at most 8 files).
+``--rehearse`` runs every step of it on a CPU, in minutes, so that a GPU's 15 minutes are not spent finding a
+bug: the install, the benchmark's rows a CPU measures in seconds (MI, scoring, the no-op rows or why they were
+not measured), the workflow through the same profile on config/tiny.yaml with ``train.device: cpu``, and the
+packed results. CI runs it in a fresh Python 3.12 virtual environment holding only the GPU image's packages
+(tests/test_device_check.py, .ci/gpu-image).
 It ends within ``--budget`` seconds (default 450, under the device tool's 10 minutes a command), each part
 under a timeout that stops its whole process group (a workflow's GPU jobs with it). The rules run ``python``;
 where the machine has only ``python3``, the check puts a ``python`` on PATH first.
@@ -127,13 +133,15 @@ def wheels_to_install(wheels: list[Path]) -> tuple[list[Path], list[str]]:
 
 
 def python_shim(bin_dir: Path, path: str) -> Path | None:
-    """A ``python`` in ``bin_dir`` (this interpreter) when ``path`` has none, as on images with only python3."""
+    """A ``python`` in ``bin_dir`` that runs this interpreter when ``path`` has none, as on images with only
+    python3. A script, not a symlink: a venv's Python started through a link elsewhere finds no pyvenv.cfg
+    beside it and runs without the venv's packages (the rehearsal's jobs found no numpy)."""
     if shutil.which("python", path=path):
         return None
     bin_dir.mkdir(parents=True, exist_ok=True)
     shim = bin_dir / "python"
-    if not shim.exists():
-        shim.symlink_to(sys.executable)
+    shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    shim.chmod(0o755)
     return shim
 
 
@@ -162,18 +170,25 @@ def epochs_that_fit(seconds_left: float) -> int:
     return max(1, min(ARTICLE_EPOCHS, math.floor((seconds_left - FIXED_S) / EPOCH_S)))
 
 
-def workflow_override(epochs: int) -> dict:
-    """The keys the check changes from config/article.yaml: the data it can have, the epochs that fit."""
+def workflow_override(epochs: int, rehearse: bool = False) -> dict:
+    """The keys the check changes from its config: on the GPU, from config/article.yaml, the data it can have
+    and the epochs that fit; in the rehearsal, config/tiny.yaml's jobs on the CPU."""
+    if rehearse:  # the graphed step's CPU path: the same buffers, run eagerly
+        return {"train": {"device": "cpu", "cuda_graph": True}}
     return {"data": {"dataset": "sample", "sample": {"n_images": SAMPLE_IMAGES}},
-            "train": {"epochs": epochs, "device": "cuda"}}
+            "train": {"epochs": epochs, "device": "cuda", "cuda_graph": True}}
 
 
-def workflow_command(override: Path) -> list[str]:
-    return ["snakemake", "all", "--profile", "workflow/profiles/gpu", "--configfile", "config/article.yaml",
-            str(override)]
+def workflow_command(override: Path, rehearse: bool = False) -> list[str]:
+    config = "config/tiny.yaml" if rehearse else "config/article.yaml"
+    return ["snakemake", "all", "--profile", "workflow/profiles/gpu", "--configfile", config, str(override)]
 
 
-def benchmark_command() -> list[str]:
+def benchmark_command(rehearse: bool = False) -> list[str]:
+    """The benchmark: every row on the GPU; in the rehearsal, the rows a CPU measures in seconds."""
+    if rehearse:
+        return [sys.executable, "benchmarks/report.py", "--device", "cpu", "--sections", "mi", "scoring", "project",
+                "sizes", "--sizes", "64"]
     return [sys.executable, "benchmarks/report.py", "--device", "cuda", "--sizes", "1000", "5000"]
 
 
@@ -194,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=450.0, help="seconds in all; default: %(default)s")
     parser.add_argument("--site", type=Path, default=Path("/tmp/site"), help="where carried wheels go")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run none")
+    parser.add_argument("--rehearse", action="store_true",
+                        help="every step on the CPU, on the tiny config, in minutes (what CI runs)")
     args = parser.parse_args(argv)
     if args.prepare:
         return prepare(args.dry_run)
@@ -228,18 +245,25 @@ def main(argv: list[str] | None = None) -> int:
         run("install", install_command(wheels, args.site), 120)
     if not args.dry_run and (shim := python_shim(args.site / "bin", env["PATH"])):
         print(f"python: {shim} → {sys.executable} (this machine has no python on PATH)", flush=True)
-    codes = {"benchmark": run("benchmark", benchmark_command(), BENCHMARK_S, args.out / "benchmark.md")}
+    codes = {"benchmark": run("benchmark", benchmark_command(args.rehearse), BENCHMARK_S,
+                              args.out / "benchmark.md")}
     left = args.budget - (time.monotonic() - start) if not args.dry_run else args.budget - BENCHMARK_S
     epochs = epochs_that_fit(left)
     override = args.out / "check.yaml"
-    override.write_text(json.dumps(workflow_override(epochs)) + "\n")  # JSON is YAML: --configfile reads it
+    # JSON is YAML: --configfile reads it
+    override.write_text(json.dumps(workflow_override(epochs, args.rehearse)) + "\n")
     workflow_started = time.monotonic()
-    codes["workflow"] = run("workflow", workflow_command(override), left - 15, args.out / "workflow.log")
-    summary = [f"# GPU check: {epochs} of the article's {ARTICLE_EPOCHS} epochs",
-               "", f"The embedded sample at {SAMPLE_IMAGES} images stands in for STL-10; {epochs} epochs, "
-               f"the most that fitted {left:.0f} s. Exit codes: {codes}; the workflow ran "
-               f"{time.monotonic() - workflow_started:.0f} s.", "",
-               *(f"- versions: {difference}" for difference in differences)]
+    codes["workflow"] = run("workflow", workflow_command(override, args.rehearse), left - 15,
+                            args.out / "workflow.log")
+    ran = (f"the workflow ran {time.monotonic() - workflow_started:.0f} s, the whole check "
+           f"{time.monotonic() - start:.0f} s of its {args.budget:.0f}")
+    if args.rehearse:
+        summary = ["# GPU check, rehearsed on the CPU", "", f"config/tiny.yaml on the CPU. Exit codes: {codes}; {ran}."]
+    else:
+        summary = [f"# GPU check: {epochs} of the article's {ARTICLE_EPOCHS} epochs",
+                   "", f"The embedded sample at {SAMPLE_IMAGES} images stands in for STL-10; {epochs} epochs, "
+                   f"the most that fitted {left:.0f} s. Exit codes: {codes}; {ran}."]
+    summary += ["", *(f"- versions: {difference}" for difference in differences)]
     (args.out / "summary.md").write_text("\n".join(summary))
     if not args.dry_run and (REPO / "results").is_dir():
         pack(args.out)

@@ -77,7 +77,8 @@ def main() -> None:
                                   "--loss-out", loss, "--epochs", "1", "--batch-size", "10", "--lr", "1e-4",
                                   "--seed", *map(str, range(78, 78 + seeds)), "--alpha", "0.1", "--beta", "0.1",
                                   "--gamma", "0.8", "--device", "cpu", "--precision", "fp32", "--no-fused-adam",
-                                  "--checkpoint-every", "5", "--together" if seeds > 1 else "--no-together")
+                                  "--checkpoint-every", "5", "--no-cuda-graph",
+                                  "--together" if seeds > 1 else "--no-together")
                     peaks = [peak_mb(train, allocator) for allocator in allocators]
                     print(f"| train | {case} | {n_images} | {seeds} | " + " | ".join(f"{p:.0f}" for p in peaks)
                           + f" | {stage_mb('train', case, n_images, seeds)} |", flush=True)

@@ -110,13 +110,14 @@ def mi_rows(gray: np.ndarray) -> list[tuple]:
              f"{copies / 64 * 1e3:.2f} ms", f"{ours_many / 64 * 1e3:.2f} ms", copies / ours_many)]
 
 
-def training_parts(case: str, gray: np.ndarray, device: torch.device, fused_adam: bool = False):
+def training_parts(case: str, gray: np.ndarray, device: torch.device, fused_adam: bool = False,
+                   cuda_graph: bool = False):
     """A fresh model, critics and optimisers on ``device``, and the images at the case's map size; built
     before any timing starts. Both loops run under fp32's flags (TF32 off, cuDNN's included)."""
     seed_everything(78)
     set_up(device.type, torch.get_num_threads(), "fp32")
     encoder, objective = build_encoder(case).to(device), DeepInfoMaxLoss(map_size(case), WEIGHTS).to(device)
-    optimizers = [adam(module.parameters(), 1e-4, device, fused_adam) for module in (encoder, objective)]
+    optimizers = [adam(module.parameters(), 1e-4, device, fused_adam, cuda_graph) for module in (encoder, objective)]
     return encoder, objective, optimizers, resize_images(gray, map_size(case))
 
 
@@ -142,7 +143,7 @@ def article_loop(parts, gray: np.ndarray, device: torch.device, steps: int) -> l
 
 
 def our_loop(parts, gray: np.ndarray, device: torch.device, steps: int, precision: str = "fp32",
-             deterministic: bool = True) -> list[float]:
+             deterministic: bool = True, cuda_graph: bool = False) -> list[float]:
     encoder, objective, optimizers, sized = parts
     runtime = set_up(device.type, torch.get_num_threads(), precision)
     # What determinism costs: the kernels torch would pick without it (set_up asks for them).
@@ -150,7 +151,8 @@ def our_loop(parts, gray: np.ndarray, device: torch.device, steps: int, precisio
     torch.backends.cudnn.benchmark = not deterministic
     batches = Batches(gray, sized, 10, 78, device)  # one epoch of the `steps` batches the caller cut
     prior = torch.Generator(device=device).manual_seed(78)
-    log = train(encoder, objective, batches, optimizers, 1, device, prior, autocast=runtime.autocast())
+    log = train(encoder, objective, batches, optimizers, 1, device, prior, autocast=runtime.autocast(),
+                cuda_graph=cuda_graph)
     return log["loss"].tolist()
 
 
@@ -160,7 +162,7 @@ def step_seconds(loop, case: str, gray: np.ndarray, device: torch.device, steps:
     it to the device stay outside the timed region."""
     times = []
     for _ in range(repeats):
-        parts = training_parts(case, gray, device, fused_adam)
+        parts = training_parts(case, gray, device, fused_adam, options.get("cuda_graph", False))
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -245,6 +247,26 @@ def fused_adam_rows(gray: np.ndarray, device: torch.device) -> list[tuple]:
     return [("training step, case a, fused Adam (baseline: unfused)", f"{seconds[False] * 1e3:.1f} ms",
              f"{seconds[True] * 1e3:.1f} ms; loss off unfused by ≤ {error:.1e} relative over {steps} steps",
              seconds[False] / seconds[True])]
+
+
+def graph_rows(gray: np.ndarray, device: torch.device) -> list[tuple]:
+    """Each case's step on fixed buffers replayed as a CUDA graph (train.cuda_graph) against the eager step, at
+    fp32 and tf32, and how far its losses stray from the eager ones. CUDA only: a CPU captures nothing."""
+    if device.type != "cuda":
+        return []
+    steps = len(gray) // 10
+    rows = []
+    for precision in ("fp32", "tf32"):
+        for case in ENCODERS:
+            losses = [np.array(our_loop(training_parts(case, gray, device, cuda_graph=graph), gray, device, steps,
+                                        precision, cuda_graph=graph)) for graph in (False, True)]
+            eager = step_seconds(our_loop, case, gray, device, steps, precision=precision)
+            graphed = step_seconds(our_loop, case, gray, device, steps, precision=precision, cuda_graph=True)
+            strays = np.abs(losses[1] / losses[0] - 1).max()
+            rows.append((f"training step, case {case}, {precision}, CUDA graph (baseline: eager)",
+                         f"{eager * 1e3:.1f} ms", f"{graphed * 1e3:.1f} ms; loss off eager's by ≤ {strays:.1e} "
+                         f"relative over {steps} steps", eager / graphed))
+    return rows
 
 
 def precision_rows(gray: np.ndarray, device: torch.device) -> list[tuple]:
@@ -380,7 +402,8 @@ def size_rows(sizes: list[int], device: torch.device) -> list[tuple]:
     return rows
 
 
-SECTIONS = ("mi", "training", "allocator", "fused", "precision", "together", "scoring", "project", "sizes")
+# graph last: the first CUDA-graph run on a GPU must not cost the rows before it
+SECTIONS = ("mi", "training", "allocator", "fused", "precision", "together", "scoring", "project", "sizes", "graph")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -402,6 +425,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| figure | article's way | ours | speed-up |\n|---|---|---|---|")
     together = args.together or (20 if device.type == "cuda" else 2)
     sections = {"mi": lambda: mi_rows(gray), "training": lambda: training_rows(gray, device),
+                "graph": lambda: graph_rows(gray, device),
                 "allocator": lambda: allocator_rows(gray, device), "fused": lambda: fused_adam_rows(gray, device),
                 "precision": lambda: precision_rows(gray, device),
                 "together": lambda: together_rows(gray, device, together),

@@ -7,8 +7,11 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -79,14 +82,15 @@ def test_the_install_keeps_the_machines_torch_and_brings_the_locks_other_version
 
 
 def test_a_python_is_put_on_path_where_the_machine_has_only_python3(tmp_path, check):
-    """Every rule runs `python -m mifeatures…`; an image may have only python3."""
+    """Every rule runs `python -m mifeatures…`; an image may have only python3. The shim runs this interpreter
+    with its packages: as a symlink, a venv's Python ran without them (the rehearsal's jobs found no numpy)."""
     only_python3 = tmp_path / "usr_bin"
     only_python3.mkdir()
     (only_python3 / "python3").symlink_to(sys.executable)
     shim = check.python_shim(tmp_path / "site/bin", str(only_python3))
-    said = subprocess.run(["python", "-c", "import sys; print(sys.executable)"], capture_output=True, text=True,
+    said = subprocess.run(["python", "-c", "import sys, yaml; print(sys.prefix)"], capture_output=True, text=True,
                           env={"PATH": f"{shim.parent}{os.pathsep}{only_python3}"}, check=True).stdout
-    assert Path(said.strip()).resolve() == Path(sys.executable).resolve()
+    assert said.strip() == sys.prefix
     assert check.python_shim(tmp_path / "other/bin", os.environ["PATH"]) is None  # this machine has one
 
 
@@ -130,3 +134,53 @@ def test_prepare_resolves_the_locked_versions_and_carries_no_torch(check):
     assert all(pin in (REPO / "requirements.lock").read_text().splitlines() for pin in pins)
     download = check.download_command("snakemake==9.27.1")
     assert download[download.index("--python-version") + 1] == "3.12" and "--no-deps" in download
+
+
+# The GPU image's Python for the rehearsal (.ci/gpu-image makes .venv-gpu-image; CI sets this to its python).
+IMAGE_PYTHON = os.environ.get("MIFEATURES_GPU_IMAGE")
+
+
+def device_tool_copy(destination: Path) -> Path:
+    """The checkout as the device tool copies it: tracked files and untracked ones git does not ignore, and the
+    carried .whl/."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    for name in [name for name in listed if name and (REPO / name).is_file()] + \
+            [str(wheel.relative_to(REPO)) for wheel in (REPO / ".whl").glob("*.whl")]:
+        (destination / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, destination / name)
+    return destination
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not IMAGE_PYTHON, reason="the rehearsal needs the GPU image's Python: run .ci/gpu-image, then "
+                    "MIFEATURES_GPU_IMAGE=.venv-gpu-image/bin/python (CI does both)")
+def test_the_gpu_check_rehearsed_on_the_cpu_in_the_images_python(tmp_path):
+    """The GPU check end to end as the GPU machine would run it, on the CPU: the image's Python 3.12 with only
+    its own packages (torch from PyPI's 2.11 line), `python3` and no `python` on PATH, no dvc, no index; the
+    carried wheels installed, the benchmark's CPU rows, the workflow through the GPU profile on the tiny
+    config, the packed results."""
+    checkout = device_tool_copy(tmp_path / "checkout")
+    assert list((checkout / ".whl").glob("snakemake-*.whl")), "no carried wheels: run .ci/gpu-image first"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec {IMAGE_PYTHON} "$@"\n')
+    (bin_dir / "python3").chmod(0o755)
+    out, site = tmp_path / "out", tmp_path / "site"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "PIP_NO_INDEX": "1"}
+    said = subprocess.run(["python3", "benchmarks/device_check.py", "--out", str(out), "--rehearse",
+                           "--budget", "900", "--site", str(site)], cwd=checkout, env=env, capture_output=True,
+                          text=True, timeout=1200)
+    assert said.returncode == 0, said.stdout + said.stderr + (out / "workflow.log").read_text()
+    assert "(this machine has no python on PATH)" in said.stdout
+    benchmark = (out / "benchmark.md").read_text()
+    assert re.search(r"Python 3\.12\.\d+, torch 2\.11\.", benchmark), benchmark  # the image's own, untouched
+    assert "| MI, 1 image × 32 maps" in benchmark and "| scoring, case c, 64 images |" in benchmark
+    assert "not measured: no dvc on PATH" in benchmark
+    summary = (out / "summary.md").read_text()
+    assert "Exit codes: {'benchmark': 0, 'workflow': 0}" in summary
+    with tarfile.open(out / "results.tar.gz") as archive:
+        names = set(archive.getnames())
+    figures = {"loss", "chosen_mean_mi", "mi_distribution", "wins", "maps_a_image10", "maps_d_image11"}
+    assert {f"results/figures/{name}.png" for name in figures} <= names
+    assert "results/figures/loss.png.prov.json" in names and not any(name.endswith(".pt") for name in names)

@@ -261,6 +261,17 @@ def test_seeds_together_in_bf16_are_refused_before_any_job(override):
     validate_params(merge(params, {"train": {"together": False}}), SCHEMA)
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ({"train": {"cuda_graph": True, "precision": "bf16"}}, "train.cuda_graph: true for case c, with precision bf16"),
+    ({"train": {"together": True, "overrides": {"c": {"cuda_graph": True}}}},
+     "train.cuda_graph: true for case c, with train.together: true"),
+])
+def test_a_cuda_graph_it_cannot_replay_is_refused_before_any_job(override, message):
+    """The graphed step replays one seed's fp32 or tf32 step: bf16 and seeds together are named by the validator."""
+    with pytest.raises(ParamsError, match=re.escape(message)):
+        validate_params(merge(load_params([PARAMS]), override), SCHEMA)
+
+
 SCHEMA_TREE = yaml.safe_load(SCHEMA.read_text())
 
 

@@ -45,7 +45,8 @@ def chain(tmp_path_factory) -> dict[str, Path]:
         train.main(["--case", case, "--encoder-images", str(gray[96]), "--critic-images", str(gray[size]),
                     "--epochs", "1", "--batch-size", "4", "--lr", "0.0001", "--seed", "78", "--alpha", "0.1",
                     "--beta", "0.1", "--gamma", "0.8", "--device", "cpu", "--precision", "fp32", "--no-fused-adam",
-                    "--no-together", "--checkpoint-every", "5", "--encoder-out", str(out / "encoder.pt"),
+                    "--no-together", "--no-cuda-graph", "--checkpoint-every", "5",
+                    "--encoder-out", str(out / "encoder.pt"),
                     "--loss-out", str(out / "loss.csv")])
         score.main(["--protocol", "faithful", "--bins", "30", "--noise-seed", "0", "--device", "cpu",
                     "--encoder", str(out / "encoder.pt"), "--encoder-images", str(gray[96]),

@@ -105,7 +105,7 @@ def test_train_together_refuses_what_it_cannot_batch(gray_images, case_inputs, c
 
 SETTINGS = ["--case", "a", "--epochs", "1", "--batch-size", "4", "--lr", "0.0001", "--alpha", "0.1",
             "--beta", "0.1", "--gamma", "0.8", "--device", "cpu", "--precision", "fp32", "--no-fused-adam",
-            "--checkpoint-every", "5", "--together"]
+            "--checkpoint-every", "5", "--together", "--no-cuda-graph"]
 
 
 @pytest.mark.slow

@@ -266,7 +266,7 @@ def test_cli_rejects_images_of_the_wrong_size(tmp_path, trained_case):
 # arguments override these.
 SETTINGS = ["--epochs", "1", "--batch-size", "4", "--lr", "0.0001", "--seed", "78", "--alpha", "0.1", "--beta", "0.1",
             "--gamma", "0.8", "--device", "cpu", "--precision", "fp32", "--no-fused-adam", "--no-together",
-            "--checkpoint-every", "5"]
+            "--no-cuda-graph", "--checkpoint-every", "5"]
 
 
 def test_cli_had_its_own_defaults_for_what_params_yaml_owns(tmp_path, trained_case, capsys):
@@ -459,6 +459,8 @@ def test_fingerprint_covers_device_threads_code_and_torch(gray_images, monkeypat
     assert current(code="edited code") != base
     assert fingerprint("a", train_config(), torch.device("cpu"), sources.digest("stages.train"), gray_images,
                        fused_adam=True) != base  # Adam's fused kernel changes the last bits
+    assert fingerprint("a", train_config(), torch.device("cpu"), sources.digest("stages.train"), gray_images,
+                       cuda_graph=True) != base  # a graph's Adam keeps its step counts on the GPU
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # two GPU models, as a CUDA machine names them
     monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 91000)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")

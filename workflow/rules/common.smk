@@ -294,6 +294,13 @@ def together_flag(wildcards):
     return "--together" if config["train"]["together"] else "--no-together"
 
 
+def graph_flag(wildcards):
+    """The train stage's switch for the CUDA-graph step (train.cuda_graph, a case may override it)."""
+    return (
+        "--cuda-graph" if train_params(wildcards)["cuda_graph"] else "--no-cuda-graph"
+    )
+
+
 def adam_flag(wildcards):
     """The train stage's switch for Adam's fused CPU kernel (train.fused_adam, a case may override it)."""
     return (

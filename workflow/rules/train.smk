@@ -31,6 +31,7 @@ rule train:
     params:
         hp=train_params,
         adam=adam_flag,
+        graph=graph_flag,
         together=together_flag,
         seeds=job_seeds,
         encoder_out=written(ENCODER),
@@ -47,7 +48,7 @@ rule train:
         " --epochs {params.hp[epochs]} --batch-size {params.hp[batch_size]} --lr {params.hp[lr]}"
         " --seed {params.seeds} {params.together} --alpha {params.hp[alpha]} --beta {params.hp[beta]}"
         " --gamma {params.hp[gamma]} --protocol {wildcards.protocol}"
-        " --device {params.hp[device]} --precision {params.hp[precision]} {params.adam}"
+        " --device {params.hp[device]} --precision {params.hp[precision]} {params.adam} {params.graph}"
         " --threads {threads}"
         " {params.resume} --checkpoint-every {resources.checkpoint_every}"
         " {resources.progress}"

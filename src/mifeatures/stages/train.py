@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="fp32 (no TF32), tf32 (CUDA only) or bf16 autocast (train.precision)")
     parser.add_argument("--fused-adam", action=argparse.BooleanOptionalAction, required=True,
                         help="Adam's fused kernel on a CPU too (train.fused_adam; always on a GPU)")
+    parser.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, required=True,
+                        help="train.cuda_graph: each step on fixed buffers, captured once as a CUDA graph and "
+                             "replayed on a GPU; the same arithmetic eagerly on a CPU")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="faithful",
                         help="faithful: the article's single loss; corrected: the prior played adversarially, "
                              "as the official DIM code does (the encoder fools a discriminator trained on "
@@ -57,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.checkpoint_every < 1:
         parser.error(f"--checkpoint-every must be ≥ 1, got {args.checkpoint_every}")
     together = len(args.seed) > 1
+    if args.cuda_graph and (together or args.precision == "bf16"):
+        parser.error("--cuda-graph: one seed per job, in fp32 or tf32 (bf16's prior draws follow the maps' dtype)")
     if together and not args.together:
         parser.error(f"--seed {' '.join(map(str, args.seed))}: several seeds are trained in one job with --together "
                      "(train.together) only")
@@ -93,14 +98,16 @@ def main(argv: list[str] | None = None) -> None:
     else:
         losses = run(args.case, args.encoder_images, args.critic_images, configs[0], args.encoder_out,
                      args.loss_out, runtime, args.resume_state, args.checkpoint_every, discard_resume=False,
-                     code=sources.digest("stages.train"), progress=args.progress, fused_adam=args.fused_adam)
+                     code=sources.digest("stages.train"), progress=args.progress, fused_adam=args.fused_adam,
+                     cuda_graph=args.cuda_graph)
         outputs = [(configs[0], (args.encoder_out, args.loss_out), losses)]
     for config, paths, losses in outputs:
         # Protocol and seed say which run this is, as the case does: context. The params are params.yaml's
         # train keys (train.seeds holds the seed; the protocol sets adversarial_prior).
         params = {f"train.{key}": value for key, value in asdict(config).items()
                   if key not in ("seed", "adversarial_prior")} | {"train.fused_adam": args.fused_adam,
-                                                                  "train.together": args.together}
+                                                                  "train.together": args.together,
+                                                                  "train.cuda_graph": args.cuda_graph}
         context = {"case": args.case, "protocol": args.protocol, "seed": config.seed}
         if together:
             context["trained_with"] = args.seed

@@ -154,6 +154,13 @@ def _contradictions(params: dict[str, Any]) -> list[str]:
         if batch_size > count:
             problems.append(f"{key}: {batch_size} exceeds the {count} images of {where}; a training step "
                             f"needs a full batch (at most {count})")
+    for case in cases:
+        train = case_train(params, case)
+        if train["cuda_graph"] and (train["precision"] == "bf16" or train["together"]):
+            problems.append(f"train.cuda_graph: true for case {case}, with "
+                            + ("precision bf16" if train["precision"] == "bf16" else "train.together: true")
+                            + ": a CUDA graph replays one seed's step in fp32 or tf32; set cuda_graph: false or "
+                            + ("precision: fp32" if train["precision"] == "bf16" else "together: false"))
     if params["train"]["together"]:
         for case in cases:
             if case_train(params, case)["precision"] == "bf16":

@@ -107,13 +107,14 @@ def _shapes(weights: object) -> dict | None:
 
 
 def fingerprint(case: str, config, device: torch.device, code: str, *arrays: np.ndarray,
-                fused_adam: bool = False) -> str:
+                fused_adam: bool = False, cuda_graph: bool = False) -> str:
     """Identity of a run: case, hyperparameters (a dataclass), input image bytes and all that changes its
     numbers.
 
     That is the device actually used (on CUDA: which GPU model, and the cuDNN release), ``code`` (a digest
     of the library code the run executes), the torch release and torch's thread count (read here, so set it
-    first), and whether Adam's kernel is the fused one (``fused_adam``, which changes the last bits): a run
+    first), whether Adam's kernel is the fused one (``fused_adam``, which changes the last bits) and whether
+    the step is a CUDA graph's (``cuda_graph``, whose Adam keeps its step counts on the GPU): a run
     resumed after any of them changed would mix epochs of two different computations.
     """
     on_gpu = device.type == "cuda" and torch.cuda.is_available()
@@ -122,6 +123,8 @@ def fingerprint(case: str, config, device: torch.device, code: str, *arrays: np.
                 "cudnn": torch.backends.cudnn.version() if on_gpu else None,
                 "code": code, "torch": torch.__version__,
                 "threads": torch.get_num_threads(), "fused_adam": fused_adam}
+    if cuda_graph:
+        identity["cuda_graph"] = True
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode())
     for array in arrays:
         digest.update(np.ascontiguousarray(array).tobytes())

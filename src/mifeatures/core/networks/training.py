@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from mifeatures.core.data.images import load_images
 from mifeatures.core.io import atomic_write, discard_stale_temporaries
+from mifeatures.core.networks.graphed import StaticStep, capturable_adam
 from mifeatures.core.networks.models import build_encoder
 from mifeatures.core.networks.shapes import INPUT_SIZE, map_size
 from mifeatures.core.networks.objective import DeepInfoMaxLoss, LossWeights
@@ -91,9 +92,13 @@ def fresh_models(case: str, config: TrainConfig) -> tuple[torch.nn.Module, DeepI
     return encoder, objective
 
 
-def adam(parameters, lr: float, device: torch.device, fused_on_cpu: bool = False) -> torch.optim.Adam:
+def adam(parameters, lr: float, device: torch.device, fused_on_cpu: bool = False,
+         cuda_graph: bool = False) -> torch.optim.Adam:
     """A run's optimiser. Fused Adam is one kernel per step on a GPU; on a CPU torch's default keeps the
-    numbers of earlier runs, and the fused kernel (train.fused_adam) is faster but changes their last bits."""
+    numbers of earlier runs, and the fused kernel (train.fused_adam) is faster but changes their last bits.
+    A CUDA graph replays Adam's update only with its step counts on the GPU (``capturable_adam``)."""
+    if cuda_graph and device.type == "cuda":
+        return capturable_adam(parameters, lr)
     return torch.optim.Adam(parameters, lr=lr, fused=True if device.type == "cuda" or fused_on_cpu else None)
 
 
@@ -175,6 +180,7 @@ def train(
     checkpoint_every: int = CHECKPOINT_EVERY,
     autocast: contextlib.AbstractContextManager | None = None,
     progress: str | os.PathLike | None = None,
+    cuda_graph: bool = False,
 ) -> pd.DataFrame:
     """Run ``epochs`` passes; return one row per step (counted over all epochs) with the loss and its terms.
 
@@ -195,7 +201,8 @@ def train(
     epochs, except after the last. A NaN or infinite term is found when the epoch's terms are
     read back, after the optimisers stepped on the rest of that epoch; it stops the run, naming
     the epoch and the first bad step, before any state or output is written. With ``progress``, a
-    ``ProgressFile`` there shows how far the run is.
+    ``ProgressFile`` there shows how far the run is. With ``cuda_graph``, each step runs on fixed buffers
+    (``mifeatures.core.networks.graphed.StaticStep``), which CUDA captures once and replays.
     """
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be ≥ 1, got {checkpoint_every}")
@@ -207,6 +214,8 @@ def train(
     adversarial = objective.adversarial_prior
     checked = LOSS_TERMS + [DISCRIMINATOR_TERM] if adversarial else LOSS_TERMS
     first_epoch, rows = resume.load(state) if resume else (0, [])
+    # Built after the resume state is loaded: a graph captures the tensors it will replay.
+    static_step = StaticStep(encoder, objective, optimizers, checked, device, autocast) if cuda_graph else None
     with tqdm(total=epochs * len(batches), initial=len(rows), desc=description, mininterval=5,
               unit="step") as bar:
         shown = ProgressFile(progress, bar)
@@ -214,18 +223,21 @@ def train(
         for epoch in range(first_epoch, epochs):
             epoch_terms = torch.empty(len(batches), len(checked), device=device)
             for step, (inputs, images) in enumerate(batches):
-                for optimizer in optimizers:
-                    optimizer.zero_grad()
-                with autocast:
-                    terms = objective(encoder(inputs), images, prior_generator)
-                # detached: a copy of the graph's outputs would chain every step's graph to epoch_terms
-                epoch_terms[step] = torch.stack([terms[name].detach() for name in checked])
-                if adversarial:  # two disjoint graphs: each side gets the gradient of its own loss only
-                    torch.autograd.backward([terms["loss"], terms[DISCRIMINATOR_TERM]])
+                if static_step is not None:
+                    epoch_terms[step] = static_step(inputs, images, prior_generator)
                 else:
-                    terms["loss"].backward()
-                for optimizer in optimizers:
-                    optimizer.step()
+                    for optimizer in optimizers:
+                        optimizer.zero_grad()
+                    with autocast:
+                        terms = objective(encoder(inputs), images, prior_generator)
+                    # detached: a copy of the graph's outputs would chain every step's graph to epoch_terms
+                    epoch_terms[step] = torch.stack([terms[name].detach() for name in checked])
+                    if adversarial:  # two disjoint graphs: each side gets the gradient of its own loss only
+                        torch.autograd.backward([terms["loss"], terms[DISCRIMINATOR_TERM]])
+                    else:
+                        terms["loss"].backward()
+                    for optimizer in optimizers:
+                        optimizer.step()
                 bar.update()
                 shown.update()
             for step, values in enumerate(epoch_terms.tolist(), start=len(rows)):
@@ -245,7 +257,7 @@ def train(
 def run(case: str, encoder_images_path: str, critic_images_path: str, config: TrainConfig,
         encoder_out: str, loss_out: str, runtime: Runtime | None = None, resume_path: str | None = None,
         checkpoint_every: int = CHECKPOINT_EVERY, discard_resume: bool = True, code: str = "",
-        progress: str | None = None, fused_adam: bool = False) -> pd.DataFrame:
+        progress: str | None = None, fused_adam: bool = False, cuda_graph: bool = False) -> pd.DataFrame:
     """Train case ``case`` from the grayscale arrays and write the encoder checkpoint and loss log.
 
     ``runtime`` is the job's torch set-up (``runtime.set_up``); without one, torch is set up for
@@ -255,6 +267,7 @@ def run(case: str, encoder_images_path: str, critic_images_path: str, config: Tr
     written, or left to a caller with more to write (``discard_resume=False``), so that
     nothing that can still fail runs after it is gone. ``code`` is the digest of the code that runs, part
     of the resume state's fingerprint. ``fused_adam``: Adam's fused kernel on a CPU too (``adam``).
+    ``cuda_graph``: each step on fixed buffers, a CUDA graph replayed on a GPU (``train``).
     """
     runtime = runtime or set_up(config.device, 1, config.precision)
     if (runtime.device, runtime.precision) != (resolve_device(config.device), config.precision):
@@ -265,17 +278,18 @@ def run(case: str, encoder_images_path: str, critic_images_path: str, config: Tr
     critic_images = load_images(critic_images_path, size)
     device = runtime.device
     encoder, objective = fresh_models(case, config)
-    optimizers = [adam(module.parameters(), config.lr, device, fused_adam) for module in (encoder, objective)]
+    optimizers = [adam(module.parameters(), config.lr, device, fused_adam, cuda_graph)
+                  for module in (encoder, objective)]
     batches = Batches(encoder_images, critic_images, config.batch_size, config.seed, device)
     prior_generator = torch.Generator(device=device).manual_seed(config.seed)
     resume = (ResumeState(resume_path, fingerprint(case, config, device, code, encoder_images, critic_images,
-                                                   fused_adam=fused_adam))
+                                                   fused_adam=fused_adam, cuda_graph=cuda_graph))
               if resume_path else None)
     if resume_path:  # a save killed mid-way left its temporary file (as large as a state)
         discard_stale_temporaries(resume_path)
     losses = train(encoder, objective, batches, optimizers, config.epochs, device, prior_generator,
                    description=f"train case {case}", resume=resume, checkpoint_every=checkpoint_every,
-                   autocast=runtime.autocast(), progress=progress)
+                   autocast=runtime.autocast(), progress=progress, cuda_graph=cuda_graph)
     write_run(case, config, encoder.cpu().state_dict(), losses, encoder_out, loss_out)
     if resume and discard_resume:
         resume.discard()
