@@ -88,8 +88,7 @@ def main() -> None:
                               "--encoder-images", str(gray[INPUT_SIZE]), "--protocol", "faithful",
                               "--sized-images", str(gray[map_size(case)]), "--bins", "30", "--noise-seed", "0",
                               "--device", "cpu", "--mi-out", str(out) + "mi.csv",
-                              "--summary-out", str(out) + "summary.csv", "--figure-images", "10", "11",
-                              "--maps-out", str(out) + "maps.npy", "--bounds-out", str(out) + "bounds.csv")
+                              "--summary-out", str(out) + "summary.csv")
                 peaks = [peak_mb(score, allocator) for allocator in allocators]
                 print(f"| score | {case} | {n_images} | 1 | " + " | ".join(f"{p:.0f}" for p in peaks)
                       + f" | {stage_mb('score', case, n_images)} |", flush=True)

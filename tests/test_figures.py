@@ -9,24 +9,30 @@ from PIL import Image
 
 from mifeatures.core.statistics.aggregation import per_case, per_image
 from mifeatures.stages.figures import image_source, main, maps_figure
-from mifeatures.core.information.maps import feature_maps, load_encoder
+from mifeatures.core.information.maps import feature_maps, load_encoder, protocol_maps
+from mifeatures.core.information.scoring import image_bounds
+from mifeatures.core.protocols import PROTOCOLS
 from mifeatures.core.information.mi import mutual_information, noise_bound
+from mifeatures.stages.maps import main as maps_main
 from mifeatures.stages.score import main as score_main
 
 
 @pytest.fixture(scope="module")
 def stage_outputs(tmp_path_factory, trained_case):
-    """The score stage's outputs of the trained case a (maps of images 1 and 3), and aggregate tables of it
-    reused as two cases for the combined charts."""
+    """The score stage's outputs of the trained case a, the maps stage's of its images 1 and 3, and aggregate
+    tables of it reused as two cases for the combined charts."""
     folder = tmp_path_factory.mktemp("figures")
     paths = dict(trained_case, **{name: folder / f"{name}.{ext}" for name, ext in (
-        ("mi", "csv"), ("summary", "csv"), ("cases", "csv"), ("figure_maps", "npy"), ("figure_bounds", "csv"))})
-    score_main(["--protocol", "faithful", "--encoder", str(trained_case["encoder"]),
-                "--encoder-images", str(trained_case["encoder_images"]),
-                "--sized-images", str(trained_case["sized_images"]), "--bins", "30", "--noise-seed", "0",
-                "--device", "cpu", "--mi-out", str(paths["mi"]), "--summary-out", str(paths["summary"]),
-                "--figure-images", "1", "3", "--maps-out", str(paths["figure_maps"]),
-                "--bounds-out", str(paths["figure_bounds"])])
+        ("mi", "csv"), ("summary", "csv"), ("cases", "csv"))})
+    common = ["--protocol", "faithful", "--encoder", str(trained_case["encoder"]),
+              "--encoder-images", str(trained_case["encoder_images"]),
+              "--sized-images", str(trained_case["sized_images"]), "--bins", "30", "--noise-seed", "0",
+              "--device", "cpu"]
+    score_main([*common, "--mi-out", str(paths["mi"]), "--summary-out", str(paths["summary"])])
+    for image in (1, 3):
+        paths[f"maps{image}"], paths[f"bounds{image}"] = folder / f"image{image}.npy", folder / f"image{image}.csv"
+        maps_main([*common, "--image", str(image), "--maps-out", str(paths[f"maps{image}"]),
+                   "--bounds-out", str(paths[f"bounds{image}"])])
     summary = pd.read_csv(paths["summary"])
     summaries = {"a": summary, "c": summary.assign(mean=summary["mean"] / 2)}
     per_case(summaries, per_image(summaries, "mean")).to_csv(paths["cases"], index=False)
@@ -48,7 +54,7 @@ def test_every_figure_is_written(tmp_path, stage_outputs):
     pairs = [f"a={s['summary']}", f"c={s['summary']}"]
     commands = {
         "loss": ["loss", f"a={s['loss']}", f"c={s['loss']}", "--data", str(tmp_path / "loss.csv")],
-        "maps": ["maps", "--maps", str(s["figure_maps"]), "--bounds", str(s["figure_bounds"]),
+        "maps": ["maps", "--maps", str(s["maps3"]), "--bounds", str(s["bounds3"]),
                  "--encoder-images", str(s["encoder_images"]), "--mi", str(s["mi"]), "--image", "3", "--case", "a",
                  "--dataset", "sample"],
         "chosen": ["chosen", *pairs, "--images", "1", "3"],
@@ -95,33 +101,41 @@ def test_maps_figure_titles_each_map_with_its_mi(stage_outputs):
     assert "sample image 10:\na crop of scikit-image's 'moon' photo" in figure.axes[0].get_title()
 
 
-def test_maps_cli_refuses_an_image_the_score_stage_did_not_map(tmp_path, stage_outputs, capsys):
-    """An image outside figures.images as scored is a usage error naming the images there are; no PNG."""
+def test_maps_cli_refuses_another_images_maps(tmp_path, stage_outputs, capsys):
+    """Maps of another image than --image are a usage error naming the image they are of; no PNG."""
     s = stage_outputs
     with pytest.raises(SystemExit):
-        main(["maps", "--maps", str(s["figure_maps"]), "--bounds", str(s["figure_bounds"]),
+        main(["maps", "--maps", str(s["maps1"]), "--bounds", str(s["bounds1"]),
               "--encoder-images", str(s["encoder_images"]), "--mi", str(s["mi"]), "--image", "2", "--case", "a",
               "--dataset", "sample", "--out", str(tmp_path / "maps.png")])
-    assert "wrote the maps of images 1, 3 only (figures.images)" in capsys.readouterr().err
+    assert "--image 2: --maps and --bounds are those of image 1" in capsys.readouterr().err
     assert not (tmp_path / "maps.png").exists()
 
 
-def test_the_score_stage_writes_the_maps_the_article_drew(stage_outputs):
-    """The maps the figure draws are those of the article's one-image scoring, bit for bit, in figures.images'
-    order."""
+@pytest.mark.parametrize("image", [1, 3])
+def test_the_maps_stage_writes_the_maps_the_article_drew(stage_outputs, image):
+    """The maps the figure draws are those of the article's one-image scoring, bit for bit, and the score stage's
+    batch of the figures' images gave the same (the maps it wrote before the maps stage existed)."""
     _, encoder = load_encoder(stage_outputs["encoder"])
     images = np.load(stage_outputs["encoder_images"])
-    written = np.load(stage_outputs["figure_maps"])
-    assert written.dtype == np.float32 and written.shape == (2, 32, 88, 88)
-    for position, image in enumerate((1, 3)):
-        np.testing.assert_array_equal(written[position], feature_maps(encoder, images[image]))
+    written = np.load(stage_outputs[f"maps{image}"])
+    assert written.dtype == np.float32 and written.shape == (1, 32, 88, 88)
+    np.testing.assert_array_equal(written[0], feature_maps(encoder, images[image]))
+    sized = np.load(stage_outputs["sized_images"])
+    _, batch = protocol_maps(encoder, "a", PROTOCOLS["faithful"], images[[1, 3]], sized[[1, 3]])
+    np.testing.assert_array_equal(written[0], batch[(1, 3).index(image)])
+    bounds = pd.read_csv(stage_outputs[f"bounds{image}"])
+    batch_bounds = image_bounds(images[[1, 3]], [1, 3], 30, 0)
+    assert bounds["image"].tolist() == [image]
+    assert bounds.loc[0, "upper"] == batch_bounds["upper"][(1, 3).index(image)]
+    assert bounds.loc[0, "noise"] == batch_bounds["noise"][(1, 3).index(image)]
 
 
 def test_a_and_b_map_figures_show_the_bounds_of_the_96px_image(stage_outputs):
     """The article titled every case's map figure with the bounds of the 96×96 image; case a's summary holds
     those of the image resized to 88×88. The figure's bounds are the 96×96 image's, not the summary's."""
     encoder_images, summary = np.load(stage_outputs["encoder_images"]), pd.read_csv(stage_outputs["summary"])
-    bounds = pd.read_csv(stage_outputs["figure_bounds"]).set_index("image")
+    bounds = pd.read_csv(stage_outputs["bounds3"]).set_index("image")
     image = encoder_images[3]
     assert bounds.loc[3, "upper"] == pytest.approx(float(mutual_information(image, image[None], 30)[0]), rel=1e-12)
     assert bounds.loc[3, "noise"] == pytest.approx(noise_bound(image, 3, 0, 30), rel=1e-12)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from mifeatures.stages import aggregate, figures, grayscale, sample, score, train
+from mifeatures.stages import aggregate, figures, grayscale, maps, sample, score, train
 
 from mifeatures.workflow import audit, provenance, sources
 from mifeatures.core.protocols import PROTOCOLS
@@ -51,9 +51,12 @@ def chain(tmp_path_factory) -> dict[str, Path]:
         score.main(["--protocol", "faithful", "--bins", "30", "--noise-seed", "0", "--device", "cpu",
                     "--encoder", str(out / "encoder.pt"), "--encoder-images", str(gray[96]),
                     "--sized-images", str(gray[size]), "--mi-out", str(out / "mi.csv"),
-                    "--summary-out", str(out / "summary.csv"), "--figure-images", "2",
-                    "--maps-out", str(out / "figure_maps.npy"), "--bounds-out", str(out / "figure_bounds.csv")])
-        figures.main(["maps", "--maps", str(out / "figure_maps.npy"), "--bounds", str(out / "figure_bounds.csv"),
+                    "--summary-out", str(out / "summary.csv")])
+        maps.main(["--protocol", "faithful", "--bins", "30", "--noise-seed", "0", "--device", "cpu",
+                   "--encoder", str(out / "encoder.pt"), "--encoder-images", str(gray[96]),
+                   "--sized-images", str(gray[size]), "--image", "2", "--maps-out", str(out / "image2.npy"),
+                   "--bounds-out", str(out / "image2_bounds.csv")])
+        figures.main(["maps", "--maps", str(out / "image2.npy"), "--bounds", str(out / "image2_bounds.csv"),
                       "--encoder-images", str(gray[96]), "--mi", str(out / "mi.csv"), "--image", "2",
                       "--case", case, "--dataset", "sample", "--out", str(root / f"maps_{case}.png")])
         paths[f"encoder_{case}"] = out / "encoder.pt"
@@ -130,7 +133,7 @@ def test_protocol_stages_depend_on_the_protocol_names_not_on_params_validation(s
 
 def test_record_names_the_device_precision_and_torch_build(chain):
     """Jobs that run torch say on which device and with which float settings; the torch build is named. The
-    maps figure draws the maps its score job wrote, and names no device: it ran no network."""
+    maps figure draws the maps its maps job wrote, and names no device: it ran no network."""
     assert json.loads(provenance.sidecar(chain["maps_c"]).read_text())["environment"]["device"] is None
     record = json.loads(provenance.sidecar(chain["summary_a"]).read_text())
     environment = record["environment"]
@@ -314,8 +317,7 @@ def test_score_takes_the_case_from_the_checkpoint_not_from_its_job(chain, tmp_pa
         score.main(["--protocol", "faithful", "--bins", "30", "--noise-seed", "0", "--device", "cpu",
                     "--encoder", str(chain["encoder_a"]), "--run", "c", "faithful", "78",
                     "--encoder-images", str(root / "size96.npy"), "--sized-images", str(root / "size96.npy"),
-                    "--mi-out", str(out / "mi.csv"), "--summary-out", str(out / "summary.csv"), "--figure-images",
-                    "2", "--maps-out", str(out / "figure_maps.npy"), "--bounds-out", str(out / "figure_bounds.csv")])
+                    "--mi-out", str(out / "mi.csv"), "--summary-out", str(out / "summary.csv")])
     assert exit_.value.code == 2
     assert ("a checkpoint of case a (adversarial prior False, seed 78), not of case c (adversarial prior False, "
             "seed 78)") in capsys.readouterr().err

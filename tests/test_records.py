@@ -110,16 +110,18 @@ def test_make_pull_marks_another_configs_results_current(built, tmp_path):
 
 
 def test_copy_with_its_record_passes_the_audit(built, tmp_path):
-    """maps_a_image10.png with its record copied onto maps_c_image10.png, and a's four score tables with their
-    records onto c's paths, verified "current" and Snakemake had nothing to do. A record names the path it was
-    written for: both copies are caught, and `mifeatures build` reruns c's scoring and what reads it."""
+    """maps_a_image10.png with its record copied onto maps_c_image10.png, and a's score tables and image 10's maps
+    with their records onto c's paths, verified "current" and Snakemake had nothing to do. A record names the
+    path it was written for: both copies are caught, and `mifeatures build` reruns c's scoring, its maps of
+    image 10 and what reads them."""
     root = copy_of(built, tmp_path)
     figures = root / "results/figures"
-    score = root / f"results/score/{ARTICLE_RUN}"
     for suffix in ("", ".prov.json"):
         shutil.copy(figures / f"maps_a_image10.png{suffix}", figures / f"maps_c_image10.png{suffix}")
-        for name in ("mi.csv", "summary.csv", "figure_maps.npy", "figure_bounds.csv"):
-            shutil.copy(score / f"a/scored-faithful/{name}{suffix}", score / f"c/scored-faithful/{name}{suffix}")
+        for stage, name in (("score", "mi.csv"), ("score", "summary.csv"), ("maps", "image10.npy"),
+                            ("maps", "image10_bounds.csv")):
+            folder = root / f"results/{stage}/{ARTICLE_RUN}"
+            shutil.copy(folder / f"a/scored-faithful/{name}{suffix}", folder / f"c/scored-faithful/{name}{suffix}")
     code, verdicts = verify_all(root)
     copied = "results/figures/maps_c_image10.png"
     assert code == 1 and copied in drifted(verdicts)
@@ -128,7 +130,8 @@ def test_copy_with_its_record_passes_the_audit(built, tmp_path):
     assert f"results/score/{ARTICLE_RUN}/c/scored-faithful/summary.csv" in drifted(verdicts)
     assert f"results/score/{ARTICLE_RUN}/a/scored-faithful/summary.csv" not in drifted(verdicts)
     planned_reruns = reruns(root)
-    assert planned_reruns["score"] == 1 and planned_reruns["figure_maps"] == 2 and "train" not in planned_reruns
+    assert planned_reruns["score"] == 1 and planned_reruns["maps"] == 1 and planned_reruns["figure_maps"] == 2
+    assert "train" not in planned_reruns
 
 
 def test_output_without_a_record_provenance_txt(built, tmp_path):

@@ -26,17 +26,12 @@ from mifeatures.core.protocols import MISMATCHED
 from mifeatures.core.information.maps import (as_trained, batched_feature_maps, eval_encoder, feature_maps,
                                               load_encoder, per_image_encoder, to_image_grid, training_batch_size,
                                               valid_region)
+from mifeatures.stages.maps import main as maps_main
 from mifeatures.stages.score import main
 from mifeatures.core.information.scoring import SUMMARY_COLUMNS, all_images_loop_normalisation, score
 
 
 # What the rule passes from params.yaml, and the faithful protocol; a test's own --protocol comes later and wins.
-def figure_outputs(folder):
-    """The score stage's maps of figures.images (image 0 here) and their bounds, as the rule asks for them."""
-    return ["--figure-images", "0", "--maps-out", str(folder / "figure_maps.npy"),
-            "--bounds-out", str(folder / "figure_bounds.csv")]
-
-
 PARAMS = ["--protocol", "faithful", "--bins", "30", "--noise-seed", "0", "--device", "cpu"]
 
 @pytest.fixture(scope="module")
@@ -188,7 +183,7 @@ def test_cli_writes_both_tables(tmp_path, trained_case, scored):
     mi_out, summary_out = tmp_path / "mi.csv", tmp_path / "summary.csv"
     main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", str(trained_case["encoder_images"]),
           "--sized-images", str(trained_case["sized_images"]), "--mi-out", str(mi_out),
-          "--summary-out", str(summary_out), *figure_outputs(tmp_path), "--device", "auto", "--batch-size", "3"])
+          "--summary-out", str(summary_out), "--device", "auto", "--batch-size", "3"])
     pd.testing.assert_frame_equal(pd.read_csv(summary_out), scored[1], check_exact=False, rtol=1e-15)
     assert len(pd.read_csv(mi_out)) == len(scored[0])
     record = json.loads(provenance.sidecar(summary_out).read_text())
@@ -200,8 +195,7 @@ def test_cli_rejects_bins_below_two(tmp_path, trained_case):
     """--bins 1 is a usage error."""
     with pytest.raises(SystemExit):
         main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", "x", "--sized-images", "y",
-              "--bins", "1", "--mi-out", str(tmp_path / "m"), "--summary-out", str(tmp_path / "s"),
-              *figure_outputs(tmp_path)])
+              "--bins", "1", "--mi-out", str(tmp_path / "m"), "--summary-out", str(tmp_path / "s")])
 
 
 @pytest.mark.parametrize("batch_size", ["0", "-2"])
@@ -210,7 +204,7 @@ def test_cli_rejects_a_batch_size_below_one(tmp_path, trained_case, batch_size, 
     with pytest.raises(SystemExit):
         main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", "x", "--sized-images", "y",
               "--batch-size", batch_size, "--mi-out", str(tmp_path / "m"),
-              "--summary-out", str(tmp_path / "s"), *figure_outputs(tmp_path)])
+              "--summary-out", str(tmp_path / "s")])
     assert f"--batch-size must be ≥ 1, got {batch_size}" in capsys.readouterr().err
 
 
@@ -219,20 +213,19 @@ def test_cli_refuses_cuda_without_a_gpu(tmp_path, trained_case, capsys):
     """--device cuda on a machine without CUDA is a usage error, not a silent fall-back to the CPU."""
     with pytest.raises(SystemExit):
         main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", "x", "--sized-images", "y",
-              "--device", "cuda", "--mi-out", str(tmp_path / "m"), "--summary-out", str(tmp_path / "s"),
-              *figure_outputs(tmp_path)])
+              "--device", "cuda", "--mi-out", str(tmp_path / "m"), "--summary-out", str(tmp_path / "s")])
     assert "no CUDA device is available" in capsys.readouterr().err
 
 
-def test_cli_refuses_figure_images_outside_the_images(tmp_path, trained_case, capsys):
-    """figures.images beyond the images scored is a usage error before any output is written."""
+def test_maps_cli_refuses_an_image_outside_the_images(tmp_path, trained_case, capsys):
+    """A maps figure of an image the split does not have (figures.images, or a target's index) is a usage error
+    naming the images there are, before any output is written."""
     with pytest.raises(SystemExit):
-        main([*PARAMS, "--encoder", str(trained_case["encoder"]),
-              "--encoder-images", str(trained_case["encoder_images"]),
-              "--sized-images", str(trained_case["sized_images"]), "--mi-out", str(tmp_path / "m"),
-              "--summary-out", str(tmp_path / "s"), "--figure-images", "0", "99", "--maps-out", str(tmp_path / "x"),
-              "--bounds-out", str(tmp_path / "b")])
-    assert "--figure-images 0 99: each must be an index of the" in capsys.readouterr().err
+        maps_main([*PARAMS, "--encoder", str(trained_case["encoder"]),
+                   "--encoder-images", str(trained_case["encoder_images"]),
+                   "--sized-images", str(trained_case["sized_images"]), "--image", "99",
+                   "--maps-out", str(tmp_path / "x"), "--bounds-out", str(tmp_path / "b")])
+    assert "--image 99: there is no such image; " in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 
@@ -471,11 +464,11 @@ def test_cli_corrected_writes_both_tables(tmp_path, trained_case, scored_correct
     mi_out, summary_out = tmp_path / "mi.csv", tmp_path / "summary.csv"
     main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", str(trained_case["encoder_images"]),
           "--protocol", "corrected", "--null-shifts", "4", "--null-seed", "0", "--mi-out", str(mi_out),
-          "--summary-out", str(summary_out), *figure_outputs(tmp_path), "--batch-size", "3"])
+          "--summary-out", str(summary_out), "--batch-size", "3"])
     for written, expected in ((mi_out, scored_corrected[0]), (summary_out, scored_corrected[1])):
         pd.testing.assert_frame_equal(pd.read_csv(written), expected, check_exact=False, rtol=1e-15)
     record = json.loads(provenance.sidecar(summary_out).read_text())
-    assert record["params"] == {"score.bins": 30, "score.noise_seed": 0, "figures.images": [0],
+    assert record["params"] == {"score.bins": 30, "score.noise_seed": 0,
                                 "score.null_shifts": 4, "score.null_seed": 0}
     assert record["context"]["protocol"] == "corrected"
     assert record["context"]["batchnorm_statistics"] == "recomputed over the 8 images in batches of 4"
@@ -487,9 +480,9 @@ def test_cli_records_the_faithful_protocol(tmp_path, trained_case):
     summary_out = tmp_path / "summary.csv"
     main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", str(trained_case["encoder_images"]),
           "--sized-images", str(trained_case["sized_images"]), "--mi-out", str(tmp_path / "mi.csv"),
-          "--summary-out", str(summary_out), *figure_outputs(tmp_path)])
+          "--summary-out", str(summary_out)])
     record = json.loads(provenance.sidecar(summary_out).read_text())
-    assert record["params"] == {"score.bins": 30, "score.noise_seed": 0, "figures.images": [0]}
+    assert record["params"] == {"score.bins": 30, "score.noise_seed": 0}
     assert record["context"]["protocol"] == "faithful"
     assert set(record["inputs"]) == {"encoder", "encoder_images", "sized_images"}
 
@@ -507,7 +500,7 @@ def test_cli_states_what_each_protocol_needs(tmp_path, trained_case, arguments, 
     """Each protocol's inputs and parameters are usage errors when missing or misplaced."""
     with pytest.raises(SystemExit):
         main([*PARAMS, "--encoder", str(trained_case["encoder"]), "--encoder-images", "x", *arguments,
-              "--mi-out", str(tmp_path / "m"), "--summary-out", str(tmp_path / "s"), *figure_outputs(tmp_path)])
+              "--mi-out", str(tmp_path / "m"), "--summary-out", str(tmp_path / "s")])
     assert message in capsys.readouterr().err
 
 

@@ -52,8 +52,9 @@ def test_every_module_is_in_one_layer_and_no_folder_is_crowded():
 
 def test_every_rule_runs_a_stage_module_and_every_stage_has_a_rule():
     assert stages() == layer("stages") - {"stages"}
-    assert {f"stages.{name}" for name in ("sample", "download", "folder", "grayscale", "train", "score", "crosscheck",
-                                           "aggregate", "findings", "figures", "article", "provenance")} == stages()
+    assert {f"stages.{name}" for name in ("sample", "download", "folder", "grayscale", "train", "score", "maps",
+                                           "crosscheck", "aggregate", "findings", "figures", "article",
+                                           "provenance")} == stages()
 
 
 @pytest.mark.parametrize("stage", sorted(stages()))

@@ -35,8 +35,8 @@ from mifeatures.core.data.stl10 import write_stl10_images
 from mifeatures.workflow.params import load_params, merge
 
 from builds import (
-    REPO, BIN, ENV, COPIED, TIMEOUT, DVC, GIT_USER, ARTICLE_RUN, run, snakemake, outputs, set_params, init_dvc,
-    planned, edit, clone_of, build_tiny
+    REPO, BIN, ENV, COPIED, TIMEOUT, DVC, GIT_USER, ARTICLE_RUN, MIFEATURES, run, snakemake, outputs, set_params,
+    init_dvc, planned, edit, clone_of, copy_of, build_tiny
 )
 
 pytestmark = pytest.mark.slow
@@ -74,8 +74,9 @@ def branch(case: str) -> set[str]:
     """Files that must be rebuilt, and only they, when one case's training hyperparameter changes."""
     return {
         f"train/{ARTICLE_RUN}/{case}/encoder.pt", f"train/{ARTICLE_RUN}/{case}/loss.csv",
-        *(f"score/{ARTICLE_RUN}/{case}/scored-faithful/{name}"
-          for name in ("mi.csv", "summary.csv", "figure_maps.npy", "figure_bounds.csv")),
+        *(f"score/{ARTICLE_RUN}/{case}/scored-faithful/{name}" for name in ("mi.csv", "summary.csv")),
+        *(f"maps/{ARTICLE_RUN}/{case}/scored-faithful/image{image}{name}"
+          for image in (10, 11) for name in (".npy", "_bounds.csv")),
         "aggregate/cases.csv", "aggregate/images.csv",
         "aggregate/metrics.json", "figures/loss.png", "figures/loss.csv", f"figures/maps_{case}_image10.png",
         f"figures/maps_{case}_image11.png", "figures/chosen_mean_mi.png", "figures/mi_distribution.png",
@@ -282,6 +283,22 @@ def test_bad_params_stop_before_any_job(project):
     assert "figures.images: image 300 does not exist: data.sample.n_images has 20 images" in said.stderr + said.stdout
     assert "train.overrides.b: case 'b' is not in cases ['a', 'c']" in said.stderr + said.stdout
     assert outputs(project) == before
+
+
+def test_a_maps_figure_of_any_image_builds_without_rescoring(project, tmp_path):
+    """`snakemake results/figures/maps_c_image12.png` failed once the DAG had run (the score stage had mapped
+    figures.images only), and adding 12 to figures.images reran all four score jobs and what read them. Each
+    image's maps are now a job of their own, on that image alone: the figure builds, verified current, with no
+    score job, and adding the image to figures.images maps the other cases' image 12 and draws their figures."""
+    root = copy_of(project, tmp_path)
+    target = "results/figures/maps_c_image12.png"
+    assert planned(root, target=target) == {"maps": 1, "figure_maps": 1}
+    snakemake(root, target)
+    said = run(root, MIFEATURES, "provenance", target, "--verify", check=False)
+    assert said.returncode == 0 and f"{target}: current" in said.stdout, said.stdout + said.stderr
+    assert np.load(root / f"results/maps/{ARTICLE_RUN}/c/scored-faithful/image12.npy").shape == (1, 32, 96, 96)
+    set_params(root, {"figures": {"images": [10, 11, 12]}})
+    assert planned(root) == {"maps": 3, "figure_maps": 3, "figure_chosen": 1, "provenance": 1, "all": 1}
 
 
 def test_one_case_change_reruns_only_its_branch(project):

@@ -18,6 +18,7 @@ COMMANDS = {
     "grayscale": ("stages.grayscale", "grayscale and resize the images to one size (rule grayscale)"),
     "train": ("stages.train", "train one encoder and its critics with DeepInfoMax (rule train)"),
     "score": ("stages.score", "score every map of every image by its MI with the image (rule score)"),
+    "maps": ("stages.maps", "one image's maps and MI bounds, as a scorer computes them (rule maps)"),
     "crosscheck": ("stages.crosscheck", "KSG k-NN MI of a seeded subsample of pairs (rule crosscheck)"),
     "aggregate": ("stages.aggregate", "per-case and per-image tables, metrics.json (rule aggregate)"),
     "findings": ("stages.findings", "does the article's claim survive? results/findings.md (rule findings)"),

@@ -160,12 +160,8 @@ SCORED = f"{RUN}/scored-{{scoring}}"  # a trained run, scored by a protocol's sc
 PROGRESS = f"results/logs/progress/{RUN}.txt"  # a training job's steps, time left and loss, live
 MI_TABLE = f"results/score/{SCORED}/mi.csv"
 SUMMARY = f"results/score/{SCORED}/summary.csv"
-FIGURE_MAPS = (
-    f"results/score/{SCORED}/figure_maps.npy"  # the maps of figures.images, as scored
-)
-FIGURE_BOUNDS = (
-    f"results/score/{SCORED}/figure_bounds.csv"  # and their images' MI bounds
-)
+IMAGE_MAPS = f"results/maps/{SCORED}/image{{image}}.npy"  # an image's maps, as its scorer computes them
+IMAGE_BOUNDS = f"results/maps/{SCORED}/image{{image}}_bounds.csv"  # and its MI bounds
 CROSSCHECK = f"results/crosscheck/{RUN}.csv"
 FIGURES = "results/figures"
 FINDINGS = "results/findings"
@@ -427,10 +423,14 @@ def article_tables():
                     LOSS,
                     MI_TABLE,
                     SUMMARY,
-                    FIGURE_MAPS,
-                    FIGURE_BOUNDS,
                 )
                 for path in per_case(pattern)
+            ),
+            *(
+                article(pattern).format(case=case, image=image)
+                for pattern in (IMAGE_MAPS, IMAGE_BOUNDS)
+                for case in CASES
+                for image in config["figures"]["images"]
             ),
             *(
                 f"results/aggregate/{name}"

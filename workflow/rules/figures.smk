@@ -25,8 +25,8 @@ rule figure_loss:
 
 rule figure_maps:
     input:
-        maps=article(FIGURE_MAPS),
-        bounds=article(FIGURE_BOUNDS),
+        maps=article(IMAGE_MAPS),
+        bounds=article(IMAGE_BOUNDS),
         encoder_images=encoder_images(),
         mi=article(MI_TABLE),
     output:

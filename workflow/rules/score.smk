@@ -7,8 +7,6 @@ rule score:
         **recorded(
             mi=MI_TABLE,
             summary=SUMMARY,
-            figure_maps=FIGURE_MAPS,
-            figure_bounds=FIGURE_BOUNDS,
         ),
     log:
         f"results/logs/score/{SCORED}.log",
@@ -24,7 +22,6 @@ rule score:
         noise_seed=config["score"]["noise_seed"],
         protocol=score_protocol_args,
         device=lambda wildcards: train_params(wildcards)["device"],  # where the case trained
-        figure_images=config["figures"]["images"],
         code=lambda wildcards: code("stages.score", scoring(wildcards).scorer),
     shell:
         "python -m mifeatures.stages.score --encoder {input.encoder}"
@@ -32,5 +29,4 @@ rule score:
         " --encoder-images {input.encoder_images} --protocol {wildcards.scoring} {params.protocol}"
         " --bins {params.bins} --noise-seed {params.noise_seed} --device {params.device}"
         " --threads {threads}"
-        " --mi-out {output.mi} --summary-out {output.summary} --figure-images {params.figure_images}"
-        " --maps-out {output.figure_maps} --bounds-out {output.figure_bounds} > {log} 2>&1"
+        " --mi-out {output.mi} --summary-out {output.summary} > {log} 2>&1"

@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     loss.add_argument("losses", nargs="+", metavar="CASE=PATH", help="loss log of each case")
     loss.add_argument("--data", required=True, help="the figure's data to write, a row per case and step (.csv)")
     maps = commands.add_parser("maps", help="4×8 grid of one case's maps for one image")
-    maps.add_argument("--maps", required=True, help="maps of figures.images, as the score stage wrote them (.npy)")
-    maps.add_argument("--bounds", required=True, help="their images' MI bounds, as the score stage wrote them (.csv)")
+    maps.add_argument("--maps", required=True, help="the image's maps, as the maps stage wrote them (.npy)")
+    maps.add_argument("--bounds", required=True, help="its MI bounds, as the maps stage wrote them (.csv)")
     maps.add_argument("--encoder-images", required=True, help="96×96 grayscale .npy")
     maps.add_argument("--mi", required=True, help="per-map MI table of the case")
     maps.add_argument("--image", type=int, required=True, help="index of the image in the train split")
@@ -219,16 +219,14 @@ def main(argv: list[str] | None = None) -> None:
             loss_table(losses).to_csv(handle, index=False)
     elif args.figure == "maps":
         bounds = pd.read_csv(args.bounds)
-        if args.image not in set(bounds["image"]):
-            parser.error(f"--image {args.image}: the score stage wrote the maps of images "
-                         f"{', '.join(map(str, bounds['image']))} only (figures.images)")
-        position = bounds.index[bounds["image"] == args.image][0]
+        if bounds["image"].tolist() != [args.image]:
+            parser.error(f"--image {args.image}: --maps and --bounds are those of image "
+                         f"{', '.join(map(str, bounds['image']))} (the maps stage writes one image's)")
         table = pd.read_csv(args.mi)
         rows = table.loc[table["image"] == args.image].sort_values("map")
         image = load_images(args.encoder_images)[args.image]
-        image_maps = np.load(args.maps, mmap_mode="r")[position]
-        figure = maps_figure(image, image_maps, rows["mi"].to_numpy(), rows["mi_all_images"].to_numpy(),
-                             bounds.at[position, "upper"], bounds.at[position, "noise"], args.case, args.image,
+        figure = maps_figure(image, np.load(args.maps)[0], rows["mi"].to_numpy(), rows["mi_all_images"].to_numpy(),
+                             bounds.at[0, "upper"], bounds.at[0, "noise"], args.case, args.image,
                              image_source(args.dataset, args.image))
         inputs = {role: getattr(args, role) for role in ("maps", "bounds", "encoder_images", "mi")}
         params, context = {"data.dataset": args.dataset}, {"case": args.case, "image": args.image}

@@ -1,8 +1,8 @@
 """Score stage: MI between each image and each of the 32 feature maps of a trained encoder, by one protocol's
 scorer (``Protocol.scorer``: the faithful ``mifeatures.core.information.scoring``, the corrected
 ``mifeatures.core.information.corrected_scoring``). The scorer is imported by name, so that a job's code, and so
-its rerun trigger, is this module and its scorer's alone. Beside the tables it writes the maps of the images the maps
-figures draw, and those images' MI bounds, so that the figures draw what was scored and run no network.
+its rerun trigger, is this module and its scorer's alone. The maps figures draw maps the maps stage computes, one
+image at a time, as this scorer does (``mifeatures.stages.maps``).
 """
 
 from __future__ import annotations
@@ -10,17 +10,14 @@ from __future__ import annotations
 import argparse
 import importlib
 
-import numpy as np
-import pandas as pd
 
 from mifeatures.workflow import provenance, usage
 from mifeatures.core.data.images import load_images
 from mifeatures.core.io import atomic_write
-from mifeatures.core.information.maps import as_scored, load_encoder, protocol_maps
+from mifeatures.core.information.maps import as_scored, load_encoder
 from mifeatures.core.networks.shapes import INPUT_SIZE, map_size
 from mifeatures.core.protocols import PROTOCOLS, training_run
 from mifeatures.core.networks.runtime import DEVICES, set_up
-from mifeatures.core.information.scoring import image_bounds
 from mifeatures.core.information.shifts import draw_shifts
 
 # Every protocol's score.* settings beyond bins and noise_seed: each protocol takes its own and refuses the rest.
@@ -51,13 +48,6 @@ def main(argv: list[str] | None = None) -> None:
                              "(score.null_seed)")
     parser.add_argument("--mi-out", required=True, help="per-map table to write (.csv)")
     parser.add_argument("--summary-out", required=True, help="per-image summary to write (.csv)")
-    parser.add_argument("--figure-images", type=int, nargs="+", required=True,
-                        help="images whose maps the maps figures draw (figures.images)")
-    parser.add_argument("--maps-out", required=True,
-                        help="their maps to write (.npy, float32, (images, 32, S, S), as --figure-images orders them)")
-    parser.add_argument("--bounds-out", required=True,
-                        help="their 96×96 images' MI bounds to write (.csv: image, upper, noise), as the maps "
-                             "figures title them")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch; default: %(default)s")
     parser.add_argument("--device", choices=DEVICES, required=True,
                         help="where the encoder runs: where the case trained (train.device); auto: CUDA if present")
@@ -94,9 +84,6 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as error:
         parser.error(f"--encoder: {error}")
     encoder_images = load_images(args.encoder_images, INPUT_SIZE)
-    if not all(0 <= image < len(encoder_images) for image in args.figure_images):
-        parser.error(f"--figure-images {' '.join(map(str, args.figure_images))}: each must be an index of the "
-                     f"{len(encoder_images)} images (figures.images)")
     inputs = {"encoder": args.encoder, "encoder_images": args.encoder_images}
     context = {"case": case, "protocol": protocol.name, "batch_size": args.batch_size}
     encoder, batchnorm = as_scored(encoder, protocol, encoder_images, args.encoder)
@@ -109,26 +96,18 @@ def main(argv: list[str] | None = None) -> None:
     scorer = importlib.import_module(f"mifeatures.{protocol.scorer}")
     table, summary = scorer.score_images(encoder, case, encoder_images, sized_images, args.bins, args.noise_seed,
                                          device, args.batch_size, **settings)
-    figure = list(args.figure_images)
-    _, maps = protocol_maps(encoder, case, protocol, encoder_images[figure],
-                            None if sized_images is None else sized_images[figure], device)
-    bounds = pd.DataFrame({"image": figure, **image_bounds(encoder_images[figure], figure, args.bins,
-                                                           args.noise_seed)})
-    with atomic_write(args.maps_out) as handle:
-        np.save(handle, maps)
-    for frame, out in ((table, args.mi_out), (summary, args.summary_out), (bounds, args.bounds_out)):
+    for frame, out in ((table, args.mi_out), (summary, args.summary_out)):
         with atomic_write(out, "w") as handle:
             frame.to_csv(handle, index=False)
     # The protocol is which computation ran, like the case, so it is context; params are params.yaml values.
-    params = {"score.bins": args.bins, "score.noise_seed": args.noise_seed, "figures.images": figure}
+    params = {"score.bins": args.bins, "score.noise_seed": args.noise_seed}
     params |= {f"score.{name}": value for name, value in settings.items()}
     job = provenance.record("score", inputs, params, context, runtime=runtime.describe(),
                             code=("stages.score", protocol.scorer))
-    provenance.write([args.mi_out, args.summary_out, args.maps_out, args.bounds_out], job)
+    provenance.write([args.mi_out, args.summary_out], job)
     estimator, column = next(iter(protocol.estimators.items()))
     print(f"case {case} ({protocol.name}): mean {estimator} MI {summary[column].mean():.4f} nats "
-          f"over {len(summary)} images; wrote {args.mi_out}, {args.summary_out}, {args.maps_out} and "
-          f"{args.bounds_out}")
+          f"over {len(summary)} images; wrote {args.mi_out} and {args.summary_out}")
 
 
 if __name__ == "__main__":
