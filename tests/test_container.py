@@ -89,7 +89,7 @@ def test_every_job_runs_through_apptainer_with_the_image_and_the_gpus(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     calls = [json.loads(line) for line in (root / "apptainer-calls.jsonl").read_text().splitlines()]
     ran = {call["command"].split("python -m mifeatures.stages.")[1].split()[0] for call in calls}
-    assert ran == {"sample", "grayscale", "train", "score", "figures"}, ran
+    assert ran == {"sample", "grayscale", "train", "score", "maps", "figures"}, ran
     jobs = int(result.stderr.split(" of ")[-1].split(" steps")[0])
     assert len(calls) == jobs and all(call["image"] == IMAGE and call["home"] == str(root) and "--nv" in call["args"]
                                  for call in calls)

@@ -56,7 +56,7 @@ def test_every_figure_is_written(tmp_path, stage_outputs):
         "loss": ["loss", f"a={s['loss']}", f"c={s['loss']}", "--data", str(tmp_path / "loss.csv")],
         "maps": ["maps", "--maps", str(s["maps3"]), "--bounds", str(s["bounds3"]),
                  "--encoder-images", str(s["encoder_images"]), "--mi", str(s["mi"]), "--image", "3", "--case", "a",
-                 "--dataset", "sample"],
+                 "--dataset", "sample", "--order", "index"],
         "chosen": ["chosen", *pairs, "--images", "1", "3"],
         "distribution": ["distribution", *pairs],
         "wins": ["wins", "--cases", str(s["cases"]), "--win-by", "mean"],
@@ -80,6 +80,20 @@ def blank_share(path) -> float:
         white = np.asarray(image.convert("L")) == 255
     rows, columns = white.all(axis=1), white.all(axis=0)
     return 1 - (1 - rows.mean()) * (1 - columns.mean())
+
+
+def test_maps_ordered_by_mi_go_highest_first_each_named(stage_outputs):
+    """figures.maps_order: mi draws the maps highest MI first, each titled with its index and MI, and says so;
+    each map stays with its own MI."""
+    rows = pd.read_csv(stage_outputs["mi"]).query("image == 0")
+    mi, loop = rows["mi"].to_numpy(), rows["mi_all_images"].to_numpy()
+    maps = np.stack([np.full((88, 88), float(k)) for k in range(32)])  # map k is all k: where it lands shows
+    figure = maps_figure(np.zeros((88, 88)), maps, mi, loop, upper=2.0, noise=0.05, case="a", image_index=10,
+                         source=image_source("sample", 10), order="mi")
+    shown = [int(axis.get_images()[0].get_array()[0, 0]) for axis in figure.axes[1:]]
+    assert sorted(shown) == list(range(32)) and list(mi[shown]) == sorted(mi, reverse=True)
+    assert [axis.get_title() for axis in figure.axes[1:]] == [f"map {k}: {mi[k]:.2f}" for k in shown]
+    assert "highest MI first" in figure._suptitle.get_text()
 
 
 def test_maps_figure_titles_each_map_with_its_mi(stage_outputs):
@@ -107,7 +121,7 @@ def test_maps_cli_refuses_another_images_maps(tmp_path, stage_outputs, capsys):
     with pytest.raises(SystemExit):
         main(["maps", "--maps", str(s["maps1"]), "--bounds", str(s["bounds1"]),
               "--encoder-images", str(s["encoder_images"]), "--mi", str(s["mi"]), "--image", "2", "--case", "a",
-              "--dataset", "sample", "--out", str(tmp_path / "maps.png")])
+              "--dataset", "sample", "--order", "index", "--out", str(tmp_path / "maps.png")])
     assert "--image 2: --maps and --bounds are those of image 1" in capsys.readouterr().err
     assert not (tmp_path / "maps.png").exists()
 

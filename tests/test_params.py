@@ -219,6 +219,8 @@ def test_schema_enums_are_the_codes_own():
     assert schema["$defs"]["case"]["enum"] == list(ENCODERS)
     assert train["precision"]["enum"] == list(PRECISIONS)
     assert schema["properties"]["aggregate"]["properties"]["win_by"]["enum"] == list(WIN_STATISTICS)
+    from mifeatures.stages.figures import MAPS_ORDERS
+    assert schema["properties"]["figures"]["properties"]["maps_order"]["enum"] == list(MAPS_ORDERS)
     primary = schema["properties"]["findings"]["properties"]["primary"]
     assert primary["properties"]["protocol"]["enum"] == list(PROTOCOLS)
 

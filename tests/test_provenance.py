@@ -58,7 +58,8 @@ def chain(tmp_path_factory) -> dict[str, Path]:
                    "--bounds-out", str(out / "image2_bounds.csv")])
         figures.main(["maps", "--maps", str(out / "image2.npy"), "--bounds", str(out / "image2_bounds.csv"),
                       "--encoder-images", str(gray[96]), "--mi", str(out / "mi.csv"), "--image", "2",
-                      "--case", case, "--dataset", "sample", "--out", str(root / f"maps_{case}.png")])
+                      "--case", case, "--dataset", "sample", "--order", "index",
+                      "--out", str(root / f"maps_{case}.png")])
         paths[f"encoder_{case}"] = out / "encoder.pt"
         paths[f"maps_{case}"] = root / f"maps_{case}.png"
     summaries = [f"{case}={root / case / 'summary.csv'}" for case in CASES]

@@ -46,10 +46,12 @@ rule figure_maps:
     params:
         code=code("stages.figures"),
         dataset=config["data"]["dataset"],
+        order=config["figures"]["maps_order"],
     shell:
         "python -m mifeatures.stages.figures maps --maps {input.maps} --bounds {input.bounds}"
         " --encoder-images {input.encoder_images} --mi {input.mi} --image {wildcards.image}"
-        " --case {wildcards.case} --dataset {params.dataset} --out {output.figure} > {log} 2>&1"
+        " --case {wildcards.case} --dataset {params.dataset} --order {params.order}"
+        " --out {output.figure} > {log} 2>&1"
 
 
 rule figure_chosen:

@@ -69,11 +69,15 @@ def image_source(dataset: str, index: int) -> str:
     return f"STL-10 train image {index}"
 
 
+MAPS_ORDERS = ("index", "mi")  # figures.maps_order: the maps as the encoder numbers them, or highest MI first
+
+
 def maps_figure(image: np.ndarray, maps: np.ndarray, mi: np.ndarray, mi_all_images: np.ndarray, upper: float,
-                noise: float, case: str, image_index: int, source: str) -> plt.Figure:
+                noise: float, case: str, image_index: int, source: str, order: str = "index") -> plt.Figure:
     """The image with its MI bounds, then the 32 maps in a 4×8 grid, each titled with its MI (each map min–max
     scaled on its own, as the article's map figures); the title gives the mean MI that way and as the article's
-    all-images loop scaled the maps (chosen_mean_mi.png's), so the two figures' numbers are told apart."""
+    all-images loop scaled the maps (chosen_mean_mi.png's), so the two figures' numbers are told apart. With
+    ``order`` "mi" the maps go highest MI first, each titled with its index too."""
     if maps.shape[0] != N_MAPS or len(mi) != N_MAPS:
         raise ValueError(f"expected {N_MAPS} maps and MI values, got {maps.shape[0]} and {len(mi)}")
     figure = plt.figure(figsize=(16, 5.2))
@@ -84,14 +88,16 @@ def maps_figure(image: np.ndarray, maps: np.ndarray, mi: np.ndarray, mi_all_imag
     axis.set_title(f"{label}\n({image.shape[0]}×{image.shape[1]})\n"
                    f"upper bound MI(img, img) = {upper:.2f}\nnoise bound MI(noise, img) = {noise:.2f}", fontsize=9)
     axis.axis("off")
-    for k in range(N_MAPS):
-        axis = figure.add_subplot(grid[k // GRID_COLS, 3 + k % GRID_COLS])
+    ranked = np.argsort(-mi, kind="stable") if order == "mi" else range(N_MAPS)
+    for position, k in enumerate(ranked):
+        axis = figure.add_subplot(grid[position // GRID_COLS, 3 + position % GRID_COLS])
         axis.imshow(maps[k], cmap="gray")
-        axis.set_title(f"{mi[k]:.2f}", fontsize=8)
+        axis.set_title(f"map {k}: {mi[k]:.2f}" if order == "mi" else f"{mi[k]:.2f}", fontsize=8)
         axis.axis("off")
     never_scored = " (the article never scored case b: an extrapolation of its method)" if case == "b" else ""
     figure.suptitle(f"Case {case}, image {image_index}: mean MI {mi.mean():.3f} nats over {N_MAPS} maps, each map "
-                    f"min–max scaled on its own (the article's map figures){never_scored}\n"
+                    f"min–max scaled on its own (the article's map figures)"
+                    f"{', highest MI first' if order == 'mi' else ''}{never_scored}\n"
                     f"{mi_all_images.mean():.3f} with the maps scaled as the article's all-images loop "
                     "(chosen_mean_mi.png)", fontsize=11)
     return figure
@@ -193,6 +199,9 @@ def main(argv: list[str] | None = None) -> None:
     maps.add_argument("--case", required=True, help="the case whose maps these are (its title)")
     maps.add_argument("--dataset", required=True, choices=("sample", "stl10", "folder"),
                       help="where the images come from (data.dataset), which the figure names")
+    maps.add_argument("--order", required=True, choices=MAPS_ORDERS,
+                      help="index: the maps as the encoder numbers them (the article's); mi: highest MI first "
+                           "(figures.maps_order)")
     chosen = commands.add_parser("chosen", help="mean MI per case for the chosen images")
     chosen.add_argument("summaries", nargs="+", metavar="CASE=PATH", help="per-image summary of each case")
     chosen.add_argument("--images", type=int, nargs="+", required=True, help="image indices")
@@ -227,9 +236,10 @@ def main(argv: list[str] | None = None) -> None:
         image = load_images(args.encoder_images)[args.image]
         figure = maps_figure(image, np.load(args.maps)[0], rows["mi"].to_numpy(), rows["mi_all_images"].to_numpy(),
                              bounds.at[0, "upper"], bounds.at[0, "noise"], args.case, args.image,
-                             image_source(args.dataset, args.image))
+                             image_source(args.dataset, args.image), args.order)
         inputs = {role: getattr(args, role) for role in ("maps", "bounds", "encoder_images", "mi")}
-        params, context = {"data.dataset": args.dataset}, {"case": args.case, "image": args.image}
+        params = {"data.dataset": args.dataset, "figures.maps_order": args.order}
+        context = {"case": args.case, "image": args.image}
     elif args.figure in ("chosen", "distribution"):
         paths = parse_case_paths(args.summaries)
         inputs = {f"summary[{case}]": path for case, path in paths.items()}
