@@ -44,7 +44,8 @@ pytestmark = pytest.mark.slow
 # What two clean builds of the same config must reproduce byte for byte.
 DETERMINISTIC = (
     "data/sample/stl10_binary/train_X.bin", "results/grayscale/*.npy", "results/train/*/*/*/loss.csv",
-    "results/train/*/*/*/encoder.pt", "results/score/*/*/*/*/*.csv", "results/score/*/*/*/*/*.npy",
+    "results/train/*/*/*/encoder.pt", "results/score/*/*/*/*/*.csv", "results/maps/*/*/*/*/*.npy",
+    "results/maps/*/*/*/*/*.csv",
     "results/aggregate/*.csv",
     "results/aggregate/metrics.json",
 )
@@ -170,7 +171,8 @@ def test_comment_in_the_code_reruns_nothing(project):
 def test_code_change_reruns_exactly_the_jobs_that_run_that_code(project):
     """aggregation.py's WIN_STATISTICS decides the panels of mi_distribution.png: changing it reruns the
     aggregate and every figure job (the figures module imports it), and nothing upstream. The download's
-    retries rerun nothing of the sample's build; the estimator, the scoring and what reads it, not training."""
+    retries rerun nothing of the sample's build; the estimator, the scoring, the maps jobs (their MI bounds) and
+    what reads them, not training."""
     module = project / "src/mifeatures/core/statistics/aggregation.py"
     original = edit(module, 'WIN_STATISTICS = ("mean", "max")', 'WIN_STATISTICS = ("max", "mean")')
     try:
@@ -180,7 +182,7 @@ def test_code_change_reruns_exactly_the_jobs_that_run_that_code(project):
     original = edit(project / "src/mifeatures/core/information/mi.py", "/ total, 0.0, None)", "/ total, 0, None)")
     try:  # the estimator: the scoring and what reads its tables; neither training nor the loss figure
         figures = {rule: jobs for rule, jobs in FIGURE_JOBS.items() if rule != "figure_loss"}
-        assert planned(project) == {"score": 4, "aggregate": 1, **figures, "provenance": 1, "all": 1}
+        assert planned(project) == {"score": 4, "maps": 8, "aggregate": 1, **figures, "provenance": 1, "all": 1}
     finally:
         (project / "src/mifeatures/core/information/mi.py").write_text(original)
     original = edit(project / "src/mifeatures/stages/download.py", "DOWNLOAD_ATTEMPTS = 3", "DOWNLOAD_ATTEMPTS = 4")
@@ -393,8 +395,9 @@ def test_two_clean_builds_are_byte_identical(first_build, second_build):
     """Two clean builds of the tiny config give byte-identical data, tables, metrics and models."""
     first = first_build[1]
     second = contents(second_build)
-    # sample, sizes 96/88/104, 4 cases trained (2 files) and scored (4: tables, figure maps and bounds), aggregate
-    assert len(first) == 1 + 3 + 4 * 2 + 4 * 4 + 2 + 1
+    # sample, sizes 96/88/104, 4 cases trained (2 files) and scored (2 tables), each case's maps and bounds of
+    # images 10 and 11, aggregate
+    assert len(first) == 1 + 3 + 4 * 2 + 4 * 2 + 4 * 2 * 2 + 2 + 1
     assert first.keys() == second.keys()
     assert [path for path in first if first[path] != second[path]] == []
 
@@ -464,7 +467,7 @@ def test_after_make_pull_changes_stop_rerunning(pulled_clone):
     try:
         for change in ({"data": {"sample": {"seed": 79}}}, {"data": {"sample": {"n_images": 30}}}):
             set_params(clone, change)
-            assert planned(clone) == {"sample": 1, "grayscale": 3, "train": 4, "score": 4, "aggregate": 1,
+            assert planned(clone) == {"sample": 1, "grayscale": 3, "train": 4, "score": 4, "maps": 8, "aggregate": 1,
                                       **FIGURE_JOBS, "provenance": 1, "article_check": 1, "all": 1}
             params.write_text(original)
     finally:
