@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mifeatures.stages import add_run_arguments
 from mifeatures.workflow import provenance, usage
 from mifeatures.core.data.images import load_images
 from mifeatures.core.io import atomic_write
@@ -65,13 +66,7 @@ def crosscheck(encoder: torch.nn.Module, case: str, protocol: Protocol, encoder_
 def main(argv: list[str] | None = None) -> None:
     """CLI: KSG MI of a seeded subsample of one trained case's image–map pairs."""
     parser = argparse.ArgumentParser(prog="mifeatures crosscheck", description=usage.summary(__doc__))
-    parser.add_argument("--encoder", required=True, help="checkpoint written by the train stage")
-    parser.add_argument("--run", nargs=3, metavar=("CASE", "PROTOCOL", "SEED"),
-                        help="the training run the checkpoint must be (its place in results/train); another is "
-                             "refused")
-    parser.add_argument("--encoder-images", required=True, help="96×96 grayscale .npy (encoder input)")
-    parser.add_argument("--protocol", choices=PROTOCOLS, required=True, help="whose maps and reference images")
-    parser.add_argument("--sized-images", help="grayscale .npy at the case's map size; the faithful protocol's")
+    add_run_arguments(parser, "whose maps and reference images")
     # params.yaml owns these values (score.ksg.*): the CLI takes them as given, with no second default.
     parser.add_argument("--images", type=int, required=True, help="images drawn (score.ksg.images)")
     parser.add_argument("--maps", type=int, required=True, help="maps drawn per image (score.ksg.maps)")

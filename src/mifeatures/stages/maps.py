@@ -17,22 +17,15 @@ from mifeatures.core.io import atomic_write
 from mifeatures.core.networks.runtime import DEVICES, set_up
 from mifeatures.core.networks.shapes import INPUT_SIZE, map_size
 from mifeatures.core.protocols import PROTOCOLS, training_run
+from mifeatures.stages import add_run_arguments
 from mifeatures.workflow import provenance, usage
 
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: one image's maps and bounds."""
     parser = argparse.ArgumentParser(prog="mifeatures maps", description=usage.summary(__doc__))
-    parser.add_argument("--encoder", required=True, help="checkpoint written by the train stage")
-    parser.add_argument("--run", nargs=3, metavar=("CASE", "PROTOCOL", "SEED"),
-                        help="the training run the checkpoint must be (its place in results/train); another is "
-                             "refused")
-    parser.add_argument("--encoder-images", required=True, help="96×96 grayscale .npy (encoder input)")
-    parser.add_argument("--protocol", choices=PROTOCOLS, required=True,
-                        help="whose scorer's maps: faithful (each image's own BatchNorm statistics) or corrected "
-                             "(eval mode, maps on the 96×96 image grid)")
-    parser.add_argument("--sized-images",
-                        help="grayscale .npy at the case's map size; faithful protocol only, which needs it")
+    add_run_arguments(parser, "whose scorer's maps: faithful (each image's own BatchNorm statistics) or corrected "
+                              "(eval mode, maps on the 96×96 image grid)")
     parser.add_argument("--image", type=int, required=True, help="index of the image among --encoder-images")
     # params.yaml owns these values (score.*): the CLI takes them as given, with no second default.
     parser.add_argument("--bins", type=int, required=True, help="histogram bins per axis (score.bins)")

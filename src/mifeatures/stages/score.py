@@ -11,6 +11,7 @@ import argparse
 import importlib
 
 
+from mifeatures.stages import add_run_arguments
 from mifeatures.workflow import provenance, usage
 from mifeatures.core.data.images import load_images
 from mifeatures.core.io import atomic_write
@@ -27,16 +28,8 @@ SCORE_PARAMS = sorted({name for protocol in PROTOCOLS.values() for name in proto
 def main(argv: list[str] | None = None) -> None:
     """CLI: score one trained case over every image."""
     parser = argparse.ArgumentParser(prog="mifeatures score", description=usage.summary(__doc__))
-    parser.add_argument("--encoder", required=True, help="checkpoint written by the train stage")
-    parser.add_argument("--run", nargs=3, metavar=("CASE", "PROTOCOL", "SEED"),
-                        help="the training run the checkpoint must be (its place in results/train); another is "
-                             "refused")
-    parser.add_argument("--encoder-images", required=True, help="96×96 grayscale .npy (encoder input)")
-    parser.add_argument("--protocol", choices=PROTOCOLS, required=True,
-                        help="faithful: the article's scoring; corrected: eval mode, maps aligned on the "
-                             "96×96 image grid, bias-corrected MI (the scoring wildcard)")
-    parser.add_argument("--sized-images",
-                        help="grayscale .npy at the case's map size; faithful protocol only, which needs it")
+    add_run_arguments(parser, "faithful: the article's scoring; corrected: eval mode, maps aligned on the 96×96 "
+                              "image grid, bias-corrected MI (the scoring wildcard)")
     # params.yaml owns these values (score.*): the CLI takes them as given, with no second default.
     parser.add_argument("--bins", type=int, required=True, help="histogram bins per axis (score.bins)")
     parser.add_argument("--noise-seed", type=int, required=True, help="seed of the noise bound (score.noise_seed)")
