@@ -21,6 +21,23 @@ from mifeatures.core.networks.objective import DeepInfoMaxLoss
 from mifeatures.core.networks.shapes import N_MAPS
 
 
+def optimise(encoder: torch.nn.Module, objective: DeepInfoMaxLoss, optimizers: list[torch.optim.Optimizer],
+             terms: list[str], autocast: contextlib.AbstractContextManager, inputs: torch.Tensor, images: torch.Tensor,
+             prior_generator: torch.Generator | None = None, prior_sample: torch.Tensor | None = None) -> torch.Tensor:
+    """One step after the gradients were cleared: forward, backward and every optimiser's step; the ``terms``,
+    detached (a copy of the graph's outputs would chain every step's graph to the caller's log). The eager loop
+    (``training.train``) and ``StaticStep`` both run it."""
+    with autocast:
+        out = objective(encoder(inputs), images, prior_generator, prior_sample=prior_sample)
+    if objective.adversarial_prior:  # two disjoint graphs: each side gets the gradient of its own loss only
+        torch.autograd.backward([out["loss"], out["discriminator"]])
+    else:
+        out["loss"].backward()
+    for optimizer in optimizers:
+        optimizer.step()
+    return torch.stack([out[name].detach() for name in terms])
+
+
 class StaticStep:
     """``step(inputs, images, prior_generator)`` → the step's loss terms (``terms``, in that order), the optimisers
     stepped; the terms tensor is the step's own buffer, to be copied before the next step."""
@@ -44,17 +61,8 @@ class StaticStep:
                    out=self.buffers["prior"])
 
     def _step(self) -> torch.Tensor:
-        """Forward, backward and every optimiser's step on the buffers; the terms, detached."""
-        with self.autocast:
-            terms = self.objective(self.encoder(self.buffers["inputs"]), self.buffers["images"],
-                                   prior_sample=self.buffers["prior"])
-        if self.objective.adversarial_prior:  # two disjoint graphs, as in training.train
-            torch.autograd.backward([terms["loss"], terms["discriminator"]])
-        else:
-            terms["loss"].backward()
-        for optimizer in self.optimizers:
-            optimizer.step()
-        return torch.stack([terms[name].detach() for name in self.terms])
+        return optimise(self.encoder, self.objective, self.optimizers, self.terms, self.autocast,
+                        self.buffers["inputs"], self.buffers["images"], prior_sample=self.buffers["prior"])
 
     def __call__(self, inputs: torch.Tensor, images: torch.Tensor, prior_generator: torch.Generator) -> torch.Tensor:
         self._fill(inputs, images, prior_generator)

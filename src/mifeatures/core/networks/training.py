@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from mifeatures.core.data.images import load_images
 from mifeatures.core.io import atomic_write, discard_stale_temporaries
-from mifeatures.core.networks.graphed import StaticStep, capturable_adam
+from mifeatures.core.networks.graphed import StaticStep, capturable_adam, optimise
 from mifeatures.core.networks.models import build_encoder
 from mifeatures.core.networks.shapes import INPUT_SIZE, map_size
 from mifeatures.core.networks.objective import DeepInfoMaxLoss, LossWeights
@@ -228,16 +228,8 @@ def train(
                 else:
                     for optimizer in optimizers:
                         optimizer.zero_grad()
-                    with autocast:
-                        terms = objective(encoder(inputs), images, prior_generator)
-                    # detached: a copy of the graph's outputs would chain every step's graph to epoch_terms
-                    epoch_terms[step] = torch.stack([terms[name].detach() for name in checked])
-                    if adversarial:  # two disjoint graphs: each side gets the gradient of its own loss only
-                        torch.autograd.backward([terms["loss"], terms[DISCRIMINATOR_TERM]])
-                    else:
-                        terms["loss"].backward()
-                    for optimizer in optimizers:
-                        optimizer.step()
+                    epoch_terms[step] = optimise(encoder, objective, optimizers, checked, autocast, inputs, images,
+                                                 prior_generator)
                 bar.update()
                 shown.update()
             for step, values in enumerate(epoch_terms.tolist(), start=len(rows)):
