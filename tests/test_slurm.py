@@ -85,8 +85,10 @@ def snakemake(root: Path, env: dict, *args: str, resources: tuple[str, ...] = ()
 
 
 def sacct(env: dict, *fields: str) -> list[dict[str, str]]:
-    """Every job the cluster ran (allocations only), with ``fields``."""
-    out = subprocess.run(["sacct", "-a", "-X", "-n", "-P", "-o", ",".join(("JobID", "Comment", *fields))],
+    """Every job the cluster ran (allocations only), with ``fields``. ``-S`` from the epoch: sacct's default
+    window starts at today's midnight, which loses a build that ran across it."""
+    out = subprocess.run(["sacct", "-a", "-X", "-n", "-P", "-S", "1970-01-01T00:00:00",
+                          "-o", ",".join(("JobID", "Comment", *fields))],
                          env=env, capture_output=True, text=True, check=True).stdout
     return [dict(zip(("JobID", "Comment", *fields), line.split("|"))) for line in out.splitlines() if line]
 
