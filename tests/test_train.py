@@ -202,6 +202,18 @@ def test_precision_sets_the_float32_flags(restore_float32_flags):
             assert isinstance(autocast, contextlib.nullcontext)
 
 
+def test_a_jobs_set_up_makes_kernels_deterministic_without_importing_the_compiler():
+    """torch.use_deterministic_algorithms imports torch's compiler (torch._inductor, 2.4 s a job on this
+    project's CPU machine) to set a flag of torch.compile, which no stage uses; set_up sets the kernels'
+    switch alone, in a fresh process, and torch reports it on (warnings, not errors, for kernels without a
+    deterministic version)."""
+    probe = ("import sys; from mifeatures.core.networks.runtime import set_up; import torch; set_up('cpu', 1); "
+             "print(torch.are_deterministic_algorithms_enabled(), "
+             "torch.is_deterministic_algorithms_warn_only_enabled(), 'torch._inductor' in sys.modules)")
+    said = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert said.split() == ["True", "True", "False"]
+
+
 def test_tf32_changes_nothing_on_a_cpu(tmp_path, trained_case, restore_float32_flags):
     """TF32 exists only on CUDA: on a CPU, tf32 gives the fp32 loss log byte for byte."""
     run("a", trained_case["encoder_images"], trained_case["sized_images"],

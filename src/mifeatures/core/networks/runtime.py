@@ -67,7 +67,9 @@ def set_up(device: str, threads: int, precision: str = "fp32") -> Runtime:
     resolved = resolve_device(device)
     torch.set_num_threads(threads)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # torch.use_deterministic_algorithms would also import torch's compiler (2.4 s a job on a CPU machine)
+    # to set a torch.compile flag; no stage compiles, so the kernels' switch is set alone.
+    torch._C._set_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
     tf32 = precision == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
