@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 
+from helpers import html_rows
 from mifeatures.stages.aggregate import main, metrics, per_case, per_image
 
 
@@ -63,3 +64,21 @@ def test_cli_writes_tables_and_dvc_metrics(tmp_path):
     assert written == metrics(cases, "mean")
     assert written["wins"] == {"a": 2, "b": 1, "c": 0}
     assert pd.read_csv(tmp_path / "images.csv")["winner"].tolist() == ["a", "b", "a"]
+
+
+def test_the_report_showed_cases_csv_as_a_download_of_17_digit_floats(tmp_path):
+    """The per-case table is also written as an HTML table, which the report shows in place: every column and
+    row of the CSV, its numbers to 4 significant digits."""
+    args = []
+    for case, frame in SUMMARIES.items():
+        frame.to_csv(tmp_path / f"{case}.csv", index=False)
+        args.append(f"{case}={tmp_path / f'{case}.csv'}")
+    main(args + ["--cases-out", str(tmp_path / "cases.csv"), "--cases-table-out", str(tmp_path / "cases.html"),
+                 "--images-out", str(tmp_path / "images.csv"), "--metrics-out", str(tmp_path / "metrics.json")])
+    cases = pd.read_csv(tmp_path / "cases.csv")
+    header, *rows = html_rows((tmp_path / "cases.html").read_text())
+    assert header == list(cases.columns) and len(rows) == len(cases)
+    for row, (_, expected) in zip(rows, cases.iterrows()):
+        for cell, value in zip(row, expected):
+            assert cell == (f"{value:.4g}" if isinstance(value, float) else str(value))
+    assert "0.2" in rows[0] and not any(len(cell) > 8 for row in rows for cell in row)

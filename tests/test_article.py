@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from helpers import html_rows
 from mifeatures.stages.article import ARTICLE_LOSSES, loss_check, main
 
 
@@ -19,7 +20,7 @@ def test_each_printed_epoch_is_compared_or_said_to_be_unreached(trained_case, tm
     assert first["article_loss"] == ARTICLE_LOSSES[("a", 0)]
     assert first["this_run_loss"] == round(losses.loc[losses.epoch == 0, "loss"].mean(), 6)
     assert abs(first["difference"] - (first["this_run_loss"] - 0.747)) < 1e-9
-    assert pd.isna(last["this_run_loss"]) and last["note"] == "this run has 1 epochs (0 to 0)"
+    assert pd.isna(last["this_run_loss"]) and last["note"] == "this run has 1 epoch (0 to 0)"
 
 
 def test_cases_are_matched_by_name():
@@ -28,4 +29,17 @@ def test_cases_are_matched_by_name():
     other = pd.DataFrame({"epoch": [0], "loss": [9.0]})
     table = loss_check({"c": other, "d": run}).set_index(["case", "epoch"])
     assert table.loc[("d", 49), "this_run_loss"] == 0.02 and table.loc[("c", 0), "this_run_loss"] == 9.0
-    assert table.loc[("c", 32), "note"] == "this run has 1 epochs (0 to 0)"
+    assert table.loc[("c", 32), "note"] == "this run has 1 epoch (0 to 0)"
+
+
+def test_the_report_showed_article_losses_csv_as_a_download(trained_case, tmp_path):
+    """The table is also an HTML page the report shows in place: the CSV's rows, numbers to 4 significant digits,
+    an empty cell for an epoch this run did not reach, and the notes whole."""
+    out, page = tmp_path / "article_losses.csv", tmp_path / "article_losses.html"
+    main([f"a={trained_case['loss']}", "--out", str(out), "--table-out", str(page)])
+    table = pd.read_csv(out)
+    header, *rows = html_rows(page.read_text())
+    assert header == list(table.columns)
+    first, last = rows
+    assert first[:4] == ["a", "0", "0.747", f"{table['this_run_loss'][0]:.4g}"] and first[5] == table["note"][0]
+    assert last[3:] == ["", "", "this run has 1 epoch (0 to 0)"]

@@ -19,6 +19,7 @@ import yaml
 from PIL import Image
 
 from builds import edit, planned, set_params
+from helpers import html_rows
 from mifeatures.workflow.params import load_params, merge
 
 pytestmark = pytest.mark.slow
@@ -163,7 +164,20 @@ def test_report_groups_figures_by_article_section(report, browser):
     for section in SECTIONS:
         assert section in text
     names = browser.execute_script("return Object.values(results).map(r => r.filename)")
-    assert {"provenance.txt", "cases.csv", "findings.md"} <= set(names)
+    assert {"provenance.txt", "cases.html", "article_losses.html", "findings.md"} <= set(names)
+
+
+def test_the_report_showed_its_tables_as_download_links(report, browser):
+    """The per-case numbers and the article's losses are HTML tables, which the report shows in place, with the
+    CSV's rows and rounded numbers; no CSV is in the report."""
+    browser.get(report.as_uri())
+    shown = browser.execute_script("return Object.values(results).map(r => [r.filename, r.mime_type])")
+    assert not [name for name, _ in shown if name.endswith(".csv")]
+    assert {("cases.html", "text/html"), ("article_losses.html", "text/html")} <= {tuple(each) for each in shown}
+    results = report.parent
+    for page, table in (("aggregate/cases.html", "aggregate/cases.csv"), ("article_losses.html", "article_losses.csv")):
+        header, *rows = html_rows((results / page).read_text())
+        assert header == list(pd.read_csv(results / table).columns) and len(rows) == len(pd.read_csv(results / table))
 
 
 def test_docs_rule_graphs_are_the_generated_ones():

@@ -78,10 +78,10 @@ def branch(case: str) -> set[str]:
         *(f"score/{ARTICLE_RUN}/{case}/scored-faithful/{name}" for name in ("mi.csv", "summary.csv")),
         *(f"maps/{ARTICLE_RUN}/{case}/scored-faithful/image{image}{name}"
           for image in (10, 11) for name in (".npy", "_bounds.csv")),
-        "aggregate/cases.csv", "aggregate/images.csv",
+        "aggregate/cases.csv", "aggregate/cases.html", "aggregate/images.csv",
         "aggregate/metrics.json", "figures/loss.png", "figures/loss.csv", f"figures/maps_{case}_image10.png",
         f"figures/maps_{case}_image11.png", "figures/chosen_mean_mi.png", "figures/mi_distribution.png",
-        "figures/wins.png", "provenance.txt", "article_losses.csv",
+        "figures/wins.png", "provenance.txt", "article_losses.csv", "article_losses.html",
     }
 
 

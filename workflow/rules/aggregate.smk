@@ -3,8 +3,9 @@ rule aggregate:
         summaries=per_case(SUMMARY),
     output:
         **recorded(
-            cases=report(
-                "results/aggregate/cases.csv",
+            cases="results/aggregate/cases.csv",
+            cases_table=report(
+                "results/aggregate/cases.html",
                 caption="../report/cases.rst",
                 category="4. All images",
                 labels={"figure": "this run's numbers per case"},
@@ -22,5 +23,5 @@ rule aggregate:
         code=code("stages.aggregate"),
     shell:
         "python -m mifeatures.stages.aggregate {params.summaries} --win-by {params.win_by}"
-        " --cases-out {output.cases} --images-out {output.images}"
+        " --cases-out {output.cases} --cases-table-out {output.cases_table} --images-out {output.images}"
         " --metrics-out {output.metrics} > {log} 2>&1"

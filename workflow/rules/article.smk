@@ -3,8 +3,9 @@ rule article_check:
         losses=per_case(LOSS),
     output:
         **recorded(
-            table=report(
-                "results/article_losses.csv",
+            table="results/article_losses.csv",
+            page=report(
+                "results/article_losses.html",
                 caption="../report/article_losses.rst",
                 category="1. Training",
                 labels={"figure": "the article's printed losses beside this run's"},
@@ -18,4 +19,4 @@ rule article_check:
         losses=case_pairs(LOSS),
         code=code("stages.article"),
     shell:
-        "python -m mifeatures.stages.article {params.losses} --out {output.table} > {log} 2>&1"
+        "python -m mifeatures.stages.article {params.losses} --out {output.table} --table-out {output.page} > {log} 2>&1"

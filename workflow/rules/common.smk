@@ -434,7 +434,7 @@ def article_tables():
             ),
             *(
                 f"results/aggregate/{name}"
-                for name in ("cases.csv", "images.csv", "metrics.json")
+                for name in ("cases.csv", "cases.html", "images.csv", "metrics.json")
             ),
         ]
     )

@@ -10,7 +10,7 @@ import pandas as pd
 
 from mifeatures.workflow import provenance, usage
 from mifeatures.core.statistics.aggregation import WIN_STATISTICS, metrics, per_case, per_image
-from mifeatures.core.io import atomic_write, parse_case_paths
+from mifeatures.core.io import atomic_write, html_table, parse_case_paths
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("summaries", nargs="+", metavar="CASE=PATH", help="per-image summary of each case")
     parser.add_argument("--win-by", default="mean", choices=WIN_STATISTICS, help="default: %(default)s")
     parser.add_argument("--cases-out", required=True, help="per-case table to write (.csv)")
+    parser.add_argument("--cases-table-out", help="the per-case table for a reader (.html), rounded")
     parser.add_argument("--images-out", required=True, help="per-image table with winners (.csv)")
     parser.add_argument("--metrics-out", required=True, help="metrics for DVC (.json)")
     args = parser.parse_args(argv)
@@ -30,12 +31,16 @@ def main(argv: list[str] | None = None) -> None:
         images.to_csv(handle, index=False)
     with atomic_write(args.cases_out, "w") as handle:
         cases.to_csv(handle, index=False)
+    if args.cases_table_out:
+        with atomic_write(args.cases_table_out, "w") as handle:
+            handle.write(html_table(cases, f"This run's MI per case over {len(images)} images (nats), and the "
+                                           f"images each case wins by its {args.win_by} MI"))
     with atomic_write(args.metrics_out, "w") as handle:
         json.dump(metrics(cases, args.win_by), handle, indent=2, sort_keys=True)
         handle.write("\n")
     job = provenance.record("aggregate", {f"summary[{case}]": path for case, path in summary_paths.items()},
                             {"aggregate.win_by": args.win_by})
-    provenance.write([args.images_out, args.cases_out, args.metrics_out], job)
+    provenance.write([args.images_out, args.cases_out, *filter(None, [args.cases_table_out]), args.metrics_out], job)
     print(cases.to_string(index=False))
 
 

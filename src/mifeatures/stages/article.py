@@ -12,7 +12,7 @@ import argparse
 import pandas as pd
 
 from mifeatures.workflow import provenance, usage
-from mifeatures.core.io import atomic_write, parse_case_paths
+from mifeatures.core.io import atomic_write, html_table, parse_case_paths
 
 # (case, epoch) → mean batch loss printed by the article's notebooks.
 ARTICLE_LOSSES = {("a", 0): 0.747, ("a", 49): 0.0786, ("c", 0): 0.739, ("c", 32): 0.0274,
@@ -44,7 +44,7 @@ def loss_check(losses: dict[str, pd.DataFrame]) -> pd.DataFrame:
             rows.append([case, epoch, printed, ours, round(ours - printed, 6), note])
         else:
             rows.append([case, epoch, printed, None, None,
-                         f"this run has {len(per_epoch)} epochs (0 to {per_epoch.index.max()})"])
+                         f"this run has {len(per_epoch)} epoch{'s' * (len(per_epoch) != 1)} (0 to {per_epoch.index.max()})"])
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -53,12 +53,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mifeatures article", description=usage.summary(__doc__))
     parser.add_argument("losses", nargs="+", metavar="CASE=PATH", help="loss log of each case")
     parser.add_argument("--out", required=True, help="table to write (.csv)")
+    parser.add_argument("--table-out", help="the table for a reader (.html), rounded")
     args = parser.parse_args(argv)
     paths = parse_case_paths(args.losses)
     table = loss_check({case: pd.read_csv(path) for case, path in paths.items()})
     with atomic_write(args.out, "w") as handle:
         table.to_csv(handle, index=False)
-    provenance.write([args.out], provenance.record("article", {f"loss[{c}]": p for c, p in paths.items()}, {}))
+    if args.table_out:
+        with atomic_write(args.table_out, "w") as handle:
+            handle.write(html_table(table, "The article's printed mean losses beside this run's, by epoch from 0"))
+    provenance.write([args.out, *filter(None, [args.table_out])], provenance.record("article", {f"loss[{c}]": p for c, p in paths.items()}, {}))
     print(table.to_string(index=False))
 
 
