@@ -43,8 +43,9 @@ def loss_check(losses: dict[str, pd.DataFrame]) -> pd.DataFrame:
                     f"{ARTICLE_STEPS_PER_EPOCH}") if epoch == 0 else ""
             rows.append([case, epoch, printed, ours, round(ours - printed, 6), note])
         else:
+            epochs = len(per_epoch)
             rows.append([case, epoch, printed, None, None,
-                         f"this run has {len(per_epoch)} epoch{'s' * (len(per_epoch) != 1)} (0 to {per_epoch.index.max()})"])
+                         f"this run has {epochs} epoch{'s' * (epochs != 1)} (0 to {per_epoch.index.max()})"])
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.table_out:
         with atomic_write(args.table_out, "w") as handle:
             handle.write(html_table(table, "The article's printed mean losses beside this run's, by epoch from 0"))
-    provenance.write([args.out, *filter(None, [args.table_out])], provenance.record("article", {f"loss[{c}]": p for c, p in paths.items()}, {}))
+    job = provenance.record("article", {f"loss[{case}]": path for case, path in paths.items()}, {})
+    provenance.write([args.out, *filter(None, [args.table_out])], job)
     print(table.to_string(index=False))
 
 
