@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mifeatures.workflow import provenance
-from mifeatures.stages.findings import CLAIM_CASE, Check, Run, main, per_image, statistics
+from mifeatures.stages.findings import Check, Run, main, per_image, statistics
 from mifeatures.core.protocols import PROTOCOLS
 from mifeatures.core.statistics.findings_report import explanation, report
 from mifeatures.core.statistics.inference import (VERDICTS, bootstrap_means, interval, sd_interval, seed_test,
@@ -192,7 +192,7 @@ def test_an_undecided_verdict_names_its_actual_cause():
     contains 0" (none did) beside "case c is below case d", which the verdict's own test does not reject."""
     paired = c_minus(("a", 0.02, 0.01, 0.03, 0.99, 0.6), ("d", -0.0101, -0.0198, -0.0005, 0.069, 0.5))
     assert verdict(paired, 0.95) == "undecided"
-    said = explanation("undecided", paired, 0.95, 0.01)
+    said = explanation("undecided", paired, 0.95, 0.01, "c")
     assert "contains 0" not in said
     assert "c − d lies below 0, but after Holm's correction its test does not reject (p = 0.069)" in said
     lines = report_lines(paired)
@@ -212,7 +212,7 @@ def report_lines(paired: pd.DataFrame, seeds: int = 3) -> str:
     empty = pd.DataFrame(columns=["training", "scoring", "control", "case", "seeds", "mean_mi", "low", "high"])
     ksg = pd.DataFrame(columns=["training", "scoring", "estimator", "case", "other", "difference", "low", "high"])
     return report(cases, paired, empty, ksg, 0.95, 200, ("corrected", "e"), 0.01, clusters=20,
-                  dataset="stl10")
+                  dataset="stl10", reference="c")
 
 
 def test_c_ahead_by_less_than_the_margin_is_not_called_highest_without_saying_so():
@@ -297,7 +297,7 @@ def write_runs(folder, means, seeds=(1, 2, 3), images=40, ksg_order=None, seed_s
     return runs, checks
 
 
-def run_cli(folder, runs, *extra):
+def run_cli(folder, runs, *extra, reference="c"):
     runs, checks = runs
     outputs = {name: folder / f"out/{name}"
                for name in ("cases.csv", "differences.csv", "controls.csv", "ksg.csv", "findings.md")}
@@ -307,7 +307,7 @@ def run_cli(folder, runs, *extra):
                                                          str(check.crosscheck), str(check.mi))]
     main([*arguments, "--dataset", "stl10", "--bootstrap", "500", "--confidence", "0.95", "--seed", "0",
           "--margin", "0.01",
-          "--primary", "corrected", "null-corrected, valid 88×88",
+          "--primary", "corrected", "null-corrected, valid 88×88", "--reference", reference,
           "--cases-out", str(outputs["cases.csv"]),
           "--differences-out", str(outputs["differences.csv"]), "--controls-out", str(outputs["controls.csv"]),
           "--ksg-out", str(outputs["ksg.csv"]),
@@ -367,7 +367,7 @@ def test_report_states_each_verdict_from_the_numbers(tmp_path):
     record = json.loads(provenance.sidecar(outputs["findings.md"]).read_text())
     assert record["params"] == {"data.dataset": "stl10", "findings.bootstrap": 500, "findings.confidence": 0.95,
                                 "findings.seed": 0,
-                                "findings.margin": 0.01,
+                                "findings.margin": 0.01, "findings.reference": "c",
                                 "findings.primary": {"estimator": "null-corrected, valid 88×88",
                                                      "protocol": "corrected"}}
     assert len(record["inputs"]) == len(runs[0]) + 2 * len(runs[1])
@@ -450,8 +450,31 @@ def test_a_missing_run_is_named(tmp_path, capsys):
 
 def test_statistics_without_case_c_test_no_claim(tmp_path):
     runs, _ = write_runs(tmp_path, {"faithful": {"a": 0.2, "b": 0.3}})
-    cases, differences = statistics(per_image(runs), 200, 0.95, 0, 0.01, np.arange(40))
-    assert CLAIM_CASE not in set(cases["case"]) and differences.empty
+    cases, differences = statistics(per_image(runs), 200, 0.95, 0, 0.01, np.arange(40), "c")
+    assert "c" not in set(cases["case"]) and differences.empty
+
+
+def test_findings_of_cases_a_and_b_compared_nothing(tmp_path):
+    """Without case c, the findings of cases a and b had no difference and no verdict: the claim's case was fixed.
+    findings.reference names it: b − a is tested, and the report asks about b and says whose claim it is."""
+    means = {"faithful": {"a": 0.20, "b": 0.40}, "corrected": {"a": 0.10, "b": 0.25}}
+    outputs = run_cli(tmp_path, write_runs(tmp_path, means, ksg_order=None), reference="b")
+    differences = pd.read_csv(outputs["differences.csv"])
+    assert not differences.empty and set(zip(differences["case"], differences["other"])) == {("b", "a")}
+    text = outputs["findings.md"].read_text()
+    assert text.startswith("# Findings: does case b keep the most mutual information?")
+    assert "**The claim that case b keeps the most MI holds**: case b is above every other case" in text
+    assert "- b − a: " in text and "article's claim" not in text
+    ksg = pd.read_csv(outputs["ksg.csv"])
+    assert set(ksg["case"]) == {"b"}
+
+
+def test_a_reference_case_without_runs_is_named(tmp_path, capsys):
+    runs = write_runs(tmp_path, {"faithful": {"a": 0.2, "b": 0.3}, "corrected": {"a": 0.2, "b": 0.3}})
+    with pytest.raises(SystemExit):
+        run_cli(tmp_path, runs)
+    assert "--reference c: no run of that case; the runs are of a, b" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_schema_names_the_protocols_and_estimators_the_findings_know():

@@ -287,6 +287,18 @@ def test_bad_params_stop_before_any_job(project):
     assert outputs(project) == before
 
 
+def test_a_reference_case_not_run_stops_the_findings_before_any_job(project):
+    """findings.reference is one of the cases run: with cases [a, b], `snakemake -n protocols` names the key, the
+    case and the choices before any job, while `all`, which has no findings, plans as usual."""
+    selection = project / "a_and_b.yaml"
+    selection.write_text(yaml.safe_dump({"cases": ["a", "b"]}))
+    said = snakemake(project, "-n", "protocols", "--configfile", str(selection), check=False)
+    assert said.returncode != 0
+    assert ("findings.reference: case 'c' is not in cases ['a', 'b']; the findings test one case's lead over the "
+            "others: set findings.reference to one of a, b") in said.stdout + said.stderr
+    assert snakemake(project, "-n", "all", "--configfile", str(selection)).returncode == 0
+
+
 def test_a_maps_figure_of_any_image_builds_without_rescoring(project, tmp_path):
     """`snakemake results/figures/maps_c_image12.png` failed once the DAG had run (the score stage had mapped
     figures.images only), and adding 12 to figures.images reran all four score jobs and what read them. Each

@@ -403,6 +403,18 @@ def findings_runs():
     return runs + checks
 
 
+def checked_reference(wildcards):
+    """No input: findings.reference checked against cases when the findings are planned, before any job (a
+    selection without case c still builds the article's figures)."""
+    reference = config["findings"]["reference"]
+    if reference not in CASES:
+        raise WorkflowError(
+            f"{' + '.join(CONFIG_FILES)}: findings.reference: case {reference!r} is not in cases {CASES}; "
+            f"the findings test one case's lead over the others: set findings.reference to one of {', '.join(CASES)}"
+        )
+    return []
+
+
 def with_records(files):
     return [*files, *(f"{file}{SUFFIX}" for file in files)]
 

@@ -1,5 +1,6 @@
 rule findings:
     input:
+        reference=checked_reference,
         summaries=every_scoring(SUMMARY),
         mi=own_scoring(MI_TABLE),
         crosschecks=every_run(CROSSCHECK),
@@ -30,6 +31,7 @@ rule findings:
         " --bootstrap {params.settings[bootstrap]} --confidence {params.settings[confidence]}"
         " --seed {params.settings[seed]} --margin {params.settings[margin]}"
         " --primary {params.settings[primary][protocol]} {params.settings[primary][estimator]:q}"
+        " --reference {params.settings[reference]}"
         " --cases-out {output.cases}"
         " --differences-out {output.differences} --controls-out {output.controls}"
         " --ksg-out {output.ksg}"

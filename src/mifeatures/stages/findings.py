@@ -1,11 +1,12 @@
-"""Findings stage: does the article's conclusion, that case c keeps the most MI, survive?
+"""Findings stage: does the article's conclusion, that case c keeps the most MI, survive? (The case is
+``findings.reference``: c, the article's, by default.)
 
 The question is about what training does, on images like these (``mifeatures.core.statistics.inference``):
 training runs and image clusters are both sampled. Every trained run is scored by both protocols'
 scorers, so each (training, scoring) cell of the 2 × 2 tells what training changes apart from what
 scoring changes. For each cell and estimator, from the per-image MI of every (seed, case):
 - each case's mean, and its share of images won (highest MI; a tie goes to the case listed first);
-- the paired difference of case c against each other case, per seed and image; its mean with a t-interval
+- the paired difference of the reference case against each other case, per seed and image; its mean with a t-interval
   and one-sided t-tests from a two-way standard error over seeds and image clusters (the sample's images
   cluster by the photo they are cut from; STL-10's are each their own);
 - beside it, the within-seed uncertainty: a bootstrap that resamples the image clusters, seeds kept.
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from mifeatures.workflow import provenance, usage
-from mifeatures.core.statistics.findings_report import CLAIM_CASE, KSG, KSG_GAP, report
+from mifeatures.core.statistics.findings_report import KSG, KSG_GAP, report
 from mifeatures.core.data.photos import source_photo_index
 from mifeatures.core.statistics.inference import (bootstrap_means, holm, interval, seed_test, two_way_test,
                                                    winners)
@@ -112,9 +113,9 @@ def controls(runs: list[Run], confidence: float, clusters: np.ndarray) -> pd.Dat
     return pd.DataFrame(rows, columns=["training", "scoring", "control", "case", "seeds", "mean_mi", "low", "high"])
 
 
-def _difference_rows(key: dict, paired: dict[str, np.ndarray], confidence: float, margin: float,
+def _difference_rows(key: dict, reference: str, paired: dict[str, np.ndarray], confidence: float, margin: float,
                      clusters: np.ndarray | None = None, within: dict[str, np.ndarray] | None = None) -> list[dict]:
-    """Rows of c − x for each other case x: the tests over seeds and image ``clusters`` (over seeds alone
+    """Rows of ``reference`` − x for each other case x: the tests over seeds and image ``clusters`` (over seeds alone
     when not given: the cross-check's one value per seed), Holm across the comparisons for "below", the seed
     means' SD (the power analysis's) and, when given, the within-seed bootstrap interval."""
     rows, tests = [], {}
@@ -127,7 +128,7 @@ def _difference_rows(key: dict, paired: dict[str, np.ndarray], confidence: float
             tests[other] = (test, test.se, test.df, by_seed.sd)
     for (other, (test, se, df, seed_sd)), adjusted in zip(tests.items(), holm([t[0].p_below for t in tests.values()])):
         low, high = interval(within[other], confidence) if within else (np.nan, np.nan)
-        rows.append(key | {"case": CLAIM_CASE, "other": other, "difference": paired[other].mean(),
+        rows.append(key | {"case": reference, "other": other, "difference": paired[other].mean(),
                            "seed_sd": seed_sd, "se": se, "df": df, "low": test.low, "high": test.high,
                            "p_above": test.p_above, "p_below_holm": adjusted, "p_within_margin": test.p_within,
                            "within_low": low, "within_high": high})
@@ -135,11 +136,11 @@ def _difference_rows(key: dict, paired: dict[str, np.ndarray], confidence: float
 
 
 def statistics(values: dict[tuple[str, str, str], dict[str, np.ndarray]], draws: int, confidence: float,
-               seed: int, margin: float, clusters: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+               seed: int, margin: float, clusters: np.ndarray, reference: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-case table, paired-difference table) for every (training, scoring, estimator).
 
     Per case: mean MI and win share, each with its t-interval over seeds and image ``clusters`` (a share's
-    clipped to [0, 1]). Differences: case c minus each other case, paired by seed and image. Every key uses
+    clipped to [0, 1]). Differences: case ``reference`` minus each other case, paired by seed and image. Every key uses
     the same resampling draws.
     """
     case_rows, difference_rows = [], []
@@ -153,15 +154,15 @@ def statistics(values: dict[tuple[str, str, str], dict[str, np.ndarray]], draws:
             case_rows.append(key | {"case": case, "seeds": n_seeds, "images": n_images, "mean_mi": matrix.mean(),
                                     "low": mean.low, "high": mean.high, "win_share": wins[case].mean(),
                                     "win_low": max(share.low, 0.0), "win_high": min(share.high, 1.0)})
-        if CLAIM_CASE in by_case:
-            paired = {other: by_case[CLAIM_CASE] - m for other, m in by_case.items() if other != CLAIM_CASE}
-            difference_rows += _difference_rows(key, paired, confidence, margin, clusters,
+        if reference in by_case:
+            paired = {other: by_case[reference] - m for other, m in by_case.items() if other != reference}
+            difference_rows += _difference_rows(key, reference, paired, confidence, margin, clusters,
                                                 bootstrap_means(paired, draws, seed, clusters))
     return pd.DataFrame(case_rows), pd.DataFrame(difference_rows, columns=DIFFERENCE_COLUMNS)
 
 
-def ksg_differences(checks: list[Check], confidence: float, margin: float) -> pd.DataFrame:
-    """Per protocol: c − x of KSG minus its shift null, and of the protocol's histogram MI on the same
+def ksg_differences(checks: list[Check], confidence: float, margin: float, reference: str) -> pd.DataFrame:
+    """Per protocol: ``reference`` − x of KSG minus its shift null, and of the protocol's histogram MI on the same
     (image, map) pairs, each per seed the difference of the cases' means over their pairs; and how far the two
     estimators' c − x differ (KSG's minus the histogram's, paired by seed). t-intervals over the seeds."""
     means: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
@@ -174,20 +175,20 @@ def ksg_differences(checks: list[Check], confidence: float, margin: float) -> pd
             means.setdefault((check.protocol, estimator), {}).setdefault(check.case, {})[check.seed] = value
     rows, paired_by = [], {}
     for (protocol, estimator), by_case in means.items():
-        if CLAIM_CASE not in by_case:
+        if reference not in by_case:
             continue
-        seeds = sorted(by_case[CLAIM_CASE])
-        paired = {other: np.array([[by_case[CLAIM_CASE][s] - by_case[other][s]] for s in seeds])
-                  for other in by_case if other != CLAIM_CASE}
+        seeds = sorted(by_case[reference])
+        paired = {other: np.array([[by_case[reference][s] - by_case[other][s]] for s in seeds])
+                  for other in by_case if other != reference}
         paired_by[protocol, estimator] = paired
-        rows += _difference_rows({"training": protocol, "scoring": protocol, "estimator": estimator}, paired,
-                                 confidence, margin)
+        rows += _difference_rows({"training": protocol, "scoring": protocol, "estimator": estimator}, reference,
+                                 paired, confidence, margin)
     for protocol in dict.fromkeys(protocol for protocol, _ in paired_by):
         ours, theirs = paired_by.get((protocol, KSG)), paired_by.get((protocol, PROTOCOLS[protocol].histogram_name))
         if ours is not None and theirs is not None:
             gap = {other: ours[other] - theirs[other] for other in ours}
-            rows += _difference_rows({"training": protocol, "scoring": protocol, "estimator": KSG_GAP}, gap,
-                                     confidence, margin)
+            rows += _difference_rows({"training": protocol, "scoring": protocol, "estimator": KSG_GAP}, reference,
+                                     gap, confidence, margin)
     columns = [c for c in DIFFERENCE_COLUMNS if not c.startswith("within")]  # one value per seed: no images
     return pd.DataFrame(rows, columns=DIFFERENCE_COLUMNS)[columns]
 
@@ -210,6 +211,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="nats: differences within ± it do not matter (the equivalence test)")
     parser.add_argument("--primary", nargs=2, required=True, metavar=("PROTOCOL", "ESTIMATOR"),
                         help="the (protocol, estimator) whose verdict answers the question, declared beforehand")
+    parser.add_argument("--reference", required=True,
+                        help="the case whose lead the findings test (findings.reference; the article's is c)")
     for table in ("cases", "differences", "controls", "ksg"):
         parser.add_argument(f"--{table}-out", required=True, help=f"{table} table to write (.csv)")
     parser.add_argument("--report-out", required=True, help="findings to write (.md)")
@@ -231,17 +234,21 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--crosscheck {protocol} {seed} {case}: expected a protocol of {', '.join(PROTOCOLS)} "
                          "and a seed ≥ 0")
         checks.append(Check(protocol, int(seed), case, Path(crosscheck), Path(mi)))
-    if len({run.case for run in runs}) < 2:
+    run_cases = list(dict.fromkeys(run.case for run in runs))
+    if len(run_cases) < 2:
         parser.error("findings compare cases: give runs of at least two")
+    if args.reference not in run_cases:
+        parser.error(f"--reference {args.reference}: no run of that case; the runs are of {', '.join(run_cases)}")
     try:
         values = per_image(runs)
     except ValueError as error:
         parser.error(str(error))
     n_images = next(iter(next(iter(values.values())).values())).shape[1]  # the same in every matrix (per_image)
     clusters = image_clusters(args.dataset, n_images)
-    cases, differences = statistics(values, args.bootstrap, args.confidence, args.seed, args.margin, clusters)
+    cases, differences = statistics(values, args.bootstrap, args.confidence, args.seed, args.margin, clusters,
+                                    args.reference)
     calibration = controls(runs, args.confidence, clusters)
-    ksg = ksg_differences(checks, args.confidence, args.margin)
+    ksg = ksg_differences(checks, args.confidence, args.margin, args.reference)
     outputs = {args.cases_out: cases, args.differences_out: differences, args.controls_out: calibration,
                args.ksg_out: ksg}
     for out, frame in outputs.items():
@@ -249,14 +256,15 @@ def main(argv: list[str] | None = None) -> None:
             frame.to_csv(handle, index=False)
     with atomic_write(args.report_out, "w") as handle:
         handle.write(report(cases, differences, calibration, ksg, args.confidence, args.bootstrap, primary,
-                            args.margin, clusters=len(np.unique(clusters)), dataset=args.dataset))
+                            args.margin, clusters=len(np.unique(clusters)), dataset=args.dataset,
+                            reference=args.reference))
     inputs = {f"summary[{run.name}]": run.summary for run in runs}
     for check in checks:
         name = f"{check.protocol}/seed{check.seed}/{check.case}"
         inputs |= {f"crosscheck[{name}]": check.crosscheck, f"mi[{name}/scored-{check.protocol}]": check.mi}
     params = {"data.dataset": args.dataset, "findings.bootstrap": args.bootstrap,
               "findings.confidence": args.confidence,
-              "findings.seed": args.seed, "findings.margin": args.margin,
+              "findings.seed": args.seed, "findings.margin": args.margin, "findings.reference": args.reference,
               "findings.primary": {"estimator": primary[1], "protocol": primary[0]}}
     provenance.write([*outputs, args.report_out], provenance.record("findings", inputs, params))
     print(Path(args.report_out).read_text())

@@ -19,13 +19,18 @@ from mifeatures.core.statistics.inference import MAX_SEEDS, POWER, sd_interval, 
 # the two estimators' c − x differ, per seed.
 KSG = "KSG − shift null"
 KSG_GAP = "KSG − histogram"
-CLAIM_CASE = "c"  # the article: the encoder whose maps keep the input's size keeps the most MI
+ARTICLE_CASE = "c"  # the article's claim: the encoder whose maps keep the input's size keeps the most MI
 OUTCOMES = {"holds": "holds", "holds_within_margin": "holds, by less than the margin", "fails": "fails",
             "fails_within_margin": "fails, by less than the margin", "equivalent": "finds no difference that matters",
             "undecided": "is undecided", None: "is not tested (one seed)"}
 MIN_SEEDS = 3  # fewer, and the interval says little about another training run
 FEW_SEEDS = 5  # below, an interval over seeds rests on few degrees of freedom and on normal seed means
 ADVANTAGES = (0.01, 0.02)  # nats: true advantages of c the power analysis sizes the seeds for
+
+
+def claim(reference: str) -> str:
+    """The claim the findings test: the article's, or that ``reference`` (findings.reference) keeps the most MI."""
+    return "the article's claim" if reference == ARTICLE_CASE else f"the claim that case {reference} keeps the most MI"
 
 
 def cell(training: str, scoring: str) -> str:
@@ -59,14 +64,14 @@ def _seed_level(r, alpha: float, comparisons: int) -> str:
     """What the verdict's own tests say of c − x: above from its one-sided test (the intersection–union rule
     needs no adjustment), below only from the Holm-adjusted test."""
     if r.low > 0:
-        said = f"case {CLAIM_CASE} is above case {r.other}"
+        said = f"case {r.case} is above case {r.other}"
     elif r.p_below_holm < alpha:
-        said = f"case {CLAIM_CASE} is below case {r.other} (Holm-adjusted p = {_p(r.p_below_holm)})"
+        said = f"case {r.case} is below case {r.other} (Holm-adjusted p = {_p(r.p_below_holm)})"
     elif r.high < 0:
-        said = (f"case {CLAIM_CASE} is not shown below case {r.other}: the interval lies below 0, but Holm's "
+        said = (f"case {r.case} is not shown below case {r.other}: the interval lies below 0, but Holm's "
                 f"correction across the {comparisons} comparisons leaves p = {_p(r.p_below_holm)}")
     else:
-        said = f"case {CLAIM_CASE} is not distinguishable from case {r.other}"
+        said = f"case {r.case} is not distinguishable from case {r.other}"
     if r.p_within_margin < alpha:
         said += f", and the difference is within the margin (TOST p = {_p(r.p_within_margin)})"
     return said
@@ -74,9 +79,9 @@ def _seed_level(r, alpha: float, comparisons: int) -> str:
 
 def _layout(r, control: dict[str, float] | None) -> str:
     """What mismatched images leave of c − x (the calibration control's c − x), against the interval."""
-    if not control or CLAIM_CASE not in control or r.other not in control:
+    if not control or r.case not in control or r.other not in control:
         return ""
-    left = control[CLAIM_CASE] - control[r.other]
+    left = control[r.case] - control[r.other]
     where = ("the interval lies above it" if r.low > left else "the interval lies below it" if r.high < left
              else "the interval contains it")
     return f"; mismatched images leave {_nats(left)} of it: {where}"
@@ -88,10 +93,10 @@ def _differences(paired: pd.DataFrame, confidence: float, seeds: int,
     for r in paired.itertuples():
         within = f"within seeds, image clusters resampled: {_ci(r.within_low, r.within_high)}"
         if seeds < 2:
-            lines.append(f"- {CLAIM_CASE} − {r.other}: {_nats(r.difference)} ({within}).")
+            lines.append(f"- {r.case} − {r.other}: {_nats(r.difference)} ({within}).")
             continue
         within = "" if pd.isna(r.within_low) else f"; {within}"
-        lines.append(f"- {CLAIM_CASE} − {r.other}: {_nats(r.difference)} {_ci(r.low, r.high)}: "
+        lines.append(f"- {r.case} − {r.other}: {_nats(r.difference)} {_ci(r.low, r.high)}: "
                      f"{_seed_level(r, alpha, len(paired))}{_layout(r, control)} (SE {_nats(r.se)} on {r.df:.1f} "
                      f"degrees of freedom; seed SD {_nats(r.seed_sd)}{within}).")
     return lines
@@ -104,20 +109,20 @@ def _control(calibration: pd.DataFrame, training: str, scoring: str, estimator: 
     return dict(zip(rows["case"], rows["mean_mi"])) if len(rows) else None
 
 
-def explanation(outcome: str, paired: pd.DataFrame, confidence: float, margin: float) -> str:
+def explanation(outcome: str, paired: pd.DataFrame, confidence: float, margin: float, reference: str) -> str:
     """Why the differences give ``outcome``: the tests that decided it, or, undecided, what each difference
     lacks."""
     alpha, n = (1 - confidence) / 2, len(paired)
     within = f"every difference is also shown within ± {margin} nats (TOST, each at {alpha:.3g})"
-    above = (f"case {CLAIM_CASE} is above every other case, each interval of the difference above 0 "
+    above = (f"case {reference} is above every other case, each interval of the difference above 0 "
              f"(intersection–union rule: each one-sided test at {alpha:.3g}, no adjustment needed)")
     below = [r.other for r in paired.itertuples() if r.p_below_holm < alpha]
     fails = (f"case{'s' * (len(below) > 1)} {', '.join(below)} {'are' if len(below) > 1 else 'is'} above case "
-             f"{CLAIM_CASE}: the one-sided test rejects after Holm's correction across the {n} comparisons")
+             f"{reference}: the one-sided test rejects after Holm's correction across the {n} comparisons")
     if outcome == "holds":
         return f"{above}."
     if outcome == "holds_within_margin":
-        return f"{above}; but {within}: case {CLAIM_CASE} is ahead by less than a difference that matters."
+        return f"{above}; but {within}: case {reference} is ahead by less than a difference that matters."
     if outcome == "fails":
         return f"{fails}."
     if outcome == "fails_within_margin":
@@ -127,9 +132,9 @@ def explanation(outcome: str, paired: pd.DataFrame, confidence: float, margin: f
     reasons = []
     for r in paired.itertuples():
         if r.low <= 0 <= r.high:
-            reason = f"the interval of {CLAIM_CASE} − {r.other} contains 0"
+            reason = f"the interval of {reference} − {r.other} contains 0"
         elif r.high < 0:
-            reason = (f"{CLAIM_CASE} − {r.other} lies below 0, but after Holm's correction its test does not "
+            reason = (f"{reference} − {r.other} lies below 0, but after Holm's correction its test does not "
                       f"reject (p = {_p(r.p_below_holm)})")
         else:
             continue
@@ -141,7 +146,7 @@ def explanation(outcome: str, paired: pd.DataFrame, confidence: float, margin: f
     return f"not decided: {'; '.join(reasons)}."
 
 
-def _power(paired: pd.DataFrame, seeds: int, n_cases: int, confidence: float) -> str:
+def _power(paired: pd.DataFrame, seeds: int, n_cases: int, confidence: float, reference: str) -> str:
     if seeds < 2:
         return ("Power: the seeds needed cannot be estimated from one seed: the seed-level SD needs at least 2 "
                 f"seeds ({MIN_SEEDS} recommended).")
@@ -162,7 +167,7 @@ def _power(paired: pd.DataFrame, seeds: int, n_cases: int, confidence: float) ->
                      f"{count(most)} across the SD's interval")
     return (f"Power: at the largest seed-level SD of a difference this run measured, {_nats(sd)} nats from {seeds} "
             f"seeds ({confidence:.0%} interval {_ci(low_sd, high_sd)}, chi-square with {seeds - 1} degrees of "
-            f"freedom), the rule above detects a true advantage of case {CLAIM_CASE} over every other case with "
+            f"freedom), the rule above detects a true advantage of case {reference} over every other case with "
             f"{POWER:.0%} power with, for an advantage {'; '.join(sizes)}. These count the seeds' variance only: "
             "the images' share of the error shrinks with more photos, not with more seeds.")
 
@@ -174,7 +179,8 @@ def _difference_cell(row, seeds: int) -> str:
     return f"{_nats(row['difference'])} {_ci(row['low'], row['high'])}"
 
 
-def _design(cases: pd.DataFrame, differences: pd.DataFrame, confidence: float, seeds: int) -> list[str]:
+def _design(cases: pd.DataFrame, differences: pd.DataFrame, confidence: float, seeds: int,
+            reference: str) -> list[str]:
     """The 2 × 2 of training and scoring, under each scorer's headline estimator, and what moved the verdict."""
     cells = list(dict.fromkeys(zip(cases["training"], cases["scoring"])))
     if all(training == scoring for training, scoring in cells):  # nothing scored by the other scorer
@@ -183,7 +189,7 @@ def _design(cases: pd.DataFrame, differences: pd.DataFrame, confidence: float, s
     lines = ["## Training × scoring", "",
              "Each trained run scored by both protocols' scorers, under each scorer's headline estimator: a "
              "change along a row is the scoring's, along a column the training's.", "",
-             f"| training | scoring | estimator | {' | '.join(f'{CLAIM_CASE} − {o}' for o in others)} | verdict |",
+             f"| training | scoring | estimator | {' | '.join(f'{reference} − {o}' for o in others)} | verdict |",
              f"|---|---|---|{'---|' * len(others)}---|"]
     outcomes = {}
     for training, scoring in cells:
@@ -206,31 +212,32 @@ def _design(cases: pd.DataFrame, differences: pd.DataFrame, confidence: float, s
     return [*lines, ""]
 
 
-def _ksg(ksg: pd.DataFrame, seeds: int) -> list[str]:
+def _ksg(ksg: pd.DataFrame, seeds: int, reference: str) -> list[str]:
     if ksg.empty:
         return []
     if seeds < 2:
         lines = ["## Cross-check: KSG k-nearest-neighbour MI minus its own shift null", "",
-                 "One seed: each c − x below is that seed's, on the same pairs as the histogram's, with no interval "
-                 "(seed-level intervals need at least 2 seeds).", ""]
+                 f"One seed: each {reference} − x below is that seed's, on the same pairs as the histogram's, with no "
+                 "interval (seed-level intervals need at least 2 seeds).", ""]
         for protocol, table in ksg.groupby("training", sort=False):
             for other, rows in table.groupby("other", sort=False):
                 parts = [f"{r.estimator} {_nats(r.difference)}" for r in rows.itertuples()]
-                lines.append(f"- {protocol} protocol, {CLAIM_CASE} − {other}: {'; '.join(parts)}.")
+                lines.append(f"- {protocol} protocol, {reference} − {other}: {'; '.join(parts)}.")
         return [*lines, ""]
     lines = ["## Cross-check: KSG k-nearest-neighbour MI minus its own shift null", "",
              "KSG has no spatial correction of its own, so each (image, map) pair's KSG MI has its circular-shift "
-             f"null subtracted, ties broken by a jitter of {KSG_JITTER} SD; c − x per seed on the same pairs (the "
-             "corrected protocol's on the valid region, as its primary score), with a t-interval over the seeds, "
-             "beside the histogram's on those pairs, and the paired gap between the two estimators' c − x. It is "
-             "a check of the estimator on the same pairs, maps and kind of null, not an independent replication.",
+             f"null subtracted, ties broken by a jitter of {KSG_JITTER} SD; {reference} − x per seed on the same "
+             "pairs (the corrected protocol's on the valid region, as its primary score), with a t-interval over the "
+             f"seeds, beside the histogram's on those pairs, and the paired gap between the two estimators' "
+             f"{reference} − x. It is a check of the estimator on the same pairs, maps and kind of null, not an "
+             "independent replication.",
              ""]
     for protocol, table in ksg.groupby("training", sort=False):
         estimators = [e for e in dict.fromkeys(table["estimator"]) if e != KSG_GAP]
         for other, rows in table.groupby("other", sort=False):
             by = {r.estimator: r for r in rows.itertuples()}
             parts = [f"{e} {_nats(by[e].difference)} {_ci(by[e].low, by[e].high)} ({_side(by[e])})" for e in estimators]
-            line = f"- {protocol} protocol, {CLAIM_CASE} − {other}: {'; '.join(parts)}"
+            line = f"- {protocol} protocol, {reference} − {other}: {'; '.join(parts)}"
             if KSG_GAP in by:
                 gap = by[KSG_GAP]
                 shown = ("the two estimators' differences are told apart" if gap.low > 0 or gap.high < 0
@@ -242,15 +249,18 @@ def _ksg(ksg: pd.DataFrame, seeds: int) -> list[str]:
 
 def report(cases: pd.DataFrame, differences: pd.DataFrame, calibration: pd.DataFrame, ksg: pd.DataFrame,
            confidence: float, draws: int, primary: tuple[str, str], margin: float, clusters: int,
-           dataset: str) -> str:
-    """results/findings.md: every sentence generated from the four tables; the primary verdict first."""
+           dataset: str, reference: str) -> str:
+    """results/findings.md: every sentence generated from the four tables, on whether case ``reference`` keeps the
+    most MI; the primary verdict first."""
+    the_claim = claim(reference)
+    The_claim = the_claim[0].upper() + the_claim[1:]
     percent = f"{confidence:.0%}"
     first = cases.iloc[0]
     seeds, images = int(first["seeds"]), int(first["images"])
     grouped = (f"{images} images cut from {clusters} photos, crops of one photo being alike" if dataset == "sample"
                else f"{images} images, each its own cluster")
     lines = [
-        f"# Findings: does case {CLAIM_CASE} keep the most mutual information?", "",
+        f"# Findings: does case {reference} keep the most mutual information?", "",
         f"Generated by `mifeatures findings` from {seeds} training seed{'s' * (seeds != 1)} × {images} images "
         f"per protocol and case. The estimand is the expected value over training runs and over images drawn "
         f"like these ({grouped}): each interval is a {percent} t-interval from a two-way standard error over "
@@ -280,23 +290,24 @@ def report(cases: pd.DataFrame, differences: pd.DataFrame, calibration: pd.DataF
               "(training, scoring, estimator) below is secondary. It was chosen after earlier results of this "
               "project on the whole 96×96 grid had been seen, so it is not a pre-registration.", ""]
     if paired.empty:
-        lines += [f"Case {CLAIM_CASE} or the {protocol} protocol was not run: the primary verdict is not tested.", ""]
+        lines += [f"Case {reference} or the {protocol} protocol was not run: the primary verdict is not tested.", ""]
     elif seeds < 2:
-        lines += [f"**The article's claim {OUTCOMES[None]}.**", "",
+        lines += [f"**{The_claim} {OUTCOMES[None]}.**", "",
                   *_differences(paired, confidence, seeds, _control(calibration, protocol, protocol, estimator)), "",
-                  _power(paired, seeds, n_cases, confidence), ""]
+                  _power(paired, seeds, n_cases, confidence, reference), ""]
     else:
         outcome = verdict(paired, confidence)
-        lines += [f"**The article's claim {OUTCOMES[outcome]}**: {explanation(outcome, paired, confidence, margin)}",
+        lines += [f"**{The_claim} {OUTCOMES[outcome]}**: "
+                  f"{explanation(outcome, paired, confidence, margin, reference)}",
                   "", *_differences(paired, confidence, seeds, _control(calibration, protocol, protocol, estimator)),
-                  "", _power(paired, seeds, n_cases, confidence), ""]
-    lines += _design(cases, differences, confidence, seeds)
+                  "", _power(paired, seeds, n_cases, confidence, reference), ""]
+    lines += _design(cases, differences, confidence, seeds, reference)
     cells = list(cases.groupby(["training", "scoring", "estimator"], sort=False))
     secondary = sum(key != (protocol, *primary) for key, _ in cells)
     if seeds >= 2 and secondary:
         lines += [f"The {secondary} secondary verdicts below are each tested at level {1 - confidence:.3g} on their "
                   "own, with Holm's correction only across their own comparisons of case "
-                  f"{CLAIM_CASE}; there is no correction across them, so some may differ from the primary by "
+                  f"{reference}; there is no correction across them, so some may differ from the primary by "
                   "chance: they describe, they do not decide.", ""]
     verdicts = []
     for (training, scoring, estimator), table in cells:
@@ -325,22 +336,22 @@ def report(cases: pd.DataFrame, differences: pd.DataFrame, calibration: pd.DataF
             order = ", ".join(f"{r.case} {_nats(r.mean_mi)}" for r in table.itertuples())
             lines.append(f"Means in order: {order}; an order, not a ranking: no case is shown to be highest.")
         if paired.empty:
-            lines += [f"Case {CLAIM_CASE} was not run: the article's claim is not tested.", ""]
+            lines += [f"Case {reference} was not run: {the_claim} is not tested.", ""]
             continue
         verdicts.append((training, scoring, estimator, outcome))
         label = "Primary verdict (above)" if is_primary else "Secondary verdict"
         said = (f"{OUTCOMES[outcome]}" if outcome is None
                 else f"{OUTCOMES[outcome]}** under the {name} with the {estimator} estimate: "
-                     f"{explanation(outcome, paired, confidence, margin)}")
+                     f"{explanation(outcome, paired, confidence, margin, reference)}")
         lines += [*_differences(paired, confidence, seeds, _control(calibration, training, scoring, estimator)), "",
-                  f"{label}: **the article's claim {said}" + ("**." if outcome is None else ""), ""]
+                  f"{label}: **{the_claim} {said}" + ("**." if outcome is None else ""), ""]
     for control, table in calibration.groupby("control", sort=False):
         lines += [f"## Calibration: {control}", "",
                   "Each image's maps scored, as the primary score does, against each of the next "
                   f"{MISMATCHED} images of the set (unrelated images; the sample's come from other photos), "
                   "averaged: what is left is what chance layout (shared uniform backgrounds, say) leaves between "
                   "unrelated images after the null, for that case. Each difference above says where its interval "
-                  "lies against the control's own c − x, what layout alone could make of it.", ""]
+                  f"lies against the control's own {reference} − x, what layout alone could make of it.", ""]
         if seeds < 2:
             lines += ["| training | scoring | case | mean MI |", "|---|---|---|---|"]
             lines += [f"| {r.training} | {r.scoring} | {r.case} | {_nats(r.mean_mi)} |" for r in table.itertuples()]
@@ -352,7 +363,7 @@ def report(cases: pd.DataFrame, differences: pd.DataFrame, calibration: pd.DataF
     if "b" in set(cases.loc[cases["scoring"] == "faithful", "case"]):
         lines += ["Case b was never scored in the article's notebooks: its faithful scores here (the image "
                   "resized to b's 104×104) extend the article's method to it, an extrapolation.", ""]
-    lines += _ksg(ksg, seeds)
+    lines += _ksg(ksg, seeds, reference)
     lines += ["## Summary", ""]
     lines += [f"- {cell(training, scoring)}, {estimator}"
               f"{' (primary)' if (training, scoring, estimator) == (protocol, *primary) else ' (secondary)'}: "
