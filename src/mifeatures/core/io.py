@@ -8,9 +8,10 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, TYPE_CHECKING, Iterator
 
-import pandas as pd
+if TYPE_CHECKING:  # the stages that write no table need not import pandas
+    import pandas as pd
 
 
 _UMASK = os.umask(0)
@@ -81,6 +82,7 @@ def html_table(table: pd.DataFrame, title: str, digits: int = 4) -> str:
     where a CSV is only a download. Numbers to ``digits`` significant digits (the CSV beside it keeps them all),
     an empty cell where there is no value.
 
+    >>> import pandas as pd
     >>> page = html_table(pd.DataFrame({"case": ["a"], "mean_mi": [0.12345678901234567]}), "Mean MI")
     >>> "<td>0.1235</td>" in page and "<title>Mean MI</title>" in page
     True
