@@ -21,7 +21,11 @@ import tempfile
 from pathlib import Path
 
 from mifeatures.workflow.memory import ALLOCATOR_TUNABLES, stage_mb
-from mifeatures.core.networks.shapes import INPUT_SIZE, map_size
+from mifeatures.core.networks.shapes import INPUT_SIZE, Critics, map_size
+from mifeatures.workflow.params import load_params
+
+TRAIN = load_params([Path(__file__).resolve().parents[1] / "params.yaml"])["train"]
+CRITICS = Critics(TRAIN["critic_channels"], TRAIN["global_units"])  # params.yaml's
 
 # Runs a command and prints the peak RSS of its process tree in kB (Linux: ru_maxrss of waited children).
 PEAK = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
@@ -76,12 +80,13 @@ def main() -> None:
                                   "--critic-images", str(gray[map_size(case)]), "--encoder-out", encoder,
                                   "--loss-out", loss, "--epochs", "1", "--batch-size", "10", "--lr", "1e-4",
                                   "--seed", *map(str, range(78, 78 + seeds)), "--alpha", "0.1", "--beta", "0.1",
-                                  "--gamma", "0.8", "--device", "cpu", "--precision", "fp32", "--no-fused-adam",
-                                  "--checkpoint-every", "5", "--no-cuda-graph",
+                                  "--gamma", "0.8", "--critic-channels", str(CRITICS.channels),
+                                  "--global-units", str(CRITICS.units), "--device", "cpu", "--precision", "fp32",
+                                  "--no-fused-adam", "--checkpoint-every", "5", "--no-cuda-graph",
                                   "--together" if seeds > 1 else "--no-together")
                     peaks = [peak_mb(train, allocator) for allocator in allocators]
                     print(f"| train | {case} | {n_images} | {seeds} | " + " | ".join(f"{p:.0f}" for p in peaks)
-                          + f" | {stage_mb('train', case, n_images, seeds)} |", flush=True)
+                          + f" | {stage_mb('train', case, n_images, seeds, CRITICS)} |", flush=True)
                 encoder = encoder.format(seed=78)
                 out = work / "score"
                 score = stage("score", "--encoder", encoder, "--run", case, "faithful", "78",

@@ -44,7 +44,7 @@ from mifeatures.core.data.sample import make_sample
 from mifeatures.core.data.images import resize_images, to_grayscale
 from mifeatures.core.information.mi import mutual_information, mutual_information_many
 from mifeatures.core.networks.models import ENCODERS, build_encoder
-from mifeatures.core.networks.shapes import map_size
+from mifeatures.core.networks.shapes import Critics, map_size
 from mifeatures.core.networks.objective import DeepInfoMaxLoss, LossWeights
 from mifeatures.workflow.params import load_params
 from mifeatures.core.information.maps import feature_maps
@@ -57,6 +57,7 @@ from mifeatures.core.networks.training import Batches, TrainConfig, adam, seed_e
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = load_params([REPO / "params.yaml"])["train"]
 WEIGHTS = LossWeights(TRAIN["alpha"], TRAIN["beta"], TRAIN["gamma"])  # params.yaml's, read once
+CRITICS = Critics(TRAIN["critic_channels"], TRAIN["global_units"])
 BIN = Path(sys.executable).parent
 BINS = 30
 
@@ -116,7 +117,7 @@ def training_parts(case: str, gray: np.ndarray, device: torch.device, fused_adam
     before any timing starts. Both loops run under fp32's flags (TF32 off, cuDNN's included)."""
     seed_everything(78)
     set_up(device.type, torch.get_num_threads(), "fp32")
-    encoder, objective = build_encoder(case).to(device), DeepInfoMaxLoss(map_size(case), WEIGHTS).to(device)
+    encoder, objective = build_encoder(case).to(device), DeepInfoMaxLoss(map_size(case), WEIGHTS, CRITICS).to(device)
     optimizers = [adam(module.parameters(), 1e-4, device, fused_adam, cuda_graph) for module in (encoder, objective)]
     return encoder, objective, optimizers, resize_images(gray, map_size(case))
 
@@ -306,7 +307,7 @@ def together_rows(gray: np.ndarray, device: torch.device, seeds: int) -> list[tu
         configs = [TrainConfig(epochs, TRAIN["batch_size"], TRAIN["lr"], 78 + seed, WEIGHTS.alpha, WEIGHTS.beta,
                                WEIGHTS.gamma, device.type, "fp32", False) for seed in range(seeds)]
         start = time.perf_counter()
-        train_together("a", gray, sized, configs, runtime)
+        train_together("a", gray, sized, configs, runtime, critics=CRITICS)
         if device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - start

@@ -18,11 +18,11 @@ from mifeatures.core.networks.shapes import map_size
 from mifeatures.core.networks.training import run
 
 from builds import build_tiny
-from helpers import train_config
+from helpers import CRITICS, train_config
 
 # What one xdist worker may hold at once: a tiny build running two trainings of the largest case at their
 # measured peak (mifeatures.workflow.memory declares them with a margin on top).
-WORKER_MB = 2 * stage_mb("train", "b", 20) / MARGIN
+WORKER_MB = 2 * stage_mb("train", "b", 20, critics=CRITICS) / MARGIN
 
 
 # The files that take longest, first: with `--dist loadfile --no-loadscope-reorder` xdist hands files to the
@@ -61,7 +61,7 @@ def trained_case(tmp_path_factory, gray_images) -> dict[str, Path]:
     np.save(paths["encoder_images"], gray_images)
     np.save(paths["sized_images"], resize_images(gray_images, map_size("a")))
     run("a", paths["encoder_images"], paths["sized_images"], train_config(epochs=1, batch_size=4),
-        paths["encoder"], paths["loss"])
+        paths["encoder"], paths["loss"], critics=CRITICS)
     return paths
 
 

@@ -6,12 +6,14 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from mifeatures.core.networks.objective import LossWeights
+from mifeatures.core.networks.shapes import Critics
 from mifeatures.workflow.params import load_params
 from mifeatures.core.networks.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = load_params([REPO / "params.yaml"])["train"]
 WEIGHTS = LossWeights(TRAIN["alpha"], TRAIN["beta"], TRAIN["gamma"])
+CRITICS = Critics(TRAIN["critic_channels"], TRAIN["global_units"])
 
 
 def train_config(**changes) -> TrainConfig:

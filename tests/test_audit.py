@@ -89,8 +89,8 @@ def hand_train(root: Path, case: str, *changes: str) -> None:
     run(root, sys.executable, "-m", "mifeatures.stages.train", "--case", case, "--encoder-images",
         "results/grayscale/size96.npy", "--critic-images", "results/grayscale/size88.npy", "--epochs", "1",
         "--batch-size", "10", "--lr", "0.0001", "--seed", "78", "--alpha", "0.1", "--beta", "0.1", "--gamma", "0.8",
-        "--device", "cpu", "--precision", "fp32", "--no-fused-adam", "--no-together", "--no-cuda-graph",
-        "--checkpoint-every", "5",
+        "--critic-channels", "64", "--global-units", "256", "--device", "cpu", "--precision", "fp32",
+        "--no-fused-adam", "--no-together", "--no-cuda-graph", "--checkpoint-every", "5",
         "--encoder-out", f"{folder}/encoder.pt", "--loss-out", f"{folder}/loss.csv", *changes)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import train_config
+from helpers import CRITICS, train_config
 
 from mifeatures.core.data.images import resize_images
 from mifeatures.core.networks.graphed import StaticStep
@@ -30,7 +30,7 @@ def trained(case: str, images: np.ndarray, cuda_graph: bool, device: str = "cpu"
     """One run of ``case`` on ``images`` through training.train, eager or on fixed buffers."""
     runtime = set_up(device, 1, "fp32")
     config = train_config(epochs=epochs, batch_size=4, device=device, adversarial_prior=adversarial_prior)
-    encoder, objective = fresh_models(case, config)
+    encoder, objective = fresh_models(case, config, critics=CRITICS)
     optimizers = [adam(module.parameters(), config.lr, runtime.device, cuda_graph=cuda_graph)
                   for module in (encoder, objective)]
     batches = Batches(images, resize_images(images, map_size(case)), 4, config.seed, runtime.device)
@@ -53,7 +53,7 @@ def test_each_step_overwrites_the_same_buffers_with_its_batch_and_the_runs_own_p
     """A graph replays fixed addresses: the batch and the prior draw go into the same three buffers every step,
     the draw from the run's own generator in the eager loop's order (one maps-shaped tensor a step)."""
     config = train_config(batch_size=4)
-    encoder, objective = fresh_models("a", config)
+    encoder, objective = fresh_models("a", config, critics=CRITICS)
     optimizers = [adam(module.parameters(), config.lr, torch.device("cpu")) for module in (encoder, objective)]
     step = StaticStep(encoder, objective, optimizers, LOSS_TERMS, torch.device("cpu"))
     batches = Batches(gray_images, resize_images(gray_images, map_size("a")), 4, config.seed)
@@ -73,7 +73,8 @@ def test_cli_records_the_setting_and_refuses_what_a_graph_cannot_replay(tmp_path
     """`--cuda-graph` is in the job's record; with bf16 (whose prior draws follow the maps' dtype) or several
     seeds it is refused before anything is written."""
     arguments = ["--case", "a", "--epochs", "1", "--batch-size", "4", "--lr", "0.0001", "--alpha", "0.1", "--beta",
-                 "0.1", "--gamma", "0.8", "--device", "cpu", "--no-fused-adam", "--checkpoint-every", "5",
+                 "0.1", "--gamma", "0.8", "--critic-channels", "64", "--global-units", "256",
+                 "--device", "cpu", "--no-fused-adam", "--checkpoint-every", "5",
                  "--cuda-graph", "--encoder-images", str(trained_case["encoder_images"]),
                  "--critic-images", str(trained_case["sized_images"])]
     outputs = ["--encoder-out", str(tmp_path / "{seed}.pt"), "--loss-out", str(tmp_path / "{seed}.csv")]
@@ -100,5 +101,5 @@ def test_the_replayed_graph_gives_the_eager_losses_on_a_gpu(tmp_path, gray_image
     config = train_config(epochs=3, batch_size=4, device="cuda")
     runtime = set_up("cuda", 1, "fp32")
     logs = [run("a", folder / "size96.npy", folder / "size88.npy", config, folder / f"{graph}.pt",
-                folder / f"{graph}.csv", runtime, cuda_graph=graph) for graph in (False, True)]
+                folder / f"{graph}.csv", runtime, cuda_graph=graph, critics=CRITICS) for graph in (False, True)]
     np.testing.assert_allclose(logs[1][LOSS_TERMS], logs[0][LOSS_TERMS], rtol=GRAPH_RTOL)

@@ -12,7 +12,9 @@ from torch import nn
 from mifeatures.core.data.sample import make_sample
 from mifeatures.core.data.images import to_grayscale
 from mifeatures.core.networks.models import GlobalCritic, LocalCritic, PriorCritic, build_encoder
-from mifeatures.core.networks.shapes import map_size
+from mifeatures.core.networks.shapes import Critics, map_size
+
+from helpers import CRITICS
 
 EXPECTED_SIZE = {"a": 88, "b": 104, "c": 96, "d": 96}
 CONV, TCONV = nn.Conv2d, nn.ConvTranspose2d
@@ -138,7 +140,7 @@ def test_build_encoder_is_fresh():
 def global_critic_96() -> GlobalCritic:
     """The full-size global critic (≈139 M weights), built once."""
     torch.manual_seed(0)
-    return GlobalCritic(96)
+    return GlobalCritic(96, CRITICS)
 
 
 def test_global_critic_first_linear_size(global_critic_96):
@@ -164,7 +166,7 @@ def test_global_critic_output_shape(global_critic_96):
 @pytest.mark.parametrize("size", [12, 20])
 def test_global_critic_small_sizes(size):
     """The first Linear follows the map size: 64·(S−4)² inputs, and output (B, 1)."""
-    critic = GlobalCritic(size)
+    critic = GlobalCritic(size, CRITICS)
     assert critic.l0.in_features == 64 * (size - 4) ** 2
     with torch.no_grad():
         assert critic(torch.rand(2, 33, size, size)).shape == (2, 1)
@@ -172,7 +174,7 @@ def test_global_critic_small_sizes(size):
 
 def test_global_critic_rejects_other_map_size():
     """A global critic built for S = 12 cannot score 16×16 maps (its Linear size is fixed)."""
-    critic = GlobalCritic(12)
+    critic = GlobalCritic(12, CRITICS)
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
         critic(torch.rand(2, 33, 16, 16))
 
@@ -183,25 +185,37 @@ def test_pixelwise_critic_shape(critic, channels, size):
     """Local (maps + image) and prior (maps) critics score every pixel: (B, C, S, S) → (B, 1, S, S)."""
     torch.manual_seed(4)
     with torch.no_grad():
-        scores = critic()(torch.rand(2, channels, size, size))
+        scores = critic(CRITICS)(torch.rand(2, channels, size, size))
     assert scores.shape == (2, 1, size, size)
+
+
+def test_the_critics_widths_are_params():
+    """train.critic_channels and train.global_units shape every critic (params.yaml holds the article's 64 and 256,
+    which the weight count above pins); the first Linear follows both."""
+    critics = Critics(8, 16)
+    local, prior, global_ = LocalCritic(critics), PriorCritic(critics), GlobalCritic(20, critics)
+    assert local.c1.weight.shape[:2] == prior.c1.weight.shape[:2] == global_.c1.weight.shape[:2] == (8, 8)
+    assert global_.l0.weight.shape == (16, 8 * 16 * 16) and global_.l1.weight.shape == (16, 16)
+    assert global_.l0.weight.numel() == critics.global_weights(20)
+    with pytest.raises(ValueError, match="the critics' widths must be ≥ 1, got 0 channels and 16 units"):
+        Critics(0, 16)
 
 
 def test_critic_channel_counts():
     """Local and global critics take 33 channels (maps + image); the prior critic takes the 32 maps."""
-    assert LocalCritic().c0.in_channels == 33
-    assert GlobalCritic(12).c0.in_channels == 33
-    assert PriorCritic().c0.in_channels == 32
+    assert LocalCritic(CRITICS).c0.in_channels == 33
+    assert GlobalCritic(12, CRITICS).c0.in_channels == 33
+    assert PriorCritic(CRITICS).c0.in_channels == 32
     with pytest.raises(RuntimeError):
-        PriorCritic()(torch.rand(2, 33, 12, 12))
+        PriorCritic(CRITICS)(torch.rand(2, 33, 12, 12))
     with pytest.raises(RuntimeError):
-        LocalCritic()(torch.rand(2, 32, 12, 12))
+        LocalCritic(CRITICS)(torch.rand(2, 32, 12, 12))
 
 
 def test_local_critic_is_pixelwise():
     """A 1×1-convolution critic: the score of a pixel depends only on that pixel's 33-vector."""
     torch.manual_seed(6)
-    critic = LocalCritic()
+    critic = LocalCritic(CRITICS)
     x = torch.rand(1, 33, 10, 10)
     with torch.no_grad():
         full = critic(x)

@@ -14,7 +14,7 @@ from mifeatures.core.data.images import to_grayscale
 from mifeatures.core.networks.models import build_encoder
 from mifeatures.core.networks.objective import DeepInfoMaxLoss, LossWeights
 
-from helpers import WEIGHTS
+from helpers import CRITICS, WEIGHTS
 
 S = 12  # map side used throughout: a centre crop of the 96×96 maps keeps the critics small
 CROP = slice(42, 42 + S)
@@ -43,7 +43,7 @@ def data(images96) -> tuple[torch.Tensor, torch.Tensor]:
 def make_loss(weights: LossWeights = WEIGHTS, seed: int = 0) -> DeepInfoMaxLoss:
     """A freshly seeded loss module for 12×12 maps."""
     torch.manual_seed(seed)
-    return DeepInfoMaxLoss(map_size=S, weights=weights)
+    return DeepInfoMaxLoss(map_size=S, weights=weights, critics=CRITICS)
 
 
 def zero_last_layers(loss: DeepInfoMaxLoss) -> None:
@@ -182,7 +182,7 @@ def test_backward_reaches_encoder_and_all_critics(images96):
     """loss.backward() gives non-zero gradients to the encoder and every parameter of the three critics."""
     torch.manual_seed(7)
     encoder = build_encoder("c")
-    loss = DeepInfoMaxLoss(map_size=S, weights=WEIGHTS)
+    loss = DeepInfoMaxLoss(map_size=S, weights=WEIGHTS, critics=CRITICS)
     maps = encoder(images96[:2])[..., CROP, CROP]
     out = loss(maps, images96[:2, :, CROP, CROP], generator=torch.Generator().manual_seed(0))
     out["loss"].backward()
@@ -220,12 +220,12 @@ def test_generator_makes_loss_repeatable(data):
 def make_adversarial(weights: LossWeights = WEIGHTS, seed: int = 0) -> DeepInfoMaxLoss:
     """A freshly seeded adversarial-prior loss module for 12×12 maps: the same weights as make_loss(seed)."""
     torch.manual_seed(seed)
-    return DeepInfoMaxLoss(map_size=S, weights=weights, adversarial_prior=True)
+    return DeepInfoMaxLoss(map_size=S, weights=weights, critics=CRITICS, adversarial_prior=True)
 
 
 def test_faithful_is_the_default_and_both_modes_share_their_weights():
     """adversarial_prior defaults to False; the flag adds no parameter, so both modes load the same states."""
-    assert DeepInfoMaxLoss(map_size=S, weights=WEIGHTS).adversarial_prior is False
+    assert DeepInfoMaxLoss(map_size=S, weights=WEIGHTS, critics=CRITICS).adversarial_prior is False
     faithful, adversarial = make_loss(seed=6), make_adversarial(seed=6)
     assert faithful.state_dict().keys() == adversarial.state_dict().keys()
     for name, tensor in faithful.state_dict().items():
@@ -273,7 +273,7 @@ def adversarial_forward(images96, seed=7):
     """(encoder, loss module, terms) for two real images through a seeded case-c encoder, maps cut to 12²."""
     torch.manual_seed(seed)
     encoder = build_encoder("c")
-    loss = DeepInfoMaxLoss(map_size=S, weights=WEIGHTS, adversarial_prior=True)
+    loss = DeepInfoMaxLoss(map_size=S, weights=WEIGHTS, critics=CRITICS, adversarial_prior=True)
     maps = encoder(images96[:2])[..., CROP, CROP]
     return encoder, loss, loss(maps, images96[:2, :, CROP, CROP], generator=torch.Generator().manual_seed(0))
 

@@ -20,10 +20,11 @@ from mifeatures.stages.crosscheck import draw_pairs
 from mifeatures.core.statistics.inference import bootstrap_means, seed_test, seeds_needed
 from mifeatures.core.information.ksg import ksg_mi
 from mifeatures.core.information.mi import mutual_information
+from mifeatures.workflow.memory import stage_mb
 from mifeatures.workflow.params import ParamsError, case_train, load_params, main, merge, validate_params
 from mifeatures.core.networks.runtime import set_up
 from mifeatures.core.data.sample import make_sample
-from mifeatures.core.networks.shapes import VALID, map_size
+from mifeatures.core.networks.shapes import VALID, Critics, map_size
 from mifeatures.core.information.shifts import draw_shifts
 from mifeatures.core.networks.together import check_configs
 from mifeatures.core.networks.training import TrainConfig, adam, seed_everything
@@ -334,6 +335,8 @@ def feed(path: tuple, params: dict) -> None:
                                                                "gamma", "device", "precision")},
                              seed=params["train"]["seeds"][0], adversarial_prior=False)
         set_up(config.device, 1, config.precision)
+        critics = Critics(train["critic_channels"], train["global_units"])
+        assert 0 < stage_mb("train", "b", 20, critics=critics) < 10**9
         if train["together"]:
             check_configs([replace(config, seed=seed) for seed in params["train"]["seeds"]])
         weight = torch.ones(1, requires_grad=True)

@@ -44,7 +44,8 @@ def chain(tmp_path_factory) -> dict[str, Path]:
         out = root / case
         train.main(["--case", case, "--encoder-images", str(gray[96]), "--critic-images", str(gray[size]),
                     "--epochs", "1", "--batch-size", "4", "--lr", "0.0001", "--seed", "78", "--alpha", "0.1",
-                    "--beta", "0.1", "--gamma", "0.8", "--device", "cpu", "--precision", "fp32", "--no-fused-adam",
+                    "--beta", "0.1", "--gamma", "0.8", "--critic-channels", "64", "--global-units", "256",
+                    "--device", "cpu", "--precision", "fp32", "--no-fused-adam",
                     "--no-together", "--no-cuda-graph", "--checkpoint-every", "5",
                     "--encoder-out", str(out / "encoder.pt"),
                     "--loss-out", str(out / "loss.csv")])

@@ -25,6 +25,7 @@ from builds import (
     REPO, BIN, ENV, DVC, GIT_USER, ARTICLE_RUN, MIFEATURES, run, snakemake, set_params, init_dvc, edit, clone_of,
     copy_of, verify_all, drifted, reruns
 )
+from helpers import CRITICS
 
 pytestmark = pytest.mark.slow
 
@@ -257,7 +258,7 @@ def test_default_run_started_four_trainings_at_once_and_was_killed_for_memory(bu
     snapshots = jobs_at_once(log)
     assert len(snapshots) > 20 and max(sum(running.values()) for running in snapshots) <= provided
     declared = {int(mem) for mem in re.findall(r"rule train:(?:\n .*)*?\bmem_mb=(\d+)", log)}
-    assert declared == {stage_mb("train", case, 20) for case in "abcd"}, declared
+    assert declared == {stage_mb("train", case, 20, critics=CRITICS) for case in "abcd"}, declared
 
 
 def test_a_job_killed_for_memory_said_nothing_of_why(built, tmp_path):

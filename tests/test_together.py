@@ -22,7 +22,7 @@ import torch
 import yaml
 from builds import COPIED, MIFEATURES, REPO, copy_of, planned, reruns, set_params, snakemake
 from builds import run as run_in
-from helpers import train_config
+from helpers import CRITICS, train_config
 
 from mifeatures.workflow import provenance
 from mifeatures.workflow.memory import stage_mb
@@ -43,7 +43,7 @@ def solo(tmp_path, case_inputs, config):
     out = tmp_path / f"solo{config.seed}-{config.adversarial_prior}"
     out.mkdir()
     losses = run(case_inputs["case"], case_inputs["encoder_images"], case_inputs["sized_images"], config,
-                 out / "encoder.pt", out / "loss.csv", CPU)
+                 out / "encoder.pt", out / "loss.csv", CPU, critics=CRITICS)
     return torch.load(out / "encoder.pt", weights_only=True)["state_dict"], losses
 
 
@@ -74,7 +74,7 @@ def test_each_seed_trained_together_is_its_solo_run(tmp_path, gray_images, case_
     training (the article's single loss, the adversarial prior)."""
     configs = [train_config(epochs=1, batch_size=4, seed=seed, adversarial_prior=adversarial_prior) for seed in SEEDS]
     sized = np.load(case_inputs["sized_images"])
-    together = train_together("a", gray_images, sized, configs, CPU)
+    together = train_together("a", gray_images, sized, configs, CPU, critics=CRITICS)
     for result, config in zip(together, configs):
         assert_close_to_solo(result, solo(tmp_path, case_inputs, config), config)
     assert not together[0][1][LOSS_TERMS].equals(together[1][1][LOSS_TERMS])  # two seeds, two runs
@@ -85,8 +85,8 @@ def test_the_order_of_the_seeds_changes_nothing(gray_images, case_inputs):
     """A seed's result does not depend on where it stands in the list: bit for bit."""
     configs = [train_config(epochs=1, batch_size=4, seed=seed) for seed in SEEDS]
     sized = np.load(case_inputs["sized_images"])
-    forward = train_together("a", gray_images, sized, configs, CPU)
-    backward = train_together("a", gray_images, sized, configs[::-1], CPU)[::-1]
+    forward = train_together("a", gray_images, sized, configs, CPU, critics=CRITICS)
+    backward = train_together("a", gray_images, sized, configs[::-1], CPU, critics=CRITICS)[::-1]
     for (weights, losses), (other_weights, other_losses) in zip(forward, backward):
         pd.testing.assert_frame_equal(losses, other_losses, check_exact=True)
         assert all(torch.equal(weights[name], other_weights[name]) for name in weights)
@@ -100,11 +100,12 @@ def test_the_order_of_the_seeds_changes_nothing(gray_images, case_inputs):
 def test_train_together_refuses_what_it_cannot_batch(gray_images, case_inputs, changes, message):
     configs = [train_config(epochs=1, batch_size=4, **change) for change in changes]
     with pytest.raises(ValueError, match=message):
-        train_together("a", gray_images, np.load(case_inputs["sized_images"]), configs, CPU)
+        train_together("a", gray_images, np.load(case_inputs["sized_images"]), configs, CPU, critics=CRITICS)
 
 
 SETTINGS = ["--case", "a", "--epochs", "1", "--batch-size", "4", "--lr", "0.0001", "--alpha", "0.1",
-            "--beta", "0.1", "--gamma", "0.8", "--device", "cpu", "--precision", "fp32", "--no-fused-adam",
+            "--beta", "0.1", "--gamma", "0.8", "--critic-channels", "64", "--global-units", "256",
+            "--device", "cpu", "--precision", "fp32", "--no-fused-adam",
             "--checkpoint-every", "5", "--together", "--no-cuda-graph"]
 
 
@@ -169,7 +170,7 @@ def test_train_together_is_one_job_writing_each_seeds_outputs_and_records(togeth
     # Snakemake lowers a job's mem_mb to what the run provides (the memory available at its start) when less.
     provided = int(re.search(r"^Provided resources: .*\bmem_mb\D*(\d+)", log, re.M)[1])
     declared = re.findall(r"rule train:(?:\n .*)*?\bmem_mb=(\d+)", log)
-    assert declared == [str(min(stage_mb("train", "a", 20, seeds=2), provided))], (declared, provided)
+    assert declared == [str(min(stage_mb("train", "a", 20, seeds=2, critics=CRITICS), provided))], (declared, provided)
     for seed in (1, 2):
         run_folder = root / f"results/train/faithful/seed{seed}/a"
         assert torch.load(run_folder / "encoder.pt", weights_only=True)["config"]["seed"] == seed

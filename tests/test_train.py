@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from mifeatures.workflow import provenance, sources
 from mifeatures.core.data.images import load_images
 from mifeatures.core.networks.models import build_encoder
-from mifeatures.core.networks.shapes import INPUT_SIZE, map_size
+from mifeatures.core.networks.shapes import INPUT_SIZE, Critics, map_size
 from mifeatures.core.networks.objective import DeepInfoMaxLoss, LossWeights
 from mifeatures.core.information.maps import load_encoder
 from mifeatures.workflow.memory import ALLOCATOR_TUNABLES
@@ -34,7 +34,7 @@ from mifeatures.core.networks.runtime import resolve_device, set_up
 from mifeatures.core.networks.training import (LOSS_COLUMNS, Batches, NonFiniteLossError, TrainConfig, run,
                                                seed_everything, train)
 
-from helpers import WEIGHTS, train_config
+from helpers import CRITICS, WEIGHTS, train_config
 
 
 def test_loss_log_has_one_finite_row_per_step(trained_case):
@@ -57,7 +57,7 @@ def test_training_moves_the_weights(trained_case):
 def test_same_seed_gives_byte_identical_outputs(tmp_path, trained_case):
     """Rerunning with the same config reproduces the loss log byte for byte and the same weights."""
     run("a", trained_case["encoder_images"], trained_case["sized_images"], train_config(epochs=1, batch_size=4),
-        tmp_path / "encoder.pt", tmp_path / "loss.csv")
+        tmp_path / "encoder.pt", tmp_path / "loss.csv", critics=CRITICS)
     assert (tmp_path / "loss.csv").read_bytes() == trained_case["loss"].read_bytes()
     _, first = load_encoder(trained_case["encoder"])
     _, second = load_encoder(tmp_path / "encoder.pt")
@@ -68,7 +68,7 @@ def test_same_seed_gives_byte_identical_outputs(tmp_path, trained_case):
 def test_another_seed_gives_another_run(tmp_path, trained_case):
     """A different seed changes the loss log."""
     run("a", trained_case["encoder_images"], trained_case["sized_images"],
-        train_config(epochs=1, batch_size=4, seed=1), tmp_path / "encoder.pt", tmp_path / "loss.csv")
+        train_config(epochs=1, batch_size=4, seed=1), tmp_path / "encoder.pt", tmp_path / "loss.csv", critics=CRITICS)
     assert (tmp_path / "loss.csv").read_bytes() != trained_case["loss"].read_bytes()
 
 
@@ -126,7 +126,7 @@ def run_with_dataloader(paths, config, out):
     critic_images = load_images(paths["sized_images"], map_size("a"))
     seed_everything(config.seed)
     encoder = build_encoder("a").train()
-    objective = DeepInfoMaxLoss(map_size("a"), LossWeights(config.alpha, config.beta, config.gamma)).train()
+    objective = DeepInfoMaxLoss(map_size("a"), LossWeights(config.alpha, config.beta, config.gamma), CRITICS).train()
     optimizers = [torch.optim.Adam(encoder.parameters(), lr=config.lr),
                   torch.optim.Adam(objective.parameters(), lr=config.lr)]
     dataset = TensorDataset(torch.as_tensor(encoder_images, dtype=torch.float32).unsqueeze(1),
@@ -157,7 +157,7 @@ def test_device_loop_gives_the_bytes_of_the_dataloader_loop(tmp_path, trained_ca
     (tmp_path / "old").mkdir()
     run_with_dataloader(trained_case, config, tmp_path / "old")
     run("a", trained_case["encoder_images"], trained_case["sized_images"], config, tmp_path / "encoder.pt",
-        tmp_path / "loss.csv")
+        tmp_path / "loss.csv", critics=CRITICS)
     assert pd.read_csv(tmp_path / "loss.csv")["epoch"].tolist() == [0, 0, 1, 1]
     for name in ("loss.csv", "encoder.pt"):
         assert (tmp_path / name).read_bytes() == (tmp_path / "old" / name).read_bytes(), name
@@ -217,7 +217,8 @@ def test_a_jobs_set_up_makes_kernels_deterministic_without_importing_the_compile
 def test_tf32_changes_nothing_on_a_cpu(tmp_path, trained_case, restore_float32_flags):
     """TF32 exists only on CUDA: on a CPU, tf32 gives the fp32 loss log byte for byte."""
     run("a", trained_case["encoder_images"], trained_case["sized_images"],
-        train_config(epochs=1, batch_size=4, precision="tf32"), tmp_path / "encoder.pt", tmp_path / "loss.csv")
+        train_config(epochs=1, batch_size=4, precision="tf32"), tmp_path / "encoder.pt", tmp_path / "loss.csv",
+        critics=CRITICS)
     assert (tmp_path / "loss.csv").read_bytes() == trained_case["loss"].read_bytes()
 
 
@@ -237,11 +238,27 @@ def test_cli_bf16_trains_in_bfloat16_and_records_it(tmp_path, trained_case, rest
     assert record["params"]["train.precision"] == "bf16" and record["environment"]["precision"] == "bf16"
 
 
+def test_the_critics_widths_reach_the_training_and_its_record(tmp_path, trained_case):
+    """train.critic_channels and train.global_units were constants (64, 256): the CLI trains critics of the widths
+    it is given, which changes the losses, and the record states them; the checkpoint, which holds the encoder,
+    keeps the keys it had."""
+    out = tmp_path / "encoder.pt"
+    main([*SETTINGS, "--case", "a", "--critic-channels", "8", "--global-units", "16",
+          "--encoder-images", str(trained_case["encoder_images"]), "--critic-images", str(trained_case["sized_images"]),
+          "--encoder-out", str(out), "--loss-out", str(tmp_path / "loss.csv")])
+    assert not np.array_equal(pd.read_csv(tmp_path / "loss.csv")["loss"], pd.read_csv(trained_case["loss"])["loss"])
+    record = json.loads(provenance.sidecar(out).read_text())
+    assert (record["params"]["train.critic_channels"], record["params"]["train.global_units"]) == (8, 16)
+    saved, article = torch.load(out, weights_only=True), torch.load(trained_case["encoder"], weights_only=True)
+    assert saved["config"].keys() == article["config"].keys() == set(asdict(train_config()))
+
+
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("--precision", "fp16", "invalid choice: 'fp16'"),
     ("--checkpoint-every", "0", "--checkpoint-every must be ≥ 1, got 0"),
     ("--threads", "0", "--threads 0: threads must be ≥ 1, got 0"),
     ("--protocol", "adversarial", "invalid choice: 'adversarial'"),
+    ("--global-units", "0", "--critic-channels 64, --global-units 0: the critics' widths must be ≥ 1"),
 ])
 def test_cli_rejects_a_bad_option_before_any_work(tmp_path, trained_case, capsys, option, value, message):
     """A bad value is a usage error naming it, and nothing is written."""
@@ -277,7 +294,8 @@ def test_cli_rejects_images_of_the_wrong_size(tmp_path, trained_case):
 # Every value params.yaml owns, as the workflow passes it (the CLI has no defaults for them); later
 # arguments override these.
 SETTINGS = ["--epochs", "1", "--batch-size", "4", "--lr", "0.0001", "--seed", "78", "--alpha", "0.1", "--beta", "0.1",
-            "--gamma", "0.8", "--device", "cpu", "--precision", "fp32", "--no-fused-adam", "--no-together",
+            "--gamma", "0.8", "--critic-channels", "64", "--global-units", "256",
+            "--device", "cpu", "--precision", "fp32", "--no-fused-adam", "--no-together",
             "--no-cuda-graph", "--checkpoint-every", "5"]
 
 
@@ -333,7 +351,7 @@ def uninterrupted(tmp_path_factory, trained_case):
     """Outputs of an uninterrupted EPOCHS-epoch run of case a, to compare resumed runs with."""
     folder = tmp_path_factory.mktemp("uninterrupted")
     run("a", trained_case["encoder_images"], trained_case["sized_images"],
-        train_config(epochs=EPOCHS, batch_size=4), folder / "encoder.pt", folder / "loss.csv")
+        train_config(epochs=EPOCHS, batch_size=4), folder / "encoder.pt", folder / "loss.csv", critics=CRITICS)
     return folder
 
 
@@ -371,14 +389,15 @@ def fingerprint_of(paths, device="cpu"):
     encoder_images = load_images(paths["encoder_images"], INPUT_SIZE)
     critic_images = load_images(paths["sized_images"], map_size("a"))
     config = train_config(epochs=1, batch_size=4)
-    return fingerprint("a", config, torch.device(device), "", encoder_images, critic_images)  # run()'s code: ""
+    # run()'s code: ""
+    return fingerprint("a", config, torch.device(device), "", encoder_images, critic_images, critics=CRITICS)
 
 
 def write_state(path, run_fingerprint, **changes):
     """A state of case a after epoch 1 with a marker loss row and weights seeded unlike any run; ``changes``
     replace payload entries (None removes one)."""
     torch.manual_seed(12345)
-    encoder, objective = build_encoder("a"), DeepInfoMaxLoss(map_size("a"), WEIGHTS)
+    encoder, objective = build_encoder("a"), DeepInfoMaxLoss(map_size("a"), WEIGHTS, CRITICS)
     optimizers = [torch.optim.Adam(encoder.parameters()), torch.optim.Adam(objective.parameters())]
     state = {"encoder": encoder, "objective": objective, "optimizers": optimizers,
              "loader": torch.Generator(), "prior": torch.Generator()}
@@ -396,7 +415,7 @@ def test_state_of_this_run_is_resumed(tmp_path, trained_case):
     saved = torch.load(resume, weights_only=True)
     losses = run("a", trained_case["encoder_images"], trained_case["sized_images"],
                  train_config(epochs=1, batch_size=4), tmp_path / "encoder.pt", tmp_path / "loss.csv",
-                 resume_path=resume)
+                 resume_path=resume, critics=CRITICS)
     assert losses.values.tolist() == saved["rows"]
     _, encoder = load_encoder(tmp_path / "encoder.pt")
     for name, tensor in saved["encoder"].items():
@@ -448,17 +467,17 @@ def test_unusable_state_is_warned_about_and_ignored(kind, tmp_path, trained_case
     resume = tmp_path / "resume.pt"
     reason = write_unusable_state(kind, resume, trained_case)
     run("a", trained_case["encoder_images"], trained_case["sized_images"], train_config(epochs=1, batch_size=4),
-        tmp_path / "encoder.pt", tmp_path / "loss.csv", resume_path=resume)
+        tmp_path / "encoder.pt", tmp_path / "loss.csv", resume_path=resume, critics=CRITICS)
     warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
     assert len(warnings) == 1 and str(resume) in warnings[0] and reason in warnings[0], warnings
     assert_same_outputs(tmp_path, trained_case["loss"].parent)
     assert not resume.exists()
 
 
-def test_fingerprint_covers_device_threads_code_and_torch(gray_images, monkeypatch):
+def test_fingerprint_covers_device_threads_code_torch_and_critics(gray_images, monkeypatch):
     """Resuming on another device or GPU model, thread count, library code or torch release would mix two runs."""
     def current(device="cpu", code=sources.digest("stages.train")):
-        return fingerprint("a", train_config(), torch.device(device), code, gray_images)
+        return fingerprint("a", train_config(), torch.device(device), code, gray_images, critics=CRITICS)
 
     threads = torch.get_num_threads()
     base = current()
@@ -470,9 +489,11 @@ def test_fingerprint_covers_device_threads_code_and_torch(gray_images, monkeypat
         torch.set_num_threads(threads)
     assert current(code="edited code") != base
     assert fingerprint("a", train_config(), torch.device("cpu"), sources.digest("stages.train"), gray_images,
-                       fused_adam=True) != base  # Adam's fused kernel changes the last bits
+                       fused_adam=True, critics=CRITICS) != base  # Adam's fused kernel changes the last bits
     assert fingerprint("a", train_config(), torch.device("cpu"), sources.digest("stages.train"), gray_images,
-                       cuda_graph=True) != base  # a graph's Adam keeps its step counts on the GPU
+                       cuda_graph=True, critics=CRITICS) != base  # a graph's Adam keeps its step counts on the GPU
+    assert fingerprint("a", train_config(), torch.device("cpu"), sources.digest("stages.train"), gray_images,
+                       critics=Critics(8, 256)) != base  # other critics
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # two GPU models, as a CUDA machine names them
     monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 91000)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
@@ -491,7 +512,7 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_writes_nothing(tmp_path, 
     np.save(tmp_path / "nan96.npy", images)
     with pytest.raises(NonFiniteLossError, match=r"train case a: non-finite loss .* at epoch 0, step 0"):
         run("a", tmp_path / "nan96.npy", trained_case["sized_images"], train_config(epochs=1, batch_size=4),
-            tmp_path / "encoder.pt", tmp_path / "loss.csv", resume_path=tmp_path / "resume.pt")
+            tmp_path / "encoder.pt", tmp_path / "loss.csv", resume_path=tmp_path / "resume.pt", critics=CRITICS)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["nan96.npy"]
 
 
@@ -507,7 +528,7 @@ def test_non_finite_loss_names_the_first_bad_step_and_saves_no_state(tmp_path, t
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss .* at epoch 0, step 1; no output written"):
         run("a", tmp_path / "nan96.npy", trained_case["sized_images"], train_config(epochs=2, batch_size=4),
             tmp_path / "encoder.pt", tmp_path / "loss.csv", resume_path=tmp_path / "resume.pt",
-            checkpoint_every=1)
+            checkpoint_every=1, critics=CRITICS)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["nan96.npy"]
 
 
@@ -545,7 +566,7 @@ def test_cli_corrected_protocol_plays_the_prior_adversarially_and_records_it(tmp
 
     run("a", trained_case["encoder_images"], trained_case["sized_images"],
         train_config(epochs=1, batch_size=4, adversarial_prior=True), tmp_path / "encoder.pt",
-        tmp_path / "loss.csv")
+        tmp_path / "loss.csv", critics=CRITICS)
     assert (tmp_path / "loss.csv").read_bytes() == (out / "loss.csv").read_bytes()
 
 
@@ -555,8 +576,8 @@ def test_the_config_has_no_defaults_and_the_prior_is_part_of_the_fingerprint(gra
     with pytest.raises(TypeError, match="missing 1 required positional argument: 'adversarial_prior'"):
         TrainConfig(**{key: value for key, value in asdict(train_config()).items() if key != "adversarial_prior"})
     cpu = torch.device("cpu")
-    assert (fingerprint("a", train_config(adversarial_prior=True), cpu, "", gray_images)
-            != fingerprint("a", train_config(), cpu, "", gray_images))
+    assert (fingerprint("a", train_config(adversarial_prior=True), cpu, "", gray_images, critics=CRITICS)
+            != fingerprint("a", train_config(), cpu, "", gray_images, critics=CRITICS))
 
 
 class CentreCrop(torch.nn.Module):
@@ -576,7 +597,7 @@ def test_adversarial_step_steps_each_side_on_its_own_loss(gray_images):
     discriminator, with an optimiser of its own, on its loss on detached maps (same batches, same draws)."""
     critic_images = np.ascontiguousarray(gray_images[:, 42:54, 42:54])
     torch.manual_seed(3)
-    encoder, objective = CentreCrop(), DeepInfoMaxLoss(12, WEIGHTS, adversarial_prior=True)
+    encoder, objective = CentreCrop(), DeepInfoMaxLoss(12, WEIGHTS, CRITICS, adversarial_prior=True)
     hand_encoder, hand_objective = copy.deepcopy(encoder), copy.deepcopy(objective)
 
     optimizers = [torch.optim.Adam(encoder.parameters(), lr=1e-3),

@@ -15,7 +15,7 @@ sys.path.insert(0, SOURCE)
 
 from mifeatures.workflow import records, runlock, sources
 from mifeatures.workflow.memory import ALLOCATOR_TUNABLES, local_mem_mb, stage_mb
-from mifeatures.core.networks.shapes import INPUT_SIZE, map_size
+from mifeatures.core.networks.shapes import INPUT_SIZE, Critics, map_size
 from mifeatures.workflow.params import (
     STL10_TRAIN_IMAGES,
     ParamsError,
@@ -251,6 +251,12 @@ def train_params(wildcards):
             if key not in ("checkpoint_every", "seeds")
         }
     )
+
+
+def critics(wildcards):
+    """A training job's critics' widths (train.critic_channels and train.global_units, a case may override them)."""
+    hp = train_params(wildcards)
+    return Critics(hp["critic_channels"], hp["global_units"])
 
 
 def trained(pattern):

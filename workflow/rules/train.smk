@@ -21,9 +21,13 @@ rule train:
     threads: 1
     resources:
         gpu=gpus,
-        # 4.9–6.7 GB a seed (mifeatures.workflow.memory)
+        # 4.9–6.7 GB a seed at the article's critics (mifeatures.workflow.memory)
         mem_mb=lambda wildcards: stage_mb(
-            "train", wildcards.case, N_IMAGES, len(job_seeds(wildcards))
+            "train",
+            wildcards.case,
+            N_IMAGES,
+            len(job_seeds(wildcards)),
+            critics(wildcards),
         ),
         runtime=train_runtime,
         checkpoint_every=config["train"]["checkpoint_every"],
@@ -47,7 +51,8 @@ rule train:
         " --encoder-images {input.encoder_images} --critic-images {input.critic_images}"
         " --epochs {params.hp[epochs]} --batch-size {params.hp[batch_size]} --lr {params.hp[lr]}"
         " --seed {params.seeds} {params.together} --alpha {params.hp[alpha]} --beta {params.hp[beta]}"
-        " --gamma {params.hp[gamma]} --protocol {wildcards.protocol}"
+        " --gamma {params.hp[gamma]} --critic-channels {params.hp[critic_channels]}"
+        " --global-units {params.hp[global_units]} --protocol {wildcards.protocol}"
         " --device {params.hp[device]} --precision {params.hp[precision]} {params.adam} {params.graph}"
         " --threads {threads}"
         " {params.resume} --checkpoint-every {resources.checkpoint_every}"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mifeatures.workflow import provenance, sources, usage
 from mifeatures.core.data.images import load_images
-from mifeatures.core.networks.shapes import INPUT_SIZE, MAP_SIZES, map_size
+from mifeatures.core.networks.shapes import INPUT_SIZE, MAP_SIZES, Critics, map_size
 from mifeatures.core.protocols import PROTOCOLS
 from mifeatures.core.networks.runtime import DEVICES, PRECISIONS, set_up
 from mifeatures.core.networks.training import TrainConfig, run, write_run
@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alpha", type=float, required=True, help="global weight (train.alpha)")
     parser.add_argument("--beta", type=float, required=True, help="local weight (train.beta)")
     parser.add_argument("--gamma", type=float, required=True, help="prior weight (train.gamma)")
+    parser.add_argument("--critic-channels", type=int, required=True,
+                        help="the critics' hidden channels (train.critic_channels)")
+    parser.add_argument("--global-units", type=int, required=True,
+                        help="the global critic's MLP units (train.global_units)")
     parser.add_argument("--device", choices=DEVICES, required=True, help="auto: CUDA if present (train.device)")
     parser.add_argument("--precision", choices=PRECISIONS, required=True,
                         help="fp32 (no TF32), tf32 (CUDA only) or bf16 autocast (train.precision)")
@@ -68,6 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     configs = [TrainConfig(args.epochs, args.batch_size, args.lr, seed, args.alpha, args.beta, args.gamma,
                            args.device, args.precision, PROTOCOLS[args.protocol].adversarial_prior)
                for seed in args.seed]
+    try:
+        critics = Critics(args.critic_channels, args.global_units)
+    except ValueError as error:
+        parser.error(f"--critic-channels {args.critic_channels}, --global-units {args.global_units}: {error}")
     if together:  # imported by name, so that the workflow's one-seed jobs neither run nor rerun with it
         together_module = importlib.import_module("mifeatures.core.networks.together")
         try:
@@ -89,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     if together:
         runs = together_module.train_together(args.case, load_images(args.encoder_images, INPUT_SIZE),
                                               load_images(args.critic_images, map_size(args.case)), configs,
-                                              runtime, args.fused_adam)
+                                              runtime, args.fused_adam, critics=critics)
         outputs = []
         for config, (state_dict, losses) in zip(configs, runs):
             paths = (args.encoder_out.format(seed=config.seed), args.loss_out.format(seed=config.seed))
@@ -99,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         losses = run(args.case, args.encoder_images, args.critic_images, configs[0], args.encoder_out,
                      args.loss_out, runtime, args.resume_state, args.checkpoint_every, discard_resume=False,
                      code=sources.digest("stages.train"), progress=args.progress, fused_adam=args.fused_adam,
-                     cuda_graph=args.cuda_graph)
+                     cuda_graph=args.cuda_graph, critics=critics)
         outputs = [(configs[0], (args.encoder_out, args.loss_out), losses)]
     for config, paths, losses in outputs:
         # Protocol and seed say which run this is, as the case does: context. The params are params.yaml's
@@ -107,7 +115,9 @@ def main(argv: list[str] | None = None) -> None:
         params = {f"train.{key}": value for key, value in asdict(config).items()
                   if key not in ("seed", "adversarial_prior")} | {"train.fused_adam": args.fused_adam,
                                                                   "train.together": args.together,
-                                                                  "train.cuda_graph": args.cuda_graph}
+                                                                  "train.cuda_graph": args.cuda_graph,
+                                                                  "train.critic_channels": critics.channels,
+                                                                  "train.global_units": critics.units}
         context = {"case": args.case, "protocol": args.protocol, "seed": config.seed}
         if together:
             context["trained_with"] = args.seed

@@ -8,7 +8,7 @@ import math
 
 import psutil
 
-from mifeatures.core.networks.shapes import INPUT_SIZE, global_critic_weights, map_size
+from mifeatures.core.networks.shapes import INPUT_SIZE, Critics, map_size
 
 # glibc gives every allocation over 32 MB a fresh mmap and unmaps it when freed, so each training step maps
 # and faults in its large tensors again (≈ 3.7 µs per 4 KB page here). Kept in the heap instead, a step is
@@ -39,18 +39,24 @@ def images_mb(case: str, n_images: int) -> float:
     return IMAGE_COPIES * n_images * 4 * (INPUT_SIZE**2 + map_size(case) ** 2) / MB
 
 
-def stage_mb(stage: str, case: str, n_images: int, seeds: int = 1) -> int:
+def stage_mb(stage: str, case: str, n_images: int, seeds: int = 1, critics: Critics | None = None) -> int:
     """``mem_mb`` of a torch job: ``stage`` (train, score or crosscheck) of ``case`` on ``n_images`` images; a
-    training job of ``seeds`` seeds together (train.together) holds each seed's models and one runtime and images.
+    training job, of ``critics``' widths, of ``seeds`` seeds together (train.together) holds each seed's models and
+    one runtime and images.
 
-    >>> stage_mb("train", "b", 5000) > stage_mb("train", "c", 200) > stage_mb("train", "a", 200)
+    >>> article = Critics(64, 256)
+    >>> stage_mb("train", "b", 5000, critics=article) > stage_mb("train", "c", 200, critics=article)
     True
-    >>> stage_mb("train", "a", 200) > stage_mb("score", "b", 5000)
+    >>> stage_mb("train", "c", 200, critics=article) > stage_mb("train", "a", 200, critics=article)
+    True
+    >>> stage_mb("train", "a", 200, critics=article) > stage_mb("score", "b", 5000)
     True
     """
     if stage == "train":
+        if critics is None:
+            raise ValueError("a training job's memory follows its critics' widths: give critics")
         per_weight = TRAIN_BYTES_PER_CRITIC_WEIGHT if seeds == 1 else TOGETHER_BYTES_PER_CRITIC_WEIGHT
-        model = TRAIN_RUNTIME_MB + seeds * per_weight * global_critic_weights(case) / MB
+        model = TRAIN_RUNTIME_MB + seeds * per_weight * critics.global_weights(map_size(case)) / MB
     elif stage in ("score", "crosscheck"):
         model = SCORE_RUNTIME_MB
     else:

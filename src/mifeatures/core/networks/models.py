@@ -11,8 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mifeatures.core.networks.shapes import (CRITIC_HIDDEN, GLOBAL_HIDDEN, INPUT_SIZE, MAP_SIZES, N_MAPS,
-                                             global_conv_size)
+from mifeatures.core.networks.shapes import INPUT_SIZE, MAP_SIZES, N_MAPS, Critics, global_conv_size
 
 
 class _FourLayerEncoder(nn.Module):
@@ -102,54 +101,56 @@ def build_encoder(case: str) -> _FourLayerEncoder:
 
 
 class LocalCritic(nn.Module):
-    """Scores every pixel of concat(M, image): 1×1 convolutions 33 → 64 → 64 → 1."""
+    """Scores every pixel of concat(M, image): 1×1 convolutions 33 → C → C → 1 (C = critics.channels, 64 in the
+    article's code)."""
 
-    def __init__(self):
+    def __init__(self, critics: Critics):
         super().__init__()
-        self.c0 = nn.Conv2d(N_MAPS + 1, CRITIC_HIDDEN, kernel_size=1)
-        self.c1 = nn.Conv2d(CRITIC_HIDDEN, CRITIC_HIDDEN, kernel_size=1)
-        self.c2 = nn.Conv2d(CRITIC_HIDDEN, 1, kernel_size=1)
+        self.c0 = nn.Conv2d(N_MAPS + 1, critics.channels, kernel_size=1)
+        self.c1 = nn.Conv2d(critics.channels, critics.channels, kernel_size=1)
+        self.c2 = nn.Conv2d(critics.channels, 1, kernel_size=1)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.c0(y))  # (B, 64, S, S)
-        h = F.relu(self.c1(h))  # (B, 64, S, S)
+        h = F.relu(self.c0(y))  # (B, C, S, S)
+        h = F.relu(self.c1(h))  # (B, C, S, S)
         return self.c2(h)  # (B, 1, S, S)
 
 
 class GlobalCritic(nn.Module):
-    """One score per concat(M, image): two unpadded 3×3 convolutions, then an MLP 256 → 256 → 1.
+    """One score per concat(M, image): two unpadded 3×3 convolutions of C channels, then an MLP U → U → 1
+    (C, U = critics.channels, critics.units: 64 and 256 in the article's code).
 
-    The first Linear sees all 64·(S−4)² conv outputs, so its size follows the map size
-    (≈139 M weights for S = 96); that is how the article's code had it.
+    The first Linear sees all C·(S−4)² conv outputs, so its size follows the map size
+    (≈139 M weights for S = 96 at the article's widths); that is how the article's code had it.
     """
 
-    def __init__(self, map_size: int):
+    def __init__(self, map_size: int, critics: Critics):
         super().__init__()
         conv_size = global_conv_size(map_size)
-        self.c0 = nn.Conv2d(N_MAPS + 1, CRITIC_HIDDEN, kernel_size=3)
-        self.c1 = nn.Conv2d(CRITIC_HIDDEN, CRITIC_HIDDEN, kernel_size=3)
-        self.l0 = nn.Linear(CRITIC_HIDDEN * conv_size * conv_size, GLOBAL_HIDDEN)
-        self.l1 = nn.Linear(GLOBAL_HIDDEN, GLOBAL_HIDDEN)
-        self.l2 = nn.Linear(GLOBAL_HIDDEN, 1)
+        self.c0 = nn.Conv2d(N_MAPS + 1, critics.channels, kernel_size=3)
+        self.c1 = nn.Conv2d(critics.channels, critics.channels, kernel_size=3)
+        self.l0 = nn.Linear(critics.channels * conv_size * conv_size, critics.units)
+        self.l1 = nn.Linear(critics.units, critics.units)
+        self.l2 = nn.Linear(critics.units, 1)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.c0(y))  # (B, 64, S-2, S-2)
-        h = self.c1(h)  # (B, 64, S-4, S-4)
-        h = F.relu(self.l0(h.flatten(1)))  # (B, 256)
-        h = F.relu(self.l1(h))  # (B, 256)
+        h = F.relu(self.c0(y))  # (B, C, S-2, S-2)
+        h = self.c1(h)  # (B, C, S-4, S-4)
+        h = F.relu(self.l0(h.flatten(1)))  # (B, U)
+        h = F.relu(self.l1(h))  # (B, U)
         return self.l2(h)  # (B, 1)
 
 
 class PriorCritic(nn.Module):
-    """Per-pixel logit that a 32-vector came from the uniform prior: 1×1 convs 32 → 64 → 64 → 1."""
+    """Per-pixel logit that a 32-vector came from the uniform prior: 1×1 convs 32 → C → C → 1."""
 
-    def __init__(self):
+    def __init__(self, critics: Critics):
         super().__init__()
-        self.c0 = nn.Conv2d(N_MAPS, CRITIC_HIDDEN, kernel_size=1)
-        self.c1 = nn.Conv2d(CRITIC_HIDDEN, CRITIC_HIDDEN, kernel_size=1)
-        self.c2 = nn.Conv2d(CRITIC_HIDDEN, 1, kernel_size=1)
+        self.c0 = nn.Conv2d(N_MAPS, critics.channels, kernel_size=1)
+        self.c1 = nn.Conv2d(critics.channels, critics.channels, kernel_size=1)
+        self.c2 = nn.Conv2d(critics.channels, 1, kernel_size=1)
 
     def forward(self, m: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.c0(m))  # (B, 64, S, S)
-        h = F.relu(self.c1(h))  # (B, 64, S, S)
+        h = F.relu(self.c0(m))  # (B, C, S, S)
+        h = F.relu(self.c1(h))  # (B, C, S, S)
         return self.c2(h)  # (B, 1, S, S) logits; sigmoid lives in the loss

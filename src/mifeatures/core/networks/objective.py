@@ -20,6 +20,7 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from mifeatures.core.networks.models import GlobalCritic, LocalCritic, PriorCritic
+from mifeatures.core.networks.shapes import Critics
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,13 @@ class DeepInfoMaxLoss(nn.Module):
     It changes no weight and no draw, only which loss each side's gradients come from.
     """
 
-    def __init__(self, map_size: int, weights: LossWeights, adversarial_prior: bool = False):
+    def __init__(self, map_size: int, weights: LossWeights, critics: Critics, adversarial_prior: bool = False):
         super().__init__()
         self.weights = weights
         self.adversarial_prior = adversarial_prior
-        self.local_critic = LocalCritic()
-        self.global_critic = GlobalCritic(map_size)
-        self.prior_critic = PriorCritic()
+        self.local_critic = LocalCritic(critics)
+        self.global_critic = GlobalCritic(map_size, critics)
+        self.prior_critic = PriorCritic(critics)
 
     def forward(
         self, maps: torch.Tensor, images: torch.Tensor, generator: torch.Generator | None = None,

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from mifeatures.core.io import atomic_write
+from mifeatures.core.networks.shapes import Critics
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,9 @@ def _shapes(weights: object) -> dict | None:
 
 
 def fingerprint(case: str, config, device: torch.device, code: str, *arrays: np.ndarray,
-                fused_adam: bool = False, cuda_graph: bool = False) -> str:
-    """Identity of a run: case, hyperparameters (a dataclass), input image bytes and all that changes its
-    numbers.
+                fused_adam: bool = False, cuda_graph: bool = False, critics: Critics) -> str:
+    """Identity of a run: case, hyperparameters (a dataclass), the critics' widths, input image bytes and all that
+    changes its numbers.
 
     That is the device actually used (on CUDA: which GPU model, and the cuDNN release), ``code`` (a digest
     of the library code the run executes), the torch release and torch's thread count (read here, so set it
@@ -118,7 +119,7 @@ def fingerprint(case: str, config, device: torch.device, code: str, *arrays: np.
     resumed after any of them changed would mix epochs of two different computations.
     """
     on_gpu = device.type == "cuda" and torch.cuda.is_available()
-    identity = {"case": case, **asdict(config), "resolved_device": str(device),
+    identity = {"case": case, **asdict(config), "critics": asdict(critics), "resolved_device": str(device),
                 "gpu": torch.cuda.get_device_name(device) if on_gpu else None,
                 "cudnn": torch.backends.cudnn.version() if on_gpu else None,
                 "code": code, "torch": torch.__version__,

@@ -19,7 +19,7 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm import tqdm
 
-from mifeatures.core.networks.shapes import N_MAPS, map_size
+from mifeatures.core.networks.shapes import N_MAPS, Critics, map_size
 from mifeatures.core.networks.runtime import Runtime
 from mifeatures.core.networks.training import (DISCRIMINATOR_TERM, LOSS_COLUMNS, LOSS_TERMS, Batches,
                                                NonFiniteLossError, TrainConfig, adam, fresh_models)
@@ -45,7 +45,8 @@ def check_configs(configs: list[TrainConfig]) -> None:
 
 
 def train_together(case: str, encoder_images: np.ndarray, critic_images: np.ndarray, configs: list[TrainConfig],
-                   runtime: Runtime, fused_adam: bool = False) -> list[tuple[dict[str, torch.Tensor], pd.DataFrame]]:
+                   runtime: Runtime, fused_adam: bool = False, *,
+                   critics: Critics) -> list[tuple[dict[str, torch.Tensor], pd.DataFrame]]:
     """Train ``case`` once per config, all at once; return each run's (encoder state dict, loss log), in the
     configs' order. The configs differ in their seed only (``check_configs``)."""
     check_configs(configs)
@@ -54,7 +55,7 @@ def train_together(case: str, encoder_images: np.ndarray, critic_images: np.ndar
     device, size = runtime.device, map_size(case)
     encoders, objectives, batches, priors = [], [], [], []
     for config in configs:  # each seed's weights and draws, in its solo run's order
-        seed_encoder, seed_objective = fresh_models(case, config)
+        seed_encoder, seed_objective = fresh_models(case, config, critics)
         encoders.append(seed_encoder.to(device).train())
         objectives.append(seed_objective.to(device).train())
         batches.append(Batches(encoder_images, critic_images, config.batch_size, config.seed, device))

@@ -25,7 +25,7 @@ from mifeatures.core.data.images import load_images
 from mifeatures.core.io import atomic_write, discard_stale_temporaries
 from mifeatures.core.networks.graphed import StaticStep, capturable_adam, optimise
 from mifeatures.core.networks.models import build_encoder
-from mifeatures.core.networks.shapes import INPUT_SIZE, map_size
+from mifeatures.core.networks.shapes import INPUT_SIZE, Critics, map_size
 from mifeatures.core.networks.objective import DeepInfoMaxLoss, LossWeights
 from mifeatures.core.networks.resume import ResumeState, fingerprint
 from mifeatures.core.networks.runtime import PRECISIONS, Runtime, resolve_device, set_up
@@ -83,12 +83,13 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
-def fresh_models(case: str, config: TrainConfig) -> tuple[torch.nn.Module, DeepInfoMaxLoss]:
-    """A run's initial encoder and critics, drawn from torch's generator seeded with the run's seed."""
+def fresh_models(case: str, config: TrainConfig, critics: Critics) -> tuple[torch.nn.Module, DeepInfoMaxLoss]:
+    """A run's initial encoder and critics of ``critics``' widths, drawn from torch's generator seeded with the run's
+    seed."""
     seed_everything(config.seed)
     encoder = build_encoder(case)
     objective = DeepInfoMaxLoss(map_size(case), LossWeights(config.alpha, config.beta, config.gamma),
-                                adversarial_prior=config.adversarial_prior)
+                                critics, adversarial_prior=config.adversarial_prior)
     return encoder, objective
 
 
@@ -249,8 +250,11 @@ def train(
 def run(case: str, encoder_images_path: str, critic_images_path: str, config: TrainConfig,
         encoder_out: str, loss_out: str, runtime: Runtime | None = None, resume_path: str | None = None,
         checkpoint_every: int = CHECKPOINT_EVERY, discard_resume: bool = True, code: str = "",
-        progress: str | None = None, fused_adam: bool = False, cuda_graph: bool = False) -> pd.DataFrame:
-    """Train case ``case`` from the grayscale arrays and write the encoder checkpoint and loss log.
+        progress: str | None = None, fused_adam: bool = False, cuda_graph: bool = False, *,
+        critics: Critics) -> pd.DataFrame:
+    """Train case ``case``, with critics of ``critics``' widths, from the grayscale arrays and write the encoder
+    checkpoint and loss log. The checkpoint holds the encoder, its case and ``config``; the critics are not
+    kept.
 
     ``runtime`` is the job's torch set-up (``runtime.set_up``); without one, torch is set up for
     ``config``'s device and precision on one thread. With
@@ -269,13 +273,13 @@ def run(case: str, encoder_images_path: str, critic_images_path: str, config: Tr
     encoder_images = load_images(encoder_images_path, INPUT_SIZE)
     critic_images = load_images(critic_images_path, size)
     device = runtime.device
-    encoder, objective = fresh_models(case, config)
+    encoder, objective = fresh_models(case, config, critics)
     optimizers = [adam(module.parameters(), config.lr, device, fused_adam, cuda_graph)
                   for module in (encoder, objective)]
     batches = Batches(encoder_images, critic_images, config.batch_size, config.seed, device)
     prior_generator = torch.Generator(device=device).manual_seed(config.seed)
     resume = (ResumeState(resume_path, fingerprint(case, config, device, code, encoder_images, critic_images,
-                                                   fused_adam=fused_adam, cuda_graph=cuda_graph))
+                                                   fused_adam=fused_adam, cuda_graph=cuda_graph, critics=critics))
               if resume_path else None)
     if resume_path:  # a save killed mid-way left its temporary file (as large as a state)
         discard_stale_temporaries(resume_path)
