@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import html
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Iterator
-
-if TYPE_CHECKING:  # the stages that write no table need not import pandas
-    import pandas as pd
+from typing import IO, Iterator
 
 
 _UMASK = os.umask(0)
@@ -75,22 +71,3 @@ def parse_case_paths(pairs: list[str]) -> dict[str, Path]:
             raise ValueError(f"case {case!r} given twice")
         parsed[case] = Path(path)
     return parsed
-
-
-def html_table(table: pd.DataFrame, title: str, digits: int = 4) -> str:
-    """``table`` as a self-contained HTML page for a reader: the Snakemake report shows an HTML result in place,
-    where a CSV is only a download. Numbers to ``digits`` significant digits (the CSV beside it keeps them all),
-    an empty cell where there is no value.
-
-    >>> import pandas as pd
-    >>> page = html_table(pd.DataFrame({"case": ["a"], "mean_mi": [0.12345678901234567]}), "Mean MI")
-    >>> "<td>0.1235</td>" in page and "<title>Mean MI</title>" in page
-    True
-    """
-    body = table.to_html(index=False, border=0, na_rep="", float_format=lambda value: f"{value:.{digits}g}")
-    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title>\n<style>"
-            "body{font-family:sans-serif;font-size:14px} table{border-collapse:collapse}"
-            " th,td{padding:3px 10px;border-bottom:1px solid #ddd;text-align:right}"
-            " th:first-child,td:first-child{text-align:left}"
-            f"</style></head>\n<body><p>{html.escape(title)}</p>\n{body}\n</body></html>\n")

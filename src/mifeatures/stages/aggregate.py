@@ -10,7 +10,8 @@ import pandas as pd
 
 from mifeatures.workflow import provenance, usage
 from mifeatures.core.statistics.aggregation import WIN_STATISTICS, metrics, per_case, per_image
-from mifeatures.core.io import atomic_write, html_table, parse_case_paths
+from mifeatures.core.io import atomic_write, parse_case_paths
+from mifeatures.core.statistics.tables import html_table
 
 
 def main(argv: list[str] | None = None) -> None:

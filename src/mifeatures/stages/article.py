@@ -12,7 +12,8 @@ import argparse
 import pandas as pd
 
 from mifeatures.workflow import provenance, usage
-from mifeatures.core.io import atomic_write, html_table, parse_case_paths
+from mifeatures.core.io import atomic_write, parse_case_paths
+from mifeatures.core.statistics.tables import html_table
 
 # (case, epoch) → mean batch loss printed by the article's notebooks.
 ARTICLE_LOSSES = {("a", 0): 0.747, ("a", 49): 0.0786, ("c", 0): 0.739, ("c", 32): 0.0274,
