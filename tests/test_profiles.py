@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mifeatures.core.networks.shapes import Critics
 from mifeatures.workflow.memory import stage_mb
 
 from helpers import CRITICS
@@ -77,3 +78,21 @@ def test_slurm_profile_runs_the_findings_at_the_articles_scale(project):
         "train": 24, "score": 48, "crosscheck": 24}
     assert all(job["gpu"] == "1" for job in jobs["train"] + jobs["score"] + jobs["crosscheck"])
     assert "gpu" not in jobs["findings"][0]
+
+
+def test_a_cases_own_critics_reach_its_training_job_and_its_memory(project, tmp_path):
+    """`train.overrides.c.global_units: 16` trains case c's critics narrower: its job's command says so and it asks
+    for the memory of that narrower global critic; the other cases keep params.yaml's widths."""
+    override = tmp_path / "narrow_c.yaml"
+    override.write_text(yaml.safe_dump({"train": {"overrides": {"c": {"global_units": 16}}}}))
+    jobs = dry_run(project, "slurm", str(override))
+    narrow = Critics(CRITICS.channels, 16)
+    assert sorted(int(train["mem_mb"]) for train in jobs["train"]) == sorted(
+        [stage_mb("train", case, 5000, critics=CRITICS) for case in "abd"] + [stage_mb("train", "c", 5000,
+                                                                                       critics=narrow)])
+    planned = subprocess.run(
+        [str(BIN / "snakemake"), "all", "-n", "-p", "--configfile", "config/article.yaml", str(override)],
+        cwd=project, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
+    commands = re.findall(r"python -m mifeatures\.stages\.train --case (\w).*?--global-units (\d+)", planned.stdout)
+    assert dict(commands) == {"a": "256", "b": "256", "c": "16", "d": "256"}, planned.stdout[-2000:]

@@ -164,7 +164,7 @@ def statistics(values: dict[tuple[str, str, str], dict[str, np.ndarray]], draws:
 def ksg_differences(checks: list[Check], confidence: float, margin: float, reference: str) -> pd.DataFrame:
     """Per protocol: ``reference`` − x of KSG minus its shift null, and of the protocol's histogram MI on the same
     (image, map) pairs, each per seed the difference of the cases' means over their pairs; and how far the two
-    estimators' c − x differ (KSG's minus the histogram's, paired by seed). t-intervals over the seeds."""
+    estimators' differences differ (KSG's minus the histogram's, paired by seed). t-intervals over the seeds."""
     means: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
     for check in checks:
         ksg = pd.read_csv(check.crosscheck)
